@@ -1,1 +1,94 @@
-fn main() {}
+//! The `frontdoor` command.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use frontdoor::config::{Config, parse_port_range};
+use frontdoor::driver::{ServeOptions, serve};
+use frontdoor::events::{EventSink, EventTarget};
+
+#[derive(Debug, Parser)]
+#[command(name = "frontdoor", version, about = "SIP/RTP telephony engine with an IVR and an ACD")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the engine: SIP over UDP and TCP on one address.
+    Serve {
+        /// SIP listening address (UDP and TCP).
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        sip: SocketAddr,
+        /// Configuration file (TOML). Defaults apply without one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Write the event stream (JSON lines) to this file; `-` for stdout.
+        #[arg(long)]
+        events: Option<String>,
+        /// RTP port range LO-HI (overrides the config file).
+        #[arg(long)]
+        rtp_ports: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { sip, config, events, rtp_ports } => {
+            match run_serve(sip, config, events, rtp_ports) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("frontdoor: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn run_serve(
+    sip: SocketAddr,
+    config: Option<PathBuf>,
+    events: Option<String>,
+    rtp_ports: Option<String>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::load(config.as_deref())?;
+    let range = rtp_ports.as_deref().unwrap_or(&config.media.rtp_ports).to_owned();
+    let rtp_ports = parse_port_range(&range)?;
+    let (sink, writer) = match events.as_deref() {
+        None => (EventSink::disabled(), None),
+        Some("-") => {
+            let (s, w) = EventSink::open(EventTarget::Stdout)?;
+            (s, Some(w))
+        }
+        Some(path) => {
+            let (s, w) = EventSink::open(EventTarget::File(PathBuf::from(path)))?;
+            (s, Some(w))
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = runtime.block_on(serve(ServeOptions {
+        sip,
+        config: Arc::new(config),
+        rtp_ports,
+        events: sink,
+    }));
+    drop(runtime);
+    if let Some(w) = writer {
+        w.finish();
+    }
+    result.map_err(Into::into)
+}

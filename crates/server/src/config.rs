@@ -1,0 +1,250 @@
+//! `frontdoor.toml`: the server's configuration file.
+//!
+//! Every field has a default, so an empty file (or none) is a working configuration for a
+//! hotline on 127.0.0.1. Unknown keys are errors, so a typo never silently does nothing.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Errors reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong, with line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// A port range is malformed.
+    #[error("invalid RTP port range {0:?}: expected LO-HI with 1024 <= LO < HI <= 65535")]
+    PortRange(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// SIP protocol settings.
+    pub sip: SipSection,
+    /// Media (RTP) settings.
+    pub media: MediaSection,
+    /// Which peers may send calls in.
+    pub trunks: TrunksSection,
+    /// Call behaviour of the built-in test numbers.
+    pub calls: CallsSection,
+    /// Overload protection.
+    pub overload: OverloadSection,
+}
+
+/// `[sip]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipSection {
+    /// RFC 3261 T1 (RTT estimate), milliseconds.
+    pub t1_ms: u64,
+    /// RFC 3261 T2 (maximum retransmit interval for non-INVITE requests and INVITE responses).
+    pub t2_ms: u64,
+    /// RFC 3261 T4 (maximum time a message stays in the network).
+    pub t4_ms: u64,
+    /// `User-Agent`/`Server` header value.
+    pub user_agent: String,
+    /// Session-Expires we ask for (RFC 4028), seconds; 0 disables session timers.
+    pub session_expires: u32,
+    /// Smallest Session-Expires we accept (Min-SE), seconds.
+    pub min_se: u32,
+    /// Largest SIP message accepted, bytes.
+    pub max_message_size: usize,
+    /// Requests larger than this go over TCP (RFC 3261 §18.1.1).
+    pub mtu: usize,
+    /// Kernel receive buffer for the UDP socket, bytes.
+    pub udp_recv_buffer: usize,
+}
+
+impl Default for SipSection {
+    fn default() -> Self {
+        Self {
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            user_agent: concat!("Frontdoor/", env!("CARGO_PKG_VERSION")).to_owned(),
+            session_expires: 1800,
+            min_se: 90,
+            max_message_size: 65_535,
+            mtu: 1300,
+            udp_recv_buffer: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl SipSection {
+    /// T1 as a duration.
+    pub fn t1(&self) -> Duration {
+        Duration::from_millis(self.t1_ms)
+    }
+    /// T2 as a duration.
+    pub fn t2(&self) -> Duration {
+        Duration::from_millis(self.t2_ms)
+    }
+    /// T4 as a duration.
+    pub fn t4(&self) -> Duration {
+        Duration::from_millis(self.t4_ms)
+    }
+}
+
+/// `[media]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSection {
+    /// Address written into SDP `c=` and `Contact` (for NAT and real deployments). Defaults to
+    /// the SIP listening address.
+    pub public_address: Option<IpAddr>,
+    /// RTP port range `LO-HI`; one even port per call leg.
+    pub rtp_ports: String,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        Self { public_address: None, rtp_ports: "10000-59999".to_owned() }
+    }
+}
+
+/// `[trunks]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrunksSection {
+    /// Source networks allowed to send INVITEs (IP or CIDR). Others get 403 Forbidden.
+    pub allow: Vec<IpNet>,
+}
+
+impl Default for TrunksSection {
+    fn default() -> Self {
+        let loopback_v4: IpNet = IpNet::V4(ipnet::Ipv4Net::new_assert([127, 0, 0, 0].into(), 8));
+        let loopback_v6: IpNet = IpNet::V6(ipnet::Ipv6Net::new_assert(std::net::Ipv6Addr::LOCALHOST, 128));
+        Self { allow: vec![loopback_v4, loopback_v6] }
+    }
+}
+
+impl TrunksSection {
+    /// Whether `ip` may send calls in.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.allow.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// `[calls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallsSection {
+    /// How long the `ring` test number rings before answering, seconds.
+    pub ring_seconds: u64,
+    /// Most calls at once; more get 503.
+    pub max_calls: usize,
+}
+
+impl Default for CallsSection {
+    fn default() -> Self {
+        Self { ring_seconds: 10, max_calls: 20_000 }
+    }
+}
+
+/// `[overload]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverloadSection {
+    /// Datagrams read back to back without draining the socket that mark an overload.
+    pub backlog_datagrams: u32,
+    /// Retry-After (seconds) sent with 503 while shedding.
+    pub retry_after_s: u32,
+}
+
+impl Default for OverloadSection {
+    fn default() -> Self {
+        Self { backlog_datagrams: 4096, retry_after_s: 5 }
+    }
+}
+
+impl Config {
+    /// Reads `path`, or returns the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else { return Ok(Self::default()) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text)
+            .map_err(|source| ConfigError::Parse { path: origin.to_owned(), source: Box::new(source) })
+    }
+}
+
+/// Parses `LO-HI` into an inclusive port range.
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), ConfigError> {
+    let bad = || ConfigError::PortRange(s.to_owned());
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo < 1024 || lo >= hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_default() {
+        let c = Config::parse("", "x").unwrap();
+        assert_eq!(c.sip.t1_ms, 500);
+        assert!(c.trunks.allows("127.0.0.1".parse().unwrap()));
+        assert!(!c.trunks.allows("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_position() {
+        let err = Config::parse("[sip]\nt1_msec = 3\n", "f.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("f.toml"), "{msg}");
+        assert!(msg.contains("t1_msec"), "{msg}");
+    }
+
+    #[test]
+    fn trunks_and_public_address() {
+        let c = Config::parse(
+            "[media]\npublic_address = \"203.0.113.7\"\n[trunks]\nallow = [\"198.51.100.0/24\", \"10.1.2.3/32\"]\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.media.public_address, Some("203.0.113.7".parse().unwrap()));
+        assert!(c.trunks.allows("198.51.100.9".parse().unwrap()));
+        assert!(c.trunks.allows("10.1.2.3".parse().unwrap()));
+        assert!(!c.trunks.allows("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("10000-59999").unwrap(), (10000, 59999));
+        assert!(parse_port_range("5-10").is_err());
+        assert!(parse_port_range("20000-10000").is_err());
+        assert!(parse_port_range("abc").is_err());
+        assert!(parse_port_range("10000-70000").is_err());
+    }
+}

@@ -1,0 +1,414 @@
+//! The tokio driver: owns the SIP sockets (UDP and TCP on one address) and the timers, and
+//! moves bytes between them and the sans-IO user agent.
+//!
+//! One task owns the [`UserAgent`] and the [`CallApp`]; nothing on the per-message path takes a
+//! lock. TCP connections are tasks of their own that frame the byte stream and hand complete
+//! messages to the SIP task over a channel; responses go back over a per-connection channel.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use frontdoor_sip::framing::StreamFramer;
+use frontdoor_sip::{Transmit, Transport, UaConfig, UserAgent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::calls::CallApp;
+use crate::config::Config;
+use crate::events::{EventBody, EventSink};
+use crate::ports::PortPool;
+
+/// Most datagrams read in one go before the loop looks at its other inputs.
+const BATCH: usize = 256;
+/// How long shutdown waits for calls to end after hanging them up.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A socket could not be opened.
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        /// UDP or TCP.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// What `frontdoor serve` runs with.
+#[derive(Debug)]
+pub struct ServeOptions {
+    /// SIP address (UDP and TCP).
+    pub sip: SocketAddr,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// RTP port range.
+    pub rtp_ports: (u16, u16),
+    /// Where events go.
+    pub events: EventSink,
+}
+
+enum TcpEvent {
+    /// A connection is up; send its messages to `writer`.
+    Connected { peer: SocketAddr, writer: mpsc::Sender<Bytes> },
+    /// A complete message from `peer`.
+    Message { peer: SocketAddr, data: Bytes },
+    /// The connection closed.
+    Closed { peer: SocketAddr },
+}
+
+fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    if let Err(e) = socket.set_recv_buffer_size(recv_buffer) {
+        tracing::warn!(error = %e, "cannot set UDP receive buffer");
+    }
+    let _ = socket.set_send_buffer_size(recv_buffer);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Reads the host's UDP `RcvbufErrors` counter from `/proc/net/snmp` (0 when unavailable).
+pub fn udp_rcvbuf_errors() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/net/snmp") else { return 0 };
+    let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return 0 };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs the server until SIGINT/SIGTERM, then ends the calls and returns.
+pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+    let ServeOptions { sip, config, rtp_ports, events } = opts;
+    let udp = bind_udp(sip, config.sip.udp_recv_buffer)
+        .map_err(|source| ServeError::Bind { what: "UDP", addr: sip, source })?;
+    let tcp = TcpListener::bind(sip)
+        .await
+        .map_err(|source| ServeError::Bind { what: "TCP", addr: sip, source })?;
+    let local = udp.local_addr().unwrap_or(sip);
+
+    let public_ip = config.media.public_address.unwrap_or(local.ip());
+    let ua_config = UaConfig {
+        t1: config.sip.t1(),
+        t2: config.sip.t2(),
+        t4: config.sip.t4(),
+        local_addr: SocketAddr::new(public_ip, local.port()),
+        contact_host: public_ip.to_string(),
+        user_agent: config.sip.user_agent.clone(),
+        max_message_size: config.sip.max_message_size,
+        mtu: config.sip.mtu,
+        session_expires: (config.sip.session_expires > 0).then_some(config.sip.session_expires),
+        min_se: config.sip.min_se,
+    };
+    let mut ua = UserAgent::new(ua_config);
+    let mut app = CallApp::new(
+        config.clone(),
+        public_ip,
+        PortPool::new(rtp_ports.0, rtp_ports.1),
+        events.clone(),
+    );
+
+    let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(4096);
+    let max_msg = config.sip.max_message_size;
+    let acceptor = tokio::spawn(accept_loop(tcp, tcp_tx.clone(), max_msg));
+    let mut tcp_writers: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
+    let mut tcp_pending: HashMap<SocketAddr, Vec<Bytes>> = HashMap::new();
+
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+
+    let rcvbuf_at_start = udp_rcvbuf_errors();
+    events.emit(
+        None,
+        EventBody::ServerStarted {
+            sip: local.to_string(),
+            rtp_ports: format!("{}-{}", rtp_ports.0, rtp_ports.1),
+            version: env!("CARGO_PKG_VERSION"),
+        },
+    );
+    tracing::info!(sip = %local, rtp = ?rtp_ports, "frontdoor listening (UDP and TCP)");
+
+    let backlog_batches = (config.overload.backlog_datagrams as usize).div_ceil(BATCH).max(2);
+    let mut full_batches = 0usize;
+    let mut shedding_since: Option<Instant> = None;
+    let mut stopping_at: Option<Instant> = None;
+    let mut buf = vec![0u8; 65_536];
+
+    loop {
+        let now = Instant::now();
+        if let Some(at) = stopping_at {
+            if app.active_calls() == 0 || now >= at + SHUTDOWN_GRACE {
+                break;
+            }
+        }
+        let deadline = match (ua.poll_timeout(), app.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let sleep_until = deadline.unwrap_or(now + Duration::from_millis(250));
+        let sleep_until = match stopping_at {
+            Some(at) => sleep_until.min(at + SHUTDOWN_GRACE),
+            None => sleep_until,
+        };
+
+        tokio::select! {
+            biased;
+            _ = sigterm.recv(), if stopping_at.is_none() => {
+                begin_shutdown(&mut stopping_at, &mut ua, &mut app, &events, &config);
+            }
+            _ = sigint.recv(), if stopping_at.is_none() => {
+                begin_shutdown(&mut stopping_at, &mut ua, &mut app, &events, &config);
+            }
+            ready = udp.readable() => {
+                if let Err(e) = ready {
+                    tracing::warn!(error = %e, "UDP socket error");
+                    continue;
+                }
+                let mut n = 0;
+                while n < BATCH {
+                    match udp.try_recv_from(&mut buf) {
+                        Ok((len, src)) => {
+                            n += 1;
+                            if let Some(data) = buf.get(..len) {
+                                ua.handle_datagram(Instant::now(), Transport::Udp, src, data);
+                            }
+                            if n % 32 == 0 {
+                                pump(&mut ua, &mut app, &udp, &mut tcp_writers, &mut tcp_pending, &tcp_tx, max_msg).await;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            // ICMP port unreachable and friends: not fatal for a UDP server.
+                            tracing::debug!(error = %e, "UDP receive error");
+                            break;
+                        }
+                    }
+                }
+                // Overload: the socket stays full batch after batch.
+                if n == BATCH {
+                    full_batches += 1;
+                } else {
+                    full_batches = 0;
+                }
+                let now = Instant::now();
+                if full_batches >= backlog_batches && shedding_since.is_none() && stopping_at.is_none() {
+                    tracing::warn!("overload: shedding new calls with 503");
+                    ua.set_shedding(Some(config.overload.retry_after_s));
+                    shedding_since = Some(now);
+                } else if let Some(since) = shedding_since {
+                    if full_batches == 0 && now.duration_since(since) > Duration::from_secs(1) && stopping_at.is_none() {
+                        tracing::info!("overload over: accepting new calls");
+                        ua.set_shedding(None);
+                        shedding_since = None;
+                    }
+                }
+            }
+            Some(ev) = tcp_rx.recv() => {
+                match ev {
+                    TcpEvent::Connected { peer, writer } => {
+                        if let Some(pending) = tcp_pending.remove(&peer) {
+                            for m in pending {
+                                let _ = writer.try_send(m);
+                            }
+                        }
+                        tcp_writers.insert(peer, writer);
+                    }
+                    TcpEvent::Message { peer, data } => {
+                        ua.handle_datagram(Instant::now(), Transport::Tcp, peer, &data);
+                    }
+                    TcpEvent::Closed { peer } => {
+                        tcp_writers.remove(&peer);
+                        tcp_pending.remove(&peer);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(sleep_until.into()) => {
+                let now = Instant::now();
+                ua.handle_timeout(now);
+                app.handle_timeout(now, &mut ua);
+            }
+        }
+        pump(&mut ua, &mut app, &udp, &mut tcp_writers, &mut tcp_pending, &tcp_tx, max_msg).await;
+    }
+
+    acceptor.abort();
+    let rcvbuf_errors = udp_rcvbuf_errors().saturating_sub(rcvbuf_at_start);
+    let stats = ua.stats();
+    tracing::info!(
+        calls = app.total_calls(),
+        udp_rcvbuf_errors = rcvbuf_errors,
+        stats = ?stats,
+        events_dropped = events.dropped(),
+        "frontdoor stopped"
+    );
+    events.emit(
+        None,
+        EventBody::ServerStopped { calls_total: app.total_calls(), udp_rcvbuf_errors: rcvbuf_errors },
+    );
+    Ok(())
+}
+
+fn begin_shutdown(
+    stopping_at: &mut Option<Instant>,
+    ua: &mut UserAgent,
+    app: &mut CallApp,
+    events: &EventSink,
+    config: &Config,
+) {
+    let now = Instant::now();
+    tracing::info!(active_calls = app.active_calls(), "shutting down: ending calls");
+    events.emit(None, EventBody::ServerStopping { active_calls: app.active_calls() });
+    ua.set_shedding(Some(config.overload.retry_after_s));
+    app.hangup_all(now, ua);
+    *stopping_at = Some(now);
+}
+
+/// Moves the UA's events to the application and its transmits to the sockets.
+async fn pump(
+    ua: &mut UserAgent,
+    app: &mut CallApp,
+    udp: &UdpSocket,
+    tcp_writers: &mut HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    tcp_pending: &mut HashMap<SocketAddr, Vec<Bytes>>,
+    tcp_tx: &mpsc::Sender<TcpEvent>,
+    max_msg: usize,
+) {
+    loop {
+        let mut progressed = false;
+        while let Some(ev) = ua.poll_event() {
+            progressed = true;
+            app.handle_event(Instant::now(), ua, ev);
+        }
+        while let Some(t) = ua.poll_transmit() {
+            progressed = true;
+            send(t, udp, tcp_writers, tcp_pending, tcp_tx, max_msg).await;
+        }
+        if !progressed {
+            break;
+        }
+    }
+}
+
+async fn send(
+    t: Transmit,
+    udp: &UdpSocket,
+    tcp_writers: &mut HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    tcp_pending: &mut HashMap<SocketAddr, Vec<Bytes>>,
+    tcp_tx: &mpsc::Sender<TcpEvent>,
+    max_msg: usize,
+) {
+    match t.transport {
+        Transport::Udp => match udp.try_send_to(&t.payload, t.destination) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Err(e) = udp.send_to(&t.payload, t.destination).await {
+                    tracing::debug!(error = %e, to = %t.destination, "UDP send failed");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, to = %t.destination, "UDP send failed"),
+        },
+        Transport::Tcp => {
+            if let Some(w) = tcp_writers.get(&t.destination) {
+                if w.try_send(t.payload).is_err() {
+                    tracing::warn!(to = %t.destination, "TCP connection backlogged or closed; message dropped");
+                }
+                return;
+            }
+            let first = !tcp_pending.contains_key(&t.destination);
+            tcp_pending.entry(t.destination).or_default().push(t.payload);
+            if first {
+                tokio::spawn(connect(t.destination, tcp_tx.clone(), max_msg));
+            }
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<TcpEvent>, max_msg: usize) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(connection(stream, peer, tx.clone(), max_msg));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connect(peer: SocketAddr, tx: mpsc::Sender<TcpEvent>, max_msg: usize) {
+    match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(peer)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            connection(stream, peer, tx, max_msg).await;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, %peer, "TCP connect failed");
+            let _ = tx.send(TcpEvent::Closed { peer }).await;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TCP connect timed out");
+            let _ = tx.send(TcpEvent::Closed { peer }).await;
+        }
+    }
+}
+
+/// One TCP connection: frames inbound bytes into messages, writes outbound ones.
+async fn connection(stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<TcpEvent>, max_msg: usize) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (wtx, mut wrx) = mpsc::channel::<Bytes>(1024);
+    if tx.send(TcpEvent::Connected { peer, writer: wtx }).await.is_err() {
+        return;
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(m) = wrx.recv().await {
+            if wr.write_all(&m).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut framer = StreamFramer::new(max_msg);
+    let mut buf = vec![0u8; 16 * 1024];
+    'read: loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        framer.push(buf.get(..n).unwrap_or_default());
+        loop {
+            match framer.next_message() {
+                Some(Ok(data)) => {
+                    if tx.send(TcpEvent::Message { peer, data }).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, %peer, "TCP framing error; closing");
+                    break 'read;
+                }
+                None => break,
+            }
+        }
+    }
+    writer.abort();
+    let _ = tx.send(TcpEvent::Closed { peer }).await;
+}

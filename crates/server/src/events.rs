@@ -1,0 +1,355 @@
+//! The event stream: one JSON object per line for every call, media, IVR and ACD event.
+//!
+//! Emitting is cheap and never blocks: the typed event goes into a bounded queue and a writer
+//! thread serialises it. If the writer falls behind, the event is dropped and counted; the
+//! count goes onto the stream as an `events.dropped` event as soon as there is room, and the
+//! per-process `seq` numbers show the gap. Schema: `docs/events.md`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+/// Version of the event schema; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Capacity of the queue between emitters and the writer.
+const QUEUE: usize = 65_536;
+
+/// What one event says. Serialised with `type` as the tag.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type")]
+pub enum EventBody {
+    /// The server is up.
+    #[serde(rename = "server.started")]
+    ServerStarted {
+        /// SIP listening address (UDP and TCP).
+        sip: String,
+        /// RTP port range.
+        rtp_ports: String,
+        /// Version of the engine.
+        version: &'static str,
+    },
+    /// The server is shutting down.
+    #[serde(rename = "server.stopping")]
+    ServerStopping {
+        /// Calls still up.
+        active_calls: usize,
+    },
+    /// The server stopped; final counters.
+    #[serde(rename = "server.stopped")]
+    ServerStopped {
+        /// Calls handled since start.
+        calls_total: u64,
+        /// Kernel UDP receive-buffer errors since start (all sockets of the host).
+        udp_rcvbuf_errors: u64,
+    },
+    /// Events were lost because the writer fell behind.
+    #[serde(rename = "events.dropped")]
+    EventsDropped {
+        /// Total events dropped since start.
+        total: u64,
+    },
+    /// An INVITE created a new call.
+    #[serde(rename = "call.received")]
+    CallReceived {
+        /// Caller's URI (From).
+        from: String,
+        /// Called URI (To).
+        to: String,
+        /// User part of the Request-URI: the dialed number.
+        number: String,
+        /// Where the INVITE came from.
+        source: SocketAddr,
+        /// `udp` or `tcp`.
+        transport: &'static str,
+    },
+    /// The call was refused before it was answered.
+    #[serde(rename = "call.rejected")]
+    CallRejected {
+        /// Status sent.
+        status: u16,
+        /// Why.
+        reason: &'static str,
+    },
+    /// 180 Ringing sent.
+    #[serde(rename = "call.ringing")]
+    CallRinging {},
+    /// 200 OK sent with our SDP.
+    #[serde(rename = "call.answered")]
+    CallAnswered {
+        /// Negotiated codec.
+        codec: &'static str,
+        /// Local RTP port of this leg.
+        rtp_port: u16,
+        /// Where we send RTP (from the SDP), if known.
+        remote_rtp: Option<SocketAddr>,
+        /// Milliseconds from INVITE to 200 OK.
+        setup_ms: u64,
+    },
+    /// The caller's ACK arrived: the dialog is confirmed.
+    #[serde(rename = "call.confirmed")]
+    CallConfirmed {},
+    /// A re-INVITE changed the media (hold, resume, new address).
+    #[serde(rename = "call.media_changed")]
+    CallMediaChanged {
+        /// Our direction now (`sendrecv`, `sendonly`, `recvonly`, `inactive`).
+        direction: &'static str,
+        /// Where we send RTP now.
+        remote_rtp: Option<SocketAddr>,
+    },
+    /// The call ended.
+    #[serde(rename = "call.ended")]
+    CallEnded {
+        /// Why (`remote_bye`, `local_bye`, `cancelled`, `ack_timeout`, `rejected`, ...).
+        cause: &'static str,
+        /// SIP status involved, when there is one.
+        status: Option<u16>,
+        /// Milliseconds from INVITE to the end.
+        duration_ms: u64,
+        /// Milliseconds from answer to the end (0 when never answered).
+        talk_ms: u64,
+    },
+}
+
+/// One event as queued: the body plus the envelope fields taken at emission.
+#[derive(Debug)]
+struct Queued {
+    seq: u64,
+    ts: SystemTime,
+    call_id: Option<Arc<str>>,
+    body: EventBody,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    v: u32,
+    ts: String,
+    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call_id: Option<&'a str>,
+    #[serde(flatten)]
+    body: &'a EventBody,
+}
+
+#[derive(Debug)]
+struct Shared {
+    seq: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// Where events go. Cheap to clone; emitting never blocks.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    tx: Option<SyncSender<Queued>>,
+    shared: Arc<Shared>,
+}
+
+/// Where the stream is written.
+#[derive(Debug, Clone)]
+pub enum EventTarget {
+    /// Standard output (`--events -`).
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
+}
+
+/// The writer thread; join it after the last sink is dropped to flush everything.
+#[derive(Debug)]
+pub struct EventWriter {
+    handle: Option<JoinHandle<()>>,
+}
+
+impl EventWriter {
+    /// Waits until every queued event is written.
+    pub fn finish(mut self) {
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl EventSink {
+    /// A sink that discards everything (no `--events`).
+    pub fn disabled() -> Self {
+        Self { tx: None, shared: Arc::new(Shared { seq: AtomicU64::new(0), dropped: AtomicU64::new(0) }) }
+    }
+
+    /// Opens `target` and starts the writer thread.
+    pub fn open(target: EventTarget) -> std::io::Result<(Self, EventWriter)> {
+        let out: Box<dyn Write + Send> = match &target {
+            EventTarget::Stdout => Box::new(std::io::stdout()),
+            EventTarget::File(path) => Box::new(
+                std::fs::OpenOptions::new().create(true).append(true).open(path)?,
+            ),
+        };
+        let (tx, rx) = sync_channel(QUEUE);
+        let shared = Arc::new(Shared { seq: AtomicU64::new(0), dropped: AtomicU64::new(0) });
+        let writer_shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("events".into())
+            .spawn(move || write_loop(rx, out, &writer_shared))?;
+        Ok((Self { tx: Some(tx), shared }, EventWriter { handle: Some(handle) }))
+    }
+
+    /// Whether events are written anywhere.
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Queues an event about a call (or about the server when `call_id` is `None`).
+    pub fn emit(&self, call_id: Option<&Arc<str>>, body: EventBody) {
+        let Some(tx) = &self.tx else { return };
+        let seq = self.shared.seq.fetch_add(1, Ordering::Relaxed);
+        let ev = Queued { seq, ts: SystemTime::now(), call_id: call_id.cloned(), body };
+        match tx.try_send(ev) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Events dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+fn write_loop(rx: Receiver<Queued>, out: Box<dyn Write + Send>, shared: &Shared) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut reported_drops = 0u64;
+    let mut line = Vec::with_capacity(512);
+    loop {
+        let ev = match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(ev) => Some(ev),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if let Some(ev) = ev {
+            write_event(&mut out, &mut line, &ev);
+            // Drain what is already queued before flushing.
+            while let Ok(ev) = rx.try_recv() {
+                write_event(&mut out, &mut line, &ev);
+            }
+        }
+        let dropped = shared.dropped.load(Ordering::Relaxed);
+        if dropped > reported_drops {
+            reported_drops = dropped;
+            let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
+            let ev = Queued {
+                seq,
+                ts: SystemTime::now(),
+                call_id: None,
+                body: EventBody::EventsDropped { total: dropped },
+            };
+            write_event(&mut out, &mut line, &ev);
+        }
+        let _ = out.flush();
+    }
+    let dropped = shared.dropped.load(Ordering::Relaxed);
+    if dropped > reported_drops {
+        let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
+        let ev = Queued {
+            seq,
+            ts: SystemTime::now(),
+            call_id: None,
+            body: EventBody::EventsDropped { total: dropped },
+        };
+        write_event(&mut out, &mut line, &ev);
+    }
+    let _ = out.flush();
+}
+
+fn write_event(out: &mut impl Write, line: &mut Vec<u8>, ev: &Queued) {
+    line.clear();
+    let ts = chrono::DateTime::<chrono::Utc>::from(ev.ts)
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let env = Envelope {
+        v: SCHEMA_VERSION,
+        ts,
+        seq: ev.seq,
+        call_id: ev.call_id.as_deref(),
+        body: &ev.body,
+    };
+    if serde_json::to_writer(&mut *line, &env).is_ok() {
+        line.push(b'\n');
+        if let Err(e) = out.write_all(line) {
+            tracing::warn!(error = %e, "event stream write failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn events_are_json_lines_with_envelope() {
+        let dir = std::env::temp_dir().join(format!("fd-events-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("e.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let (sink, writer) = EventSink::open(EventTarget::File(path.clone())).unwrap();
+        let cid: Arc<str> = Arc::from("abc@host");
+        sink.emit(Some(&cid), EventBody::CallRinging {});
+        sink.emit(
+            Some(&cid),
+            EventBody::CallEnded { cause: "remote_bye", status: None, duration_ms: 5, talk_ms: 3 },
+        );
+        drop(sink);
+        writer.finish();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["v"], 1);
+        assert_eq!(lines[0]["seq"], 0);
+        assert_eq!(lines[1]["seq"], 1);
+        assert_eq!(lines[0]["type"], "call.ringing");
+        assert_eq!(lines[1]["type"], "call.ended");
+        assert_eq!(lines[1]["call_id"], "abc@host");
+        assert_eq!(lines[1]["cause"], "remote_bye");
+        assert!(lines[0]["ts"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn a_full_queue_counts_drops_and_reports_them() {
+        // A sink whose writer never runs: fill the queue, the rest is counted.
+        let (tx, rx) = sync_channel(2);
+        let shared = Arc::new(Shared { seq: AtomicU64::new(0), dropped: AtomicU64::new(0) });
+        let sink = EventSink { tx: Some(tx), shared: shared.clone() };
+        for _ in 0..5 {
+            sink.emit(None, EventBody::CallRinging {});
+        }
+        assert_eq!(sink.dropped(), 3);
+        drop(sink);
+        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        write_loop(rx, Box::new(SharedBuf(buf.clone())), &shared);
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[2]["type"], "events.dropped");
+        assert_eq!(lines[2]["total"], 3);
+    }
+
+    /// A writer into shared memory, to read what the writer thread wrote.
+    struct SharedBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for SharedBuf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Frontdoor: a SIP/RTP telephony engine with an embedded IVR and a skill-based ACD.
+//!
+//! This crate is the thin tokio driver over the sans-IO cores (`frontdoor-sip`, ...): it owns
+//! sockets, timers and tasks, and turns the cores' outputs into packets and events.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod calls;
+pub mod config;
+pub mod driver;
+pub mod events;
+pub mod ports;
