@@ -22,7 +22,7 @@ type ProfileIdx = usize;
 const SKILL_MAX: u8 = 10;
 
 fn secs(field: &'static str, s: f64) -> Result<Duration, AcdError> {
-    if s.is_finite() && s >= 0.0 && s < 1e12 {
+    if (0.0..1e12).contains(&s) {
         Ok(Duration::from_secs_f64(s))
     } else {
         Err(AcdError::InvalidConfig(field))
