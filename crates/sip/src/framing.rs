@@ -24,7 +24,11 @@ pub enum FramingError {
 /// UDP: returns the datagram when it carries a message, `None` for keepalives
 /// (datagrams of only CR/LF/whitespace, RFC 5626 style) and empty datagrams.
 pub fn datagram_message(data: &[u8]) -> Option<&[u8]> {
-    if data.iter().all(|b| b.is_ascii_whitespace() || *b == 0) { None } else { Some(data) }
+    if data.iter().all(|b| b.is_ascii_whitespace() || *b == 0) {
+        None
+    } else {
+        Some(data)
+    }
 }
 
 /// Splits a TCP byte stream into messages using Content-Length.
@@ -45,7 +49,11 @@ impl Default for StreamFramer {
 impl StreamFramer {
     /// A framer refusing messages larger than `max_message_size`.
     pub fn new(max_message_size: usize) -> Self {
-        StreamFramer { buf: BytesMut::new(), max: max_message_size.max(64), discard: 0 }
+        StreamFramer {
+            buf: BytesMut::new(),
+            max: max_message_size.max(64),
+            discard: 0,
+        }
     }
 
     /// Append received bytes.
@@ -70,7 +78,11 @@ impl StreamFramer {
             }
         }
         // Keepalives / leading CRLF.
-        let skip = self.buf.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(self.buf.len());
+        let skip = self
+            .buf
+            .iter()
+            .position(|b| !matches!(b, b'\r' | b'\n'))
+            .unwrap_or(self.buf.len());
         self.buf.advance(skip);
         if self.buf.is_empty() {
             return None;
@@ -180,12 +192,18 @@ fn content_length(head: &[u8]) -> Result<Option<usize>, ()> {
     let mut found = None;
     for line in head.split(|b| *b == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|b| *b == b':') else { continue };
-        let Ok(name) = std::str::from_utf8(&line[..colon]) else { continue };
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let Ok(name) = std::str::from_utf8(&line[..colon]) else {
+            continue;
+        };
         if HeaderName::parse(name.trim()) != HeaderName::ContentLength {
             continue;
         }
-        let v = std::str::from_utf8(&line[colon + 1..]).map_err(|_| ())?.trim();
+        let v = std::str::from_utf8(&line[colon + 1..])
+            .map_err(|_| ())?
+            .trim();
         if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
             return Err(());
         }
@@ -239,7 +257,10 @@ CSeq: 1 OPTIONS\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nContent-Length: {}\
         let mut f = StreamFramer::default();
         f.push(b"\x00\x01garbage line\r\nmore junk\r\n");
         f.push(m1.as_bytes());
-        assert!(matches!(f.next_message(), Some(Err(FramingError::Garbage(_)))));
+        assert!(matches!(
+            f.next_message(),
+            Some(Err(FramingError::Garbage(_)))
+        ));
         assert_eq!(f.next_message().unwrap().unwrap(), m1.as_bytes());
     }
 

@@ -2,7 +2,14 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod dialog;
 pub mod framing;
 pub mod message;
 pub mod sdp;
 pub mod transaction;
+pub mod ua;
+
+pub use dialog::{Branch, CallId, DialogId};
+pub use ua::{
+    CallHandle, EndCause, Transmit, Transport, UaConfig, UaError, UaEvent, UaStats, UserAgent,
+};

@@ -361,7 +361,12 @@ impl Via {
                 None => params.push((p.to_owned(), None)),
             }
         }
-        Some(Via { transport: transport.to_ascii_uppercase(), host: host.to_owned(), port, params })
+        Some(Via {
+            transport: transport.to_ascii_uppercase(),
+            host: host.to_owned(),
+            port,
+            params,
+        })
     }
 
     /// A parameter value (`Some(None)` for a flag).
@@ -416,10 +421,15 @@ impl Via {
     pub fn stamp_source(&mut self, source: SocketAddr) {
         let rport = self.has_rport();
         let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        let differs = host.parse::<IpAddr>().map(|ip| ip != source.ip()).unwrap_or(true);
+        let differs = host
+            .parse::<IpAddr>()
+            .map(|ip| ip != source.ip())
+            .unwrap_or(true);
         if rport || differs {
-            self.params.retain(|(k, _)| !k.eq_ignore_ascii_case("received"));
-            self.params.push(("received".into(), Some(source.ip().to_string())));
+            self.params
+                .retain(|(k, _)| !k.eq_ignore_ascii_case("received"));
+            self.params
+                .push(("received".into(), Some(source.ip().to_string())));
         }
         if rport {
             for (k, v) in &mut self.params {
@@ -503,7 +513,11 @@ impl NameAddr {
             let gt = s[lt..].find('>')? + lt;
             let disp = s[..lt].trim();
             let disp = disp.trim_matches('"').trim();
-            let display = if disp.is_empty() { None } else { Some(disp.to_owned()) };
+            let display = if disp.is_empty() {
+                None
+            } else {
+                Some(disp.to_owned())
+            };
             (display, s[lt + 1..gt].trim(), s[gt + 1..].trim())
         } else {
             match s.find(';') {
@@ -525,7 +539,12 @@ impl NameAddr {
                 }
             }
         }
-        Some(NameAddr { display, uri: uri.to_owned(), tag, params: params.to_owned() })
+        Some(NameAddr {
+            display,
+            uri: uri.to_owned(),
+            tag,
+            params: params.to_owned(),
+        })
     }
 }
 
@@ -565,14 +584,20 @@ pub fn uri_user(uri: &str) -> &str {
 
 /// `host[:port]` of a SIP URI as a socket address, when it is an IP literal.
 pub fn uri_socket_addr(uri: &str) -> Option<SocketAddr> {
-    let rest = uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:"))?;
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
     let rest = match rest.rfind('@') {
         Some(i) => &rest[i + 1..],
         None => rest,
     };
     let hostport = rest.split([';', '?', '>']).next()?;
     let (host, port) = split_host_port(hostport)?;
-    let ip: IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+    let ip: IpAddr = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
     Some(SocketAddr::new(ip, port.unwrap_or(5060)))
 }
 
@@ -592,7 +617,10 @@ impl CSeq {
         if seq >= 1 << 31 {
             return None;
         }
-        Some(CSeq { seq, method: Method::parse(m.trim())? })
+        Some(CSeq {
+            seq,
+            method: Method::parse(m.trim())?,
+        })
     }
 }
 
@@ -603,15 +631,23 @@ pub struct Headers(pub Vec<Header>);
 impl Headers {
     /// First value of header `name`.
     pub fn get(&self, name: &HeaderName) -> Option<&str> {
-        self.0.iter().find(|h| &h.name == name).map(|h| h.value.as_str())
+        self.0
+            .iter()
+            .find(|h| &h.name == name)
+            .map(|h| h.value.as_str())
     }
     /// All values (lines) of `name`.
     pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a str> + 'a {
-        self.0.iter().filter(move |h| &h.name == name).map(|h| h.value.as_str())
+        self.0
+            .iter()
+            .filter(move |h| &h.name == name)
+            .map(|h| h.value.as_str())
     }
     /// All comma-separated elements of `name`, across lines (not for headers with quoted commas).
     pub fn get_list<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a str> + 'a {
-        self.get_all(name).flat_map(split_commas).filter(|s| !s.is_empty())
+        self.get_all(name)
+            .flat_map(split_commas)
+            .filter(|s| !s.is_empty())
     }
     /// Lookup by an arbitrary name string (case-insensitive, compact forms).
     pub fn get_by_str(&self, name: &str) -> Option<&str> {
@@ -749,11 +785,17 @@ macro_rules! common_accessors {
         }
         /// Record-Route entries in order.
         pub fn record_route(&self) -> Vec<String> {
-            self.headers.get_list(&HeaderName::RecordRoute).map(str::to_owned).collect()
+            self.headers
+                .get_list(&HeaderName::RecordRoute)
+                .map(str::to_owned)
+                .collect()
         }
         /// Route entries in order.
         pub fn route(&self) -> Vec<String> {
-            self.headers.get_list(&HeaderName::Route).map(str::to_owned).collect()
+            self.headers
+                .get_list(&HeaderName::Route)
+                .map(str::to_owned)
+                .collect()
         }
         /// Require option tags.
         pub fn require(&self) -> Vec<&str> {
@@ -765,9 +807,13 @@ macro_rules! common_accessors {
         }
         /// Content-Type (media type, without parameters, lower-cased).
         pub fn content_type(&self) -> Option<String> {
-            self.headers
-                .get(&HeaderName::ContentType)
-                .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            self.headers.get(&HeaderName::ContentType).map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
         }
         /// Body bytes.
         pub fn body(&self) -> &Bytes {
@@ -775,8 +821,7 @@ macro_rules! common_accessors {
         }
         /// Whether the body is SDP.
         pub fn has_sdp(&self) -> bool {
-            !self.body.is_empty()
-                && self.content_type().is_none_or(|c| c == "application/sdp")
+            !self.body.is_empty() && self.content_type().is_none_or(|c| c == "application/sdp")
         }
     };
 }
@@ -852,8 +897,14 @@ pub fn looks_like_start_line(line: &[u8]) -> bool {
 
 /// Find the end of the header section: returns (end of headers, start of body).
 pub fn find_header_end(data: &[u8]) -> Option<(usize, usize)> {
-    let crlf = data.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, i + 4));
-    let lf = data.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2));
+    let crlf = data
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, i + 4));
+    let lf = data
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| (i, i + 2));
     match (crlf, lf) {
         (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
         (a, b) => a.or(b),
@@ -868,7 +919,10 @@ pub fn parse(data: &[u8]) -> Result<SipMessage, ParseError> {
 /// Like [`parse`] with a size limit.
 pub fn parse_with_limit(data: &[u8], max_size: usize) -> Result<SipMessage, ParseError> {
     // Skip leading CRLF (keepalives / RFC 3261 §7.5 tolerance).
-    let start = data.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(data.len());
+    let start = data
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(data.len());
     let data = &data[start..];
     if data.is_empty() {
         return Err(ParseError::Unparsable(ParseFault::Empty));
@@ -918,7 +972,10 @@ pub fn parse_with_limit(data: &[u8], max_size: usize) -> Result<SipMessage, Pars
             fault.get_or_insert(ParseFault::BadHeaderLine);
             continue;
         }
-        headers.push(Header { name: HeaderName::parse(name), value: value.trim().to_owned() });
+        headers.push(Header {
+            name: HeaderName::parse(name),
+            value: value.trim().to_owned(),
+        });
     }
     let headers = Headers(headers);
 
@@ -965,14 +1022,29 @@ pub fn parse_with_limit(data: &[u8], max_size: usize) -> Result<SipMessage, Pars
             if core.cseq.method != method {
                 fault.get_or_insert(ParseFault::CSeqMethodMismatch);
             }
-            let req = Request { method, uri, headers, core, body };
+            let req = Request {
+                method,
+                uri,
+                headers,
+                core,
+                body,
+            };
             match fault {
                 None => Ok(SipMessage::Request(req)),
-                Some(fault) => Err(ParseError::Answerable { fault, request: Box::new(req) }),
+                Some(fault) => Err(ParseError::Answerable {
+                    fault,
+                    request: Box::new(req),
+                }),
             }
         }
         StartLine::Response(status, reason) => match fault {
-            None => Ok(SipMessage::Response(Response { status, reason, headers, core, body })),
+            None => Ok(SipMessage::Response(Response {
+                status,
+                reason,
+                headers,
+                core,
+                body,
+            })),
             Some(f) => Err(ParseError::Unparsable(f)),
         },
     }
@@ -990,9 +1062,18 @@ fn extract_core(headers: &Headers) -> Result<(Core, Option<ParseFault>), ParseFa
         .filter(|v| !v.is_empty() && !v.contains(char::is_whitespace))
         .ok_or(ParseFault::MissingCallId)?
         .to_owned();
-    let cseq = headers.get(&HeaderName::CSeq).and_then(CSeq::parse).ok_or(ParseFault::BadCSeq)?;
-    let from = headers.get(&HeaderName::From).and_then(NameAddr::parse).ok_or(ParseFault::BadFrom)?;
-    let to = headers.get(&HeaderName::To).and_then(NameAddr::parse).ok_or(ParseFault::BadTo)?;
+    let cseq = headers
+        .get(&HeaderName::CSeq)
+        .and_then(CSeq::parse)
+        .ok_or(ParseFault::BadCSeq)?;
+    let from = headers
+        .get(&HeaderName::From)
+        .and_then(NameAddr::parse)
+        .ok_or(ParseFault::BadFrom)?;
+    let to = headers
+        .get(&HeaderName::To)
+        .and_then(NameAddr::parse)
+        .ok_or(ParseFault::BadTo)?;
     let (max_forwards, mf_fault) = match headers.get(&HeaderName::MaxForwards) {
         None => (None, None),
         Some(v) => match v.trim().parse::<u8>() {
@@ -1000,7 +1081,17 @@ fn extract_core(headers: &Headers) -> Result<(Core, Option<ParseFault>), ParseFa
             Err(_) => (None, Some(ParseFault::BadMaxForwards)),
         },
     };
-    Ok((Core { via, call_id, from, to, cseq, max_forwards }, mf_fault))
+    Ok((
+        Core {
+            via,
+            call_id,
+            from,
+            to,
+            cseq,
+            max_forwards,
+        },
+        mf_fault,
+    ))
 }
 
 /// Standard reason phrase for a status code.
@@ -1062,7 +1153,13 @@ impl<'a> ResponseBuilder<'a> {
     pub fn with_reason(req: &'a Request, status: u16, reason: &str) -> Self {
         let mut buf = String::with_capacity(512);
         let _ = write!(buf, "SIP/2.0 {status} {reason}\r\n");
-        ResponseBuilder { req, buf, to_tag: None, body: None, source: None }
+        ResponseBuilder {
+            req,
+            buf,
+            to_tag: None,
+            body: None,
+            source: None,
+        }
     }
     /// Add `received`/`rport` to the top Via for a request received from `source`.
     pub fn source(mut self, source: Option<SocketAddr>) -> Self {
@@ -1149,7 +1246,11 @@ impl<'a> ResponseBuilder<'a> {
 fn finish(mut head: String, body: Option<(&str, &[u8])>) -> Bytes {
     match body {
         Some((ct, b)) if !b.is_empty() => {
-            let _ = write!(head, "Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n", b.len());
+            let _ = write!(
+                head,
+                "Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+                b.len()
+            );
             let mut v = head.into_bytes();
             v.extend_from_slice(b);
             Bytes::from(v)
@@ -1209,7 +1310,9 @@ Content-Length: 4\r\n\r\nv=0\nEXTRA";
 
     #[test]
     fn parses_invite_and_truncates_body() {
-        let SipMessage::Request(r) = parse(INVITE.as_bytes()).unwrap() else { panic!() };
+        let SipMessage::Request(r) = parse(INVITE.as_bytes()).unwrap() else {
+            panic!()
+        };
         assert_eq!(r.method, Method::Invite);
         assert_eq!(r.request_user(), "ring");
         assert_eq!(r.branch(), Some("z9hG4bK776asdhds"));
@@ -1231,19 +1334,32 @@ Content-Length: 4\r\n\r\nv=0\nEXTRA";
         assert!(e.is_answerable());
         assert_eq!(e.fault(), ParseFault::InvalidContentLength);
         let m = INVITE.replace("Content-Length: 4", "Content-Length: 400");
-        assert_eq!(parse(m.as_bytes()).unwrap_err().fault(), ParseFault::ContentLengthMismatch);
+        assert_eq!(
+            parse(m.as_bytes()).unwrap_err().fault(),
+            ParseFault::ContentLengthMismatch
+        );
         let m = INVITE.replace("Call-ID: a84b4c76e66710\r\n", "");
         assert!(!parse(m.as_bytes()).unwrap_err().is_answerable());
         let m = INVITE.replace("Max-Forwards: 70\r\n", "Max-Forwards 70\r\n");
-        assert_eq!(parse(m.as_bytes()).unwrap_err().fault(), ParseFault::BadHeaderLine);
+        assert_eq!(
+            parse(m.as_bytes()).unwrap_err().fault(),
+            ParseFault::BadHeaderLine
+        );
     }
 
     #[test]
     fn response_builder_copies_and_stamps() {
-        let SipMessage::Request(r) = parse(INVITE.as_bytes()).unwrap() else { panic!() };
+        let SipMessage::Request(r) = parse(INVITE.as_bytes()).unwrap() else {
+            panic!()
+        };
         let src: SocketAddr = "192.0.2.1:40000".parse().unwrap();
-        let b = ResponseBuilder::new(&r, 180).source(Some(src)).to_tag(Some("xyz")).build();
-        let SipMessage::Response(resp) = parse(&b).unwrap() else { panic!() };
+        let b = ResponseBuilder::new(&r, 180)
+            .source(Some(src))
+            .to_tag(Some("xyz"))
+            .build();
+        let SipMessage::Response(resp) = parse(&b).unwrap() else {
+            panic!()
+        };
         assert_eq!(resp.status, 180);
         assert_eq!(resp.to_tag(), Some("xyz"));
         assert_eq!(resp.via().rport(), Some(40000));
@@ -1255,7 +1371,10 @@ Content-Length: 4\r\n\r\nv=0\nEXTRA";
     fn compact_and_uri_helpers() {
         assert_eq!(uri_user("sip:+4930;phone-context=x@h"), "+4930");
         assert_eq!(uri_user("tel:+123"), "+123");
-        assert_eq!(uri_socket_addr("sip:a@10.1.1.1:5070;transport=udp"), "10.1.1.1:5070".parse().ok());
+        assert_eq!(
+            uri_socket_addr("sip:a@10.1.1.1:5070;transport=udp"),
+            "10.1.1.1:5070".parse().ok()
+        );
         assert_eq!(HeaderName::parse("i"), HeaderName::CallId);
         assert_eq!(split_host_port("[::1]:5060"), Some(("[::1]", Some(5060))));
     }

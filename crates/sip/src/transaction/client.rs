@@ -117,7 +117,8 @@ impl InviteClient {
                     if self.reliable {
                         self.terminate(out);
                     } else {
-                        self.timers.arm(TimerKind::D, now + Duration::from_secs(32), out);
+                        self.timers
+                            .arm(TimerKind::D, now + Duration::from_secs(32), out);
                     }
                 }
             }
@@ -139,7 +140,13 @@ impl InviteClient {
     }
 
     /// A timer fired.
-    pub fn on_timer(&mut self, now: Instant, kind: TimerKind, deadline: Instant, out: &mut Vec<TxAction>) {
+    pub fn on_timer(
+        &mut self,
+        now: Instant,
+        kind: TimerKind,
+        deadline: Instant,
+        out: &mut Vec<TxAction>,
+    ) {
         if !self.timers.take_due(kind, deadline) {
             return;
         }
@@ -188,7 +195,13 @@ pub struct NonInviteClient {
 
 impl NonInviteClient {
     /// Start: sends the request, arms E (unreliable) and F.
-    pub fn new(now: Instant, request: Bytes, reliable: bool, cfg: TimerConfig, out: &mut Vec<TxAction>) -> Self {
+    pub fn new(
+        now: Instant,
+        request: Bytes,
+        reliable: bool,
+        cfg: TimerConfig,
+        out: &mut Vec<TxAction>,
+    ) -> Self {
         let mut tx = NonInviteClient {
             state: TxState::Trying,
             reliable,
@@ -239,7 +252,13 @@ impl NonInviteClient {
     }
 
     /// A timer fired.
-    pub fn on_timer(&mut self, now: Instant, kind: TimerKind, deadline: Instant, out: &mut Vec<TxAction>) {
+    pub fn on_timer(
+        &mut self,
+        now: Instant,
+        kind: TimerKind,
+        deadline: Instant,
+        out: &mut Vec<TxAction>,
+    ) {
         if !self.timers.take_due(kind, deadline) {
             return;
         }

@@ -60,7 +60,13 @@ impl InviteServer {
     }
 
     /// The TU sends a response.
-    pub fn send_response(&mut self, now: Instant, status: u16, bytes: Bytes, out: &mut Vec<TxAction>) {
+    pub fn send_response(
+        &mut self,
+        now: Instant,
+        status: u16,
+        bytes: Bytes,
+        out: &mut Vec<TxAction>,
+    ) {
         match self.state {
             TxState::Proceeding => {
                 out.push(TxAction::Send(bytes.clone()));
@@ -107,7 +113,13 @@ impl InviteServer {
     }
 
     /// A timer fired.
-    pub fn on_timer(&mut self, now: Instant, kind: TimerKind, deadline: Instant, out: &mut Vec<TxAction>) {
+    pub fn on_timer(
+        &mut self,
+        now: Instant,
+        kind: TimerKind,
+        deadline: Instant,
+        out: &mut Vec<TxAction>,
+    ) {
         if !self.timers.take_due(kind, deadline) {
             return;
         }
@@ -123,7 +135,9 @@ impl InviteServer {
                 out.push(TxAction::Timeout);
                 self.terminate(out);
             }
-            (TimerKind::I, TxState::Confirmed) | (TimerKind::L, TxState::Accepted) => self.terminate(out),
+            (TimerKind::I, TxState::Confirmed) | (TimerKind::L, TxState::Accepted) => {
+                self.terminate(out)
+            }
             _ => {}
         }
     }
@@ -154,7 +168,13 @@ pub struct NonInviteServer {
 impl NonInviteServer {
     /// Created on a new request, in Trying.
     pub fn new(reliable: bool, cfg: TimerConfig) -> Self {
-        NonInviteServer { state: TxState::Trying, reliable, cfg, last: None, timers: TimerSlots::default() }
+        NonInviteServer {
+            state: TxState::Trying,
+            reliable,
+            cfg,
+            last: None,
+            timers: TimerSlots::default(),
+        }
     }
 
     /// Current state.
@@ -179,7 +199,13 @@ impl NonInviteServer {
     }
 
     /// The TU sends a response.
-    pub fn send_response(&mut self, now: Instant, status: u16, bytes: Bytes, out: &mut Vec<TxAction>) {
+    pub fn send_response(
+        &mut self,
+        now: Instant,
+        status: u16,
+        bytes: Bytes,
+        out: &mut Vec<TxAction>,
+    ) {
         if !matches!(self.state, TxState::Trying | TxState::Proceeding) {
             return;
         }
@@ -198,8 +224,17 @@ impl NonInviteServer {
     }
 
     /// A timer fired.
-    pub fn on_timer(&mut self, _now: Instant, kind: TimerKind, deadline: Instant, out: &mut Vec<TxAction>) {
-        if self.timers.take_due(kind, deadline) && kind == TimerKind::J && self.state == TxState::Completed {
+    pub fn on_timer(
+        &mut self,
+        _now: Instant,
+        kind: TimerKind,
+        deadline: Instant,
+        out: &mut Vec<TxAction>,
+    ) {
+        if self.timers.take_due(kind, deadline)
+            && kind == TimerKind::J
+            && self.state == TxState::Completed
+        {
             self.terminate(out);
         }
     }

@@ -36,7 +36,9 @@ fn ack_tpl() -> AckTemplate {
 }
 
 fn sends(out: &[TxAction]) -> usize {
-    out.iter().filter(|a| matches!(a, TxAction::Send(_))).count()
+    out.iter()
+        .filter(|a| matches!(a, TxAction::Send(_)))
+        .count()
 }
 
 fn has(out: &[TxAction], a: &TxAction) -> bool {
@@ -47,7 +49,14 @@ fn has(out: &[TxAction], a: &TxAction) -> bool {
 fn invite_client_timer_a_doubles_and_b_times_out() {
     let t0 = Instant::now();
     let mut out = vec![];
-    let mut tx = InviteClient::new(t0, Bytes::from_static(b"INV"), ack_tpl(), false, cfg(), &mut out);
+    let mut tx = InviteClient::new(
+        t0,
+        Bytes::from_static(b"INV"),
+        ack_tpl(),
+        false,
+        cfg(),
+        &mut out,
+    );
     assert_eq!(sends(&out), 1);
     let mut expected = t0 + Duration::from_millis(500);
     let mut interval = Duration::from_millis(500);
@@ -73,7 +82,14 @@ fn invite_client_timer_a_doubles_and_b_times_out() {
 fn invite_client_non2xx_acks_and_timer_d() {
     let t0 = Instant::now();
     let mut out = vec![];
-    let mut tx = InviteClient::new(t0, Bytes::from_static(b"INV"), ack_tpl(), false, cfg(), &mut out);
+    let mut tx = InviteClient::new(
+        t0,
+        Bytes::from_static(b"INV"),
+        ack_tpl(),
+        false,
+        cfg(),
+        &mut out,
+    );
     out.clear();
     tx.on_response(t0, resp(180), &mut out);
     assert_eq!(tx.state(), TxState::Proceeding);
@@ -81,8 +97,19 @@ fn invite_client_non2xx_acks_and_timer_d() {
     out.clear();
     tx.on_response(t0, resp(486), &mut out);
     assert_eq!(tx.state(), TxState::Completed);
-    let ack = out.iter().find_map(|a| if let TxAction::Send(b) = a { Some(b.clone()) } else { None }).unwrap();
-    let SipMessage::Request(ack) = parse(&ack).unwrap() else { panic!() };
+    let ack = out
+        .iter()
+        .find_map(|a| {
+            if let TxAction::Send(b) = a {
+                Some(b.clone())
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    let SipMessage::Request(ack) = parse(&ack).unwrap() else {
+        panic!()
+    };
     assert_eq!(ack.method, crate::message::Method::Ack);
     assert_eq!(ack.to_tag(), Some("2"));
     assert_eq!(ack.cseq().seq, 1);
@@ -102,14 +129,24 @@ fn invite_client_non2xx_acks_and_timer_d() {
 fn invite_client_2xx_accepted_timer_m() {
     let t0 = Instant::now();
     let mut out = vec![];
-    let mut tx = InviteClient::new(t0, Bytes::from_static(b"INV"), ack_tpl(), false, cfg(), &mut out);
+    let mut tx = InviteClient::new(
+        t0,
+        Bytes::from_static(b"INV"),
+        ack_tpl(),
+        false,
+        cfg(),
+        &mut out,
+    );
     out.clear();
     tx.on_response(t0, resp(200), &mut out);
     assert_eq!(tx.state(), TxState::Accepted);
     assert_eq!(sends(&out), 0, "ACK for 2xx is not the transaction's job");
     out.clear();
     tx.on_response(t0, resp(200), &mut out);
-    assert!(out.iter().any(|a| matches!(a, TxAction::Response(_))), "2xx retransmission passes to TU");
+    assert!(
+        out.iter().any(|a| matches!(a, TxAction::Response(_))),
+        "2xx retransmission passes to TU"
+    );
     let m = tx.timer(TimerKind::M).unwrap();
     assert_eq!(m, t0 + Duration::from_secs(32));
     // stale timer (wrong deadline) is ignored
@@ -124,7 +161,14 @@ fn invite_client_2xx_accepted_timer_m() {
 fn invite_client_reliable_no_a_and_zero_d() {
     let t0 = Instant::now();
     let mut out = vec![];
-    let mut tx = InviteClient::new(t0, Bytes::from_static(b"INV"), ack_tpl(), true, cfg(), &mut out);
+    let mut tx = InviteClient::new(
+        t0,
+        Bytes::from_static(b"INV"),
+        ack_tpl(),
+        true,
+        cfg(),
+        &mut out,
+    );
     assert!(tx.timer(TimerKind::A).is_none());
     assert!(tx.timer(TimerKind::B).is_some());
     out.clear();
@@ -249,7 +293,10 @@ fn invite_server_2xx_accepted_timer_l() {
     tx.send_response(t0, 200, Bytes::from_static(b"200"), &mut out);
     assert_eq!(tx.state(), TxState::Accepted);
     out.clear();
-    assert!(!tx.on_retransmission(&mut out), "INVITE retransmission absorbed in Accepted");
+    assert!(
+        !tx.on_retransmission(&mut out),
+        "INVITE retransmission absorbed in Accepted"
+    );
     tx.send_response(t0, 200, Bytes::from_static(b"200"), &mut out);
     assert_eq!(sends(&out), 1, "TU 2xx retransmissions go out");
     out.clear();
@@ -285,8 +332,15 @@ fn non_invite_server_timer_j() {
 #[test]
 fn custom_t1_scales_timers() {
     let t0 = Instant::now();
-    let c = TimerConfig { t1: Duration::from_millis(100), t2: Duration::from_millis(400), t4: Duration::from_secs(1) };
+    let c = TimerConfig {
+        t1: Duration::from_millis(100),
+        t2: Duration::from_millis(400),
+        t4: Duration::from_secs(1),
+    };
     let mut out = vec![];
     let tx = NonInviteClient::new(t0, Bytes::new(), false, c, &mut out);
-    assert_eq!(tx.timer(TimerKind::F).unwrap(), t0 + Duration::from_millis(6400));
+    assert_eq!(
+        tx.timer(TimerKind::F).unwrap(),
+        t0 + Duration::from_millis(6400)
+    );
 }

@@ -1,0 +1,2128 @@
+//! The transaction user core: a sans-IO [`UserAgent`] owning the transaction layer and the
+//! dialogs of all calls.
+//!
+//! Feed it datagrams ([`UserAgent::handle_datagram`]) and timeouts
+//! ([`UserAgent::handle_timeout`]); drain [`UserAgent::poll_transmit`] and
+//! [`UserAgent::poll_event`]; sleep until [`UserAgent::poll_timeout`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::fmt::{self, Write as _};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::dialog::{Branch, Dialog, DialogState};
+use crate::framing::{DEFAULT_MAX_MESSAGE_SIZE, datagram_message};
+use crate::message::{
+    HeaderName, MAGIC_COOKIE, Method, ParseError, Request, RequestBuilder, Response,
+    ResponseBuilder, SipMessage, Via, parse_with_limit,
+};
+use crate::sdp::{self, LocalMedia, NegotiatedMedia, SdpError, SdpSession};
+use crate::transaction::{
+    AckTemplate, InviteClient, InviteServer, NonInviteClient, NonInviteServer, TimerConfig,
+    TimerKind, TxAction, TxState,
+};
+
+/// Methods we implement (Allow header).
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
+/// Option tags we support.
+pub const SUPPORTED: &str = "timer";
+const SDP: &str = "application/sdp";
+
+/// Transport of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// UDP (unreliable: retransmission timers run).
+    Udp,
+    /// TCP (reliable).
+    Tcp,
+}
+
+impl Transport {
+    /// Whether the transport is reliable.
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+    /// Via transport token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// User agent configuration.
+#[derive(Debug, Clone)]
+pub struct UaConfig {
+    /// T1 (RTT estimate, default 500 ms).
+    pub t1: Duration,
+    /// T2 (default 4 s).
+    pub t2: Duration,
+    /// T4 (default 5 s).
+    pub t4: Duration,
+    /// Our sent-by for Via and the port for Contact.
+    pub local_addr: SocketAddr,
+    /// Public host written into Contact (an IP or host name; a `host:port` is used as is).
+    pub contact_host: String,
+    /// User-Agent / Server header value (empty: none).
+    pub user_agent: String,
+    /// Largest message accepted.
+    pub max_message_size: usize,
+    /// Requests larger than this go over TCP (RFC 3261 §18.1.1).
+    pub mtu: usize,
+    /// Our preferred session interval (RFC 4028), `None` = only honour the caller's.
+    pub session_expires: Option<u32>,
+    /// Smallest session interval we accept (Min-SE, ≥ 90).
+    pub min_se: u32,
+    /// Seed for tags, branches and Call-IDs (set a random one in production).
+    pub seed: u64,
+}
+
+impl Default for UaConfig {
+    fn default() -> Self {
+        UaConfig {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+            local_addr: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            contact_host: "127.0.0.1".into(),
+            user_agent: "Frontdoor".into(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            mtu: 1300,
+            session_expires: None,
+            min_se: 90,
+            seed: rand::random(),
+        }
+    }
+}
+
+/// Opaque call handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallHandle(pub u64);
+
+impl fmt::Display for CallHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "call-{}", self.0)
+    }
+}
+
+/// A datagram (UDP) or message (TCP) to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Transport to use.
+    pub transport: Transport,
+    /// Peer address (for TCP: the connection's peer; open one if none exists).
+    pub destination: SocketAddr,
+    /// The serialized message.
+    pub payload: Bytes,
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndCause {
+    /// The peer sent BYE.
+    RemoteBye,
+    /// We hung up (BYE or CANCEL sent).
+    LocalBye,
+    /// The caller CANCELed.
+    Cancelled,
+    /// No ACK for our 2xx after 64·T1: we sent BYE.
+    AckTimeout,
+    /// We rejected with this status.
+    Rejected(u16),
+    /// Our outgoing call got this final non-2xx status.
+    RemoteRejected(u16),
+    /// Transaction timeout.
+    Timeout,
+    /// Transport failure.
+    TransportError,
+    /// RFC 4028 session expired (no refresh): we sent BYE.
+    SessionExpired,
+}
+
+/// Events for the application.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UaEvent {
+    /// A new incoming INVITE (100 Trying already sent).
+    IncomingCall {
+        /// Handle.
+        call: CallHandle,
+        /// Call-ID.
+        call_id: String,
+        /// From URI.
+        from_uri: String,
+        /// From display name.
+        from_display: Option<String>,
+        /// To URI.
+        to_uri: String,
+        /// User part of the Request-URI.
+        request_user: String,
+        /// Where the INVITE came from.
+        source: SocketAddr,
+        /// Transport it came on.
+        transport: Transport,
+        /// SDP offer, `None` for a late offer.
+        offer: Option<Bytes>,
+        /// Identity-related headers (P-Asserted-Identity, Privacy, ...).
+        headers: Vec<(String, String)>,
+    },
+    /// Our 2xx was ACKed: the dialog is confirmed.
+    CallAnswered {
+        /// Handle.
+        call: CallHandle,
+        /// SDP in the ACK (the answer to our offer for a late-offer call).
+        ack_sdp: Option<Bytes>,
+    },
+    /// The call is over (exactly once per handle).
+    CallEnded {
+        /// Handle.
+        call: CallHandle,
+        /// Why.
+        cause: EndCause,
+    },
+    /// A re-INVITE arrived (answered automatically; a `MediaUpdate` follows on success).
+    Reinvite {
+        /// Handle.
+        call: CallHandle,
+        /// Its SDP offer.
+        offer: Option<Bytes>,
+    },
+    /// New negotiated media.
+    MediaUpdate {
+        /// Handle.
+        call: CallHandle,
+        /// Media parameters.
+        media: NegotiatedMedia,
+    },
+    /// INFO in a dialog (already answered 200).
+    Info {
+        /// Handle.
+        call: CallHandle,
+        /// Content-Type.
+        content_type: String,
+        /// Body.
+        body: Bytes,
+    },
+    /// Provisional response to our INVITE.
+    OutgoingProgress {
+        /// Handle.
+        call: CallHandle,
+        /// Status code.
+        status: u16,
+    },
+    /// 2xx to our INVITE (ACK already sent).
+    OutgoingAnswered {
+        /// Handle.
+        call: CallHandle,
+        /// SDP answer.
+        answer: Option<Bytes>,
+    },
+}
+
+/// Errors of the UA API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UaError {
+    /// No such call (or already ended).
+    #[error("unknown call")]
+    UnknownCall,
+    /// The call is not in a state allowing this.
+    #[error("invalid call state for this operation")]
+    InvalidState,
+    /// The offer matched nothing we support: 488 sent, call ended.
+    #[error("offer not acceptable (488 sent)")]
+    NotAcceptable,
+    /// The offer was malformed: 400 sent, call ended.
+    #[error("malformed SDP (400 sent): {0}")]
+    BadSdp(SdpError),
+    /// Status code outside 300..=699 for reject.
+    #[error("invalid status code {0}")]
+    InvalidStatus(u16),
+    /// The target URI is not a SIP URI.
+    #[error("invalid target URI")]
+    InvalidUri,
+}
+
+/// Counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UaStats {
+    /// Messages received (keepalives excluded).
+    pub messages_in: u64,
+    /// Messages sent.
+    pub messages_out: u64,
+    /// Unparsable messages dropped.
+    pub parse_drops: u64,
+    /// 400 responses sent for malformed requests.
+    pub bad_requests_sent: u64,
+    /// Retransmissions sent (timers and absorbed request retransmissions).
+    pub retransmissions_sent: u64,
+    /// Request/response retransmissions received.
+    pub retransmissions_received: u64,
+    /// Live transactions.
+    pub active_transactions: usize,
+    /// Live calls.
+    pub active_calls: usize,
+    /// New INVITEs refused with 503 because of shedding.
+    pub shed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct TxId(u64);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ServerKey {
+    Rfc3261 {
+        branch: Branch,
+        sent_by: String,
+        method: Method,
+    },
+    Rfc2543 {
+        call_id: String,
+        from_tag: String,
+        cseq: u32,
+        via: String,
+        method: Method,
+    },
+}
+
+fn server_key(req: &Request, method: Method) -> ServerKey {
+    let via = req.via();
+    match via.branch() {
+        Some(b) if b.starts_with(MAGIC_COOKIE) => ServerKey::Rfc3261 {
+            branch: Branch(b.to_owned()),
+            sent_by: via.sent_by(),
+            method,
+        },
+        _ => ServerKey::Rfc2543 {
+            call_id: req.call_id().to_owned(),
+            from_tag: req.from_tag().unwrap_or("").to_owned(),
+            cseq: req.cseq().seq,
+            via: via.to_string(),
+            method,
+        },
+    }
+}
+
+fn key_method(m: &Method) -> Method {
+    if *m == Method::Ack {
+        Method::Invite
+    } else {
+        m.clone()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClientKey(Branch, Method);
+
+#[derive(Debug)]
+enum Machine {
+    Ict(InviteClient),
+    Nict(NonInviteClient),
+    Ist(InviteServer),
+    Nist(NonInviteServer),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Server,
+    Invite,
+    Bye,
+    Cancel,
+    Refresh,
+}
+
+#[derive(Debug)]
+enum AnyKey {
+    Server(ServerKey),
+    Client(ClientKey),
+}
+
+#[derive(Debug)]
+struct Tx {
+    key: AnyKey,
+    machine: Machine,
+    transport: Transport,
+    dest: SocketAddr,
+    call: Option<CallHandle>,
+    purpose: Purpose,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum CallTimer {
+    OkRetransmit,
+    AckTimeout,
+    SessionExpiry,
+    SessionRefresh,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerRef {
+    Tx(TxId, TimerKind),
+    Call(CallHandle, CallTimer),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Uas,
+    Uac,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallState {
+    Incoming,
+    Ringing,
+    /// 2xx sent, waiting for the ACK.
+    Answered,
+    Confirmed,
+    Calling,
+    Early,
+}
+
+#[derive(Debug)]
+struct OkRetx {
+    bytes: Bytes,
+    interval: Duration,
+    next: Instant,
+    give_up: Instant,
+}
+
+#[derive(Debug)]
+struct SessionTimer {
+    interval: u32,
+    we_refresh: bool,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct UacInfo {
+    invite_seq: u32,
+    call_id: String,
+    branch: Branch,
+    via: String,
+    uri: String,
+    from_header: String,
+    to_header: String,
+    got_provisional: bool,
+    cancel_pending: bool,
+    ack: Option<Bytes>,
+}
+
+#[derive(Debug)]
+struct Call {
+    role: Role,
+    state: CallState,
+    local_tag: String,
+    dialog: Option<Dialog>,
+    transport: Transport,
+    peer: SocketAddr,
+    /// UAS: the INVITE (initial or re-INVITE) awaiting our final response.
+    invite: Option<Box<Request>>,
+    invite_source: SocketAddr,
+    /// Where our 2xx (and its retransmissions) go.
+    resp_dest: SocketAddr,
+    invite_tx: Option<TxId>,
+    sdp: SdpSession,
+    local: Option<LocalMedia>,
+    ok: Option<OkRetx>,
+    answer_in_ack: bool,
+    session: Option<SessionTimer>,
+    /// Session-Expires to put in our 2xx.
+    session_header: Option<String>,
+    require_timer: bool,
+    ended: bool,
+    bye_after_ack: bool,
+    uac: Option<Box<UacInfo>>,
+}
+
+/// The SIP user agent core.
+#[derive(Debug)]
+pub struct UserAgent {
+    cfg: UaConfig,
+    timers: TimerConfig,
+    rng: u64,
+    next_call: u64,
+    next_tx: u64,
+    txs: HashMap<TxId, Tx>,
+    server_keys: HashMap<ServerKey, TxId>,
+    client_keys: HashMap<ClientKey, TxId>,
+    calls: HashMap<CallHandle, Call>,
+    dialogs: HashMap<String, CallHandle>,
+    heap: BinaryHeap<Reverse<(Instant, TimerRef)>>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<UaEvent>,
+    shedding: Option<u32>,
+    stats: UaStats,
+    scratch: Vec<TxAction>,
+    options_tag: String,
+    contact_hostport: String,
+    warning_host: String,
+}
+
+fn hostport(host: &str, port: u16) -> String {
+    if host.parse::<SocketAddr>().is_ok() {
+        return host.to_owned();
+    }
+    if let Ok(IpAddr::V6(v6)) = host.parse::<IpAddr>() {
+        return format!("[{v6}]:{port}");
+    }
+    if host.starts_with('[') && host.ends_with(']') {
+        return format!("{host}:{port}");
+    }
+    if host.contains(':') {
+        return host.to_owned();
+    }
+    format!("{host}:{port}")
+}
+
+fn contact_string(hostport: &str, user: &str, transport: Transport) -> String {
+    let user = if user.is_empty() { "frontdoor" } else { user };
+    match transport {
+        Transport::Udp => format!("<sip:{user}@{hostport}>"),
+        Transport::Tcp => format!("<sip:{user}@{hostport};transport=tcp>"),
+    }
+}
+
+fn parse_session_expires(v: &str) -> Option<(u32, Option<&str>)> {
+    let mut parts = v.split(';');
+    let n = parts.next()?.trim().parse().ok()?;
+    let mut refresher = None;
+    for p in parts {
+        if let Some((k, val)) = p.split_once('=')
+            && k.trim().eq_ignore_ascii_case("refresher")
+        {
+            refresher = Some(val.trim());
+        }
+    }
+    Some((n, refresher))
+}
+
+impl UserAgent {
+    /// A new user agent.
+    pub fn new(config: UaConfig) -> Self {
+        let timers = TimerConfig {
+            t1: config.t1,
+            t2: config.t2,
+            t4: config.t4,
+        };
+        let contact_hostport = hostport(&config.contact_host, config.local_addr.port());
+        let mut ua = UserAgent {
+            timers,
+            rng: config.seed ^ 0x9E37_79B9_7F4A_7C15,
+            next_call: 1,
+            next_tx: 1,
+            txs: HashMap::new(),
+            server_keys: HashMap::new(),
+            client_keys: HashMap::new(),
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            heap: BinaryHeap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            shedding: None,
+            stats: UaStats::default(),
+            scratch: Vec::with_capacity(8),
+            options_tag: String::new(),
+            warning_host: config.contact_host.clone(),
+            contact_hostport,
+            cfg: config,
+        };
+        ua.options_tag = ua.random_token();
+        ua
+    }
+
+    // ----- randomness -----
+
+    fn next_rand(&mut self) -> u64 {
+        // splitmix64
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn random_token(&mut self) -> String {
+        let mut s = String::with_capacity(16);
+        let _ = write!(s, "{:016x}", self.next_rand());
+        s
+    }
+
+    fn new_branch(&mut self) -> Branch {
+        let mut s = String::with_capacity(24);
+        let _ = write!(s, "{MAGIC_COOKIE}{:016x}", self.next_rand());
+        Branch(s)
+    }
+
+    fn via_for(&self, transport: Transport, branch: &Branch) -> String {
+        format!(
+            "SIP/2.0/{} {};branch={};rport",
+            transport, self.cfg.local_addr, branch
+        )
+    }
+
+    fn contact_for(&self, user: &str, transport: Transport) -> String {
+        contact_string(&self.contact_hostport, user, transport)
+    }
+
+    // ----- public API -----
+
+    /// Feed one complete message (a UDP datagram or a TCP-framed message).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        source: SocketAddr,
+        data: &[u8],
+    ) {
+        let Some(data) = datagram_message(data) else {
+            return;
+        };
+        self.stats.messages_in += 1;
+        match parse_with_limit(data, self.cfg.max_message_size) {
+            Ok(SipMessage::Request(req)) => self.handle_request(now, transport, source, req),
+            Ok(SipMessage::Response(resp)) => self.handle_response(now, resp),
+            Err(ParseError::Answerable { fault, request }) => {
+                if request.method == Method::Ack {
+                    self.stats.parse_drops += 1;
+                    return;
+                }
+                let dest = response_dest(transport, source, request.via());
+                let warning = format!("399 {} \"{}\"", self.warning_host, fault);
+                let status = if fault == crate::message::ParseFault::TooLarge {
+                    513
+                } else {
+                    400
+                };
+                let tag = self.random_token();
+                let bytes = ResponseBuilder::new(&request, status)
+                    .source(Some(source))
+                    .to_tag(Some(&tag))
+                    .header("Warning", &warning)
+                    .build();
+                self.stats.bad_requests_sent += 1;
+                self.emit(transport, dest, bytes);
+            }
+            Err(ParseError::Unparsable(_)) => self.stats.parse_drops += 1,
+        }
+    }
+
+    /// Run expired timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, r))) = self.heap.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            match r {
+                TimerRef::Tx(id, kind) => self.drive(now, id, true, |m, out| match m {
+                    Machine::Ict(t) => t.on_timer(now, kind, at, out),
+                    Machine::Nict(t) => t.on_timer(now, kind, at, out),
+                    Machine::Ist(t) => t.on_timer(now, kind, at, out),
+                    Machine::Nist(t) => t.on_timer(now, kind, at, out),
+                }),
+                TimerRef::Call(h, kind) => self.on_call_timer(now, h, kind, at),
+            }
+        }
+    }
+
+    /// The earliest deadline (possibly of an already cancelled timer: then
+    /// [`Self::handle_timeout`] simply does nothing).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next application event.
+    pub fn poll_event(&mut self) -> Option<UaEvent> {
+        self.events.pop_front()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> UaStats {
+        let mut s = self.stats;
+        s.active_transactions = self.txs.len();
+        s.active_calls = self.calls.len();
+        s
+    }
+
+    /// When `Some`, new INVITEs get 503 with this Retry-After (seconds) and no call is created.
+    pub fn set_shedding(&mut self, retry_after: Option<u32>) {
+        self.shedding = retry_after;
+    }
+
+    /// Send 180 Ringing for an incoming call.
+    pub fn ring(&mut self, now: Instant, call: CallHandle) -> Result<(), UaError> {
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
+        if c.role != Role::Uas || !matches!(c.state, CallState::Incoming | CallState::Ringing) {
+            return Err(UaError::InvalidState);
+        }
+        c.state = CallState::Ringing;
+        let (Some(req), Some(tx)) = (c.invite.as_deref(), c.invite_tx) else {
+            return Err(UaError::InvalidState);
+        };
+        let contact = contact_string(&self.contact_hostport, req.request_user(), c.transport);
+        let bytes = ResponseBuilder::new(req, 180)
+            .source(Some(c.invite_source))
+            .to_tag(Some(&c.local_tag))
+            .copy_record_route()
+            .header("Contact", &contact)
+            .build();
+        self.send_response(now, tx, 180, bytes);
+        Ok(())
+    }
+
+    /// Answer an incoming call (200 OK). With an offer in the INVITE, runs offer/answer and
+    /// returns the negotiated media; for a late offer sends our offer and returns `None` (the
+    /// answer arrives in the ACK: `CallAnswered { ack_sdp }` + `MediaUpdate`).
+    pub fn answer(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        local: &LocalMedia,
+    ) -> Result<Option<NegotiatedMedia>, UaError> {
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
+        if c.role != Role::Uas || !matches!(c.state, CallState::Incoming | CallState::Ringing) {
+            return Err(UaError::InvalidState);
+        }
+        let Some(req) = c.invite.take() else {
+            return Err(UaError::InvalidState);
+        };
+        let Some(tx) = c.invite_tx else {
+            return Err(UaError::InvalidState);
+        };
+        let (body, media) = if req.has_sdp() {
+            match sdp::answer(&req.body, local, &mut c.sdp) {
+                Ok((b, m)) => (b, Some(m)),
+                Err(e) => {
+                    let status = e.status_code();
+                    let bytes = ResponseBuilder::new(&req, status)
+                        .source(Some(c.invite_source))
+                        .to_tag(Some(&c.local_tag))
+                        .header("Warning", &format!("304 {} \"{}\"", self.warning_host, e))
+                        .build();
+                    self.send_response(now, tx, status, bytes);
+                    self.end_call(call, EndCause::Rejected(status));
+                    return Err(match e {
+                        SdpError::NotAcceptable => UaError::NotAcceptable,
+                        other => UaError::BadSdp(other),
+                    });
+                }
+            }
+        } else {
+            c.answer_in_ack = true;
+            (sdp::offer(local, &mut c.sdp), None)
+        };
+        c.local = Some(local.clone());
+        let bytes = self.build_2xx(call, &req, &body);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return Err(UaError::UnknownCall);
+        };
+        c.state = CallState::Answered;
+        if let Some(d) = c.dialog.as_mut() {
+            d.state = DialogState::Confirmed;
+        }
+        self.send_response(now, tx, 200, bytes.clone());
+        self.start_ok_retransmit(now, call, bytes);
+        Ok(media)
+    }
+
+    /// Reject an unanswered incoming call with a final status (300..=699).
+    pub fn reject(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        status: u16,
+        retry_after: Option<u32>,
+    ) -> Result<(), UaError> {
+        if !(300..=699).contains(&status) {
+            return Err(UaError::InvalidStatus(status));
+        }
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
+        if c.role != Role::Uas || !matches!(c.state, CallState::Incoming | CallState::Ringing) {
+            return Err(UaError::InvalidState);
+        }
+        let (Some(req), Some(tx)) = (c.invite.take(), c.invite_tx) else {
+            return Err(UaError::InvalidState);
+        };
+        let ra = retry_after.map(|r| r.to_string());
+        let mut b = ResponseBuilder::new(&req, status)
+            .source(Some(c.invite_source))
+            .to_tag(Some(&c.local_tag));
+        if let Some(ra) = &ra {
+            b = b.header("Retry-After", ra);
+        }
+        let bytes = b.build();
+        self.send_response(now, tx, status, bytes);
+        self.end_call(call, EndCause::Rejected(status));
+        Ok(())
+    }
+
+    /// Hang up: BYE when confirmed, CANCEL for our own early outgoing call, 480 for an
+    /// unanswered incoming one. `CallEnded` is emitted immediately (LocalBye, or Rejected(480)).
+    pub fn hangup(&mut self, now: Instant, call: CallHandle) -> Result<(), UaError> {
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall)?;
+        if c.ended {
+            return Err(UaError::UnknownCall);
+        }
+        match (c.role, c.state) {
+            (Role::Uas, CallState::Incoming | CallState::Ringing) => {
+                return self.reject(now, call, 480, None);
+            }
+            (Role::Uas, CallState::Answered) => {
+                // RFC 3261 §15: wait for the ACK (or its timeout) before the BYE.
+                c.bye_after_ack = true;
+                c.ended = true;
+                self.events.push_back(UaEvent::CallEnded {
+                    call,
+                    cause: EndCause::LocalBye,
+                });
+            }
+            (_, CallState::Confirmed) => {
+                self.send_bye(now, call);
+                self.end_call(call, EndCause::LocalBye);
+            }
+            (Role::Uac, CallState::Calling | CallState::Early) => {
+                c.ended = true;
+                self.events.push_back(UaEvent::CallEnded {
+                    call,
+                    cause: EndCause::LocalBye,
+                });
+                let send_now = c.uac.as_ref().is_some_and(|u| u.got_provisional);
+                if send_now {
+                    self.send_cancel(now, call);
+                } else if let Some(u) = c.uac.as_mut() {
+                    u.cancel_pending = true;
+                }
+            }
+            _ => return Err(UaError::InvalidState),
+        }
+        Ok(())
+    }
+
+    /// Place an outgoing call (Max-Forwards 70).
+    pub fn invite(
+        &mut self,
+        now: Instant,
+        target_uri: &str,
+        destination: SocketAddr,
+        from_user: &str,
+        local: &LocalMedia,
+    ) -> Result<CallHandle, UaError> {
+        self.invite_with_max_forwards(now, target_uri, destination, from_user, local, 70)
+    }
+
+    /// Like [`Self::invite`] with an explicit Max-Forwards (e.g. the inbound leg's value − 1).
+    pub fn invite_with_max_forwards(
+        &mut self,
+        now: Instant,
+        target_uri: &str,
+        destination: SocketAddr,
+        from_user: &str,
+        local: &LocalMedia,
+        max_forwards: u8,
+    ) -> Result<CallHandle, UaError> {
+        if !(target_uri.starts_with("sip:") || target_uri.starts_with("sips:"))
+            || target_uri.contains(char::is_whitespace)
+        {
+            return Err(UaError::InvalidUri);
+        }
+        let handle = CallHandle(self.next_call);
+        self.next_call += 1;
+        let local_tag = self.random_token();
+        let call_id = format!("{}@{}", self.random_token(), self.cfg.contact_host);
+        let branch = self.new_branch();
+        let mut sdp_session = SdpSession::with_id(self.next_rand() >> 1);
+        let body = sdp::offer(local, &mut sdp_session);
+        let from_user = if from_user.is_empty() {
+            "frontdoor"
+        } else {
+            from_user
+        };
+        let from_header = format!(
+            "<sip:{}@{}>;tag={}",
+            from_user, self.cfg.contact_host, local_tag
+        );
+        let to_header = format!("<{target_uri}>");
+        let build = |ua: &Self, transport: Transport| {
+            let via = ua.via_for(transport, &branch);
+            let contact = ua.contact_for(from_user, transport);
+            let mut b = RequestBuilder::new(&Method::Invite, target_uri)
+                .header("Via", &via)
+                .header("Max-Forwards", max_forwards)
+                .header("From", &from_header)
+                .header("To", &to_header)
+                .header("Call-ID", &call_id)
+                .header("CSeq", "1 INVITE")
+                .header("Contact", &contact)
+                .header("Allow", ALLOW)
+                .header("Supported", SUPPORTED);
+            if !ua.cfg.user_agent.is_empty() {
+                b = b.header("User-Agent", &ua.cfg.user_agent);
+            }
+            (b.body(SDP, &body).build(), via)
+        };
+        let (mut bytes, mut via) = build(self, Transport::Udp);
+        let mut transport = Transport::Udp;
+        if bytes.len() > self.cfg.mtu {
+            transport = Transport::Tcp;
+            (bytes, via) = build(self, Transport::Tcp);
+        }
+        let ack = AckTemplate {
+            uri: target_uri.to_owned(),
+            via: via.clone(),
+            from: from_header.clone(),
+            call_id: call_id.clone(),
+            cseq: 1,
+            routes: vec![],
+        };
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        let m = InviteClient::new(
+            now,
+            bytes,
+            ack,
+            transport.is_reliable(),
+            self.timers,
+            &mut out,
+        );
+        let id = self.insert_tx(
+            AnyKey::Client(ClientKey(branch.clone(), Method::Invite)),
+            Machine::Ict(m),
+            transport,
+            destination,
+            Some(handle),
+            Purpose::Invite,
+        );
+        self.calls.insert(
+            handle,
+            Call {
+                role: Role::Uac,
+                state: CallState::Calling,
+                local_tag: local_tag.clone(),
+                dialog: None,
+                transport,
+                peer: destination,
+                invite: None,
+                invite_source: destination,
+                resp_dest: destination,
+                invite_tx: Some(id),
+                sdp: sdp_session,
+                local: Some(local.clone()),
+                ok: None,
+                answer_in_ack: false,
+                session: None,
+                session_header: None,
+                require_timer: false,
+                ended: false,
+                bye_after_ack: false,
+                uac: Some(Box::new(UacInfo {
+                    invite_seq: 1,
+                    call_id,
+                    branch,
+                    via,
+                    uri: target_uri.to_owned(),
+                    from_header,
+                    to_header,
+                    got_provisional: false,
+                    cancel_pending: false,
+                    ack: None,
+                })),
+            },
+        );
+        self.dialogs.insert(local_tag, handle);
+        self.apply_actions(now, id, false, &mut out);
+        self.scratch = out;
+        Ok(handle)
+    }
+
+    // ----- plumbing -----
+
+    fn emit(&mut self, transport: Transport, destination: SocketAddr, payload: Bytes) {
+        self.stats.messages_out += 1;
+        self.transmits.push_back(Transmit {
+            transport,
+            destination,
+            payload,
+        });
+    }
+
+    fn insert_tx(
+        &mut self,
+        key: AnyKey,
+        machine: Machine,
+        transport: Transport,
+        dest: SocketAddr,
+        call: Option<CallHandle>,
+        purpose: Purpose,
+    ) -> TxId {
+        let id = TxId(self.next_tx);
+        self.next_tx += 1;
+        match &key {
+            AnyKey::Server(k) => {
+                self.server_keys.insert(k.clone(), id);
+            }
+            AnyKey::Client(k) => {
+                self.client_keys.insert(k.clone(), id);
+            }
+        }
+        self.txs.insert(
+            id,
+            Tx {
+                key,
+                machine,
+                transport,
+                dest,
+                call,
+                purpose,
+            },
+        );
+        id
+    }
+
+    fn remove_tx(&mut self, id: TxId) {
+        if let Some(tx) = self.txs.remove(&id) {
+            match tx.key {
+                AnyKey::Server(k) => {
+                    if self.server_keys.get(&k) == Some(&id) {
+                        self.server_keys.remove(&k);
+                    }
+                }
+                AnyKey::Client(k) => {
+                    if self.client_keys.get(&k) == Some(&id) {
+                        self.client_keys.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    fn drive(
+        &mut self,
+        now: Instant,
+        id: TxId,
+        retransmit: bool,
+        f: impl FnOnce(&mut Machine, &mut Vec<TxAction>),
+    ) {
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        if let Some(tx) = self.txs.get_mut(&id) {
+            f(&mut tx.machine, &mut out);
+            self.apply_actions(now, id, retransmit, &mut out);
+        }
+        self.scratch = out;
+    }
+
+    fn apply_actions(&mut self, now: Instant, id: TxId, retransmit: bool, out: &mut Vec<TxAction>) {
+        let Some(tx) = self.txs.get(&id) else { return };
+        let (transport, dest, call, purpose) = (tx.transport, tx.dest, tx.call, tx.purpose);
+        for a in out.drain(..) {
+            match a {
+                TxAction::Send(b) => {
+                    if retransmit {
+                        self.stats.retransmissions_sent += 1;
+                    }
+                    self.emit(transport, dest, b);
+                }
+                TxAction::Arm(kind, at) => self.heap.push(Reverse((at, TimerRef::Tx(id, kind)))),
+                TxAction::Response(r) => self.on_tx_response(now, call, purpose, *r),
+                TxAction::PassAck => {}
+                TxAction::Timeout => self.on_tx_timeout(now, call, purpose),
+                TxAction::Terminated => self.remove_tx(id),
+            }
+        }
+    }
+
+    fn send_response(&mut self, now: Instant, tx: TxId, status: u16, bytes: Bytes) {
+        self.drive(now, tx, false, |m, out| match m {
+            Machine::Ist(t) => t.send_response(now, status, bytes, out),
+            Machine::Nist(t) => t.send_response(now, status, bytes, out),
+            _ => {}
+        });
+    }
+
+    /// Create a non-INVITE server transaction and answer it at once.
+    fn respond_stateful(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        source: SocketAddr,
+        req: &Request,
+        status: u16,
+        to_tag: Option<&str>,
+        extra: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+    ) {
+        let key = server_key(req, key_method(&req.method));
+        let dest = response_dest(transport, source, req.via());
+        let machine = if req.method == Method::Invite {
+            Machine::Ist(InviteServer::new(transport.is_reliable(), self.timers))
+        } else {
+            Machine::Nist(NonInviteServer::new(transport.is_reliable(), self.timers))
+        };
+        let id = self.insert_tx(
+            AnyKey::Server(key),
+            machine,
+            transport,
+            dest,
+            None,
+            Purpose::Server,
+        );
+        let mut b = ResponseBuilder::new(req, status)
+            .source(Some(source))
+            .to_tag(to_tag);
+        for (n, v) in extra {
+            b = b.header(n, v);
+        }
+        if let Some((ct, body)) = body {
+            b = b.body(ct, body);
+        }
+        let bytes = b.build();
+        self.send_response(now, id, status, bytes);
+    }
+
+    fn end_call(&mut self, call: CallHandle, cause: EndCause) {
+        if let Some(c) = self.calls.remove(&call) {
+            if self.dialogs.get(&c.local_tag) == Some(&call) {
+                self.dialogs.remove(&c.local_tag);
+            }
+            if !c.ended {
+                self.events.push_back(UaEvent::CallEnded { call, cause });
+            }
+        }
+    }
+
+    // ----- requests -----
+
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        source: SocketAddr,
+        req: Request,
+    ) {
+        // Transaction matching (§17.2.3, with the RFC 2543 fallback).
+        let key = server_key(&req, key_method(&req.method));
+        if let Some(&id) = self.server_keys.get(&key) {
+            if req.method == Method::Ack {
+                let mut pass = false;
+                self.drive(now, id, false, |m, out| {
+                    if let Machine::Ist(t) = m {
+                        let accepted = t.state() == TxState::Accepted;
+                        t.on_ack(now, out);
+                        pass = accepted;
+                    }
+                });
+                if pass {
+                    self.handle_ack(now, req);
+                }
+            } else {
+                self.stats.retransmissions_received += 1;
+                self.drive(now, id, true, |m, out| match m {
+                    Machine::Ist(t) => {
+                        t.on_retransmission(out);
+                    }
+                    Machine::Nist(t) => {
+                        t.on_retransmission(out);
+                    }
+                    _ => {}
+                });
+            }
+            return;
+        }
+        match req.method {
+            Method::Ack => {
+                self.handle_ack(now, req);
+                return;
+            }
+            Method::Cancel => {
+                self.handle_cancel(now, transport, source, req);
+                return;
+            }
+            _ => {}
+        }
+        if req.method == Method::Options {
+            let tag = if req.to_tag().is_none() {
+                Some(self.options_tag.clone())
+            } else {
+                None
+            };
+            self.respond_stateful(
+                now,
+                transport,
+                source,
+                &req,
+                200,
+                tag.as_deref(),
+                &[("Allow", ALLOW), ("Accept", SDP), ("Supported", SUPPORTED)],
+                None,
+            );
+            return;
+        }
+        if req.max_forwards() == Some(0) {
+            self.respond_stateful(now, transport, source, &req, 483, None, &[], None);
+            return;
+        }
+        if let Some(to_tag) = req.to_tag() {
+            let Some(&call) = self.dialogs.get(to_tag) else {
+                self.respond_stateful(now, transport, source, &req, 481, None, &[], None);
+                return;
+            };
+            self.handle_in_dialog(now, transport, source, call, req);
+            return;
+        }
+        match req.method {
+            Method::Invite => self.handle_new_invite(now, transport, source, req),
+            Method::Other(_) => self.respond_stateful(
+                now,
+                transport,
+                source,
+                &req,
+                501,
+                None,
+                &[("Allow", ALLOW)],
+                None,
+            ),
+            Method::Bye | Method::Info | Method::Update | Method::Prack => {
+                self.respond_stateful(now, transport, source, &req, 481, None, &[], None)
+            }
+            _ => self.respond_stateful(
+                now,
+                transport,
+                source,
+                &req,
+                405,
+                None,
+                &[("Allow", ALLOW)],
+                None,
+            ),
+        }
+    }
+
+    fn unsupported_required(req: &Request) -> Vec<&str> {
+        req.require()
+            .into_iter()
+            .filter(|t| !t.eq_ignore_ascii_case("timer"))
+            .collect()
+    }
+
+    fn handle_new_invite(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        source: SocketAddr,
+        req: Request,
+    ) {
+        if let Some(ra) = self.shedding {
+            self.stats.shed += 1;
+            let ra = ra.to_string();
+            self.respond_stateful(
+                now,
+                transport,
+                source,
+                &req,
+                503,
+                None,
+                &[("Retry-After", &ra)],
+                None,
+            );
+            return;
+        }
+        let unsupported = Self::unsupported_required(&req);
+        if !unsupported.is_empty() {
+            let list = unsupported.join(", ");
+            self.respond_stateful(
+                now,
+                transport,
+                source,
+                &req,
+                420,
+                None,
+                &[("Unsupported", &list)],
+                None,
+            );
+            return;
+        }
+        // RFC 4028 session timer negotiation.
+        let mut session_header = None;
+        let mut session_interval = None;
+        let uac_supports_timer = req
+            .supported()
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("timer"));
+        if let Some(v) = req.header(&HeaderName::SessionExpires) {
+            let Some((se, refresher)) = parse_session_expires(v) else {
+                self.respond_stateful(now, transport, source, &req, 400, None, &[], None);
+                return;
+            };
+            if se < self.cfg.min_se {
+                let min = self.cfg.min_se.to_string();
+                self.respond_stateful(
+                    now,
+                    transport,
+                    source,
+                    &req,
+                    422,
+                    None,
+                    &[("Min-SE", &min)],
+                    None,
+                );
+                return;
+            }
+            let their_min = req
+                .header(&HeaderName::MinSe)
+                .and_then(|v| v.split(';').next())
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .unwrap_or(90);
+            let mut interval = se;
+            if let Some(ours) = self.cfg.session_expires
+                && ours < se
+                && ours >= their_min.max(self.cfg.min_se)
+            {
+                interval = ours;
+            }
+            let refresher = match refresher {
+                Some(r) if r.eq_ignore_ascii_case("uas") => "uas",
+                Some(_) => "uac",
+                None if uac_supports_timer => "uac",
+                None => "uas",
+            };
+            session_interval = Some((interval, refresher == "uas"));
+            session_header = Some(format!("{interval};refresher={refresher}"));
+        } else if let (Some(ours), true) = (self.cfg.session_expires, uac_supports_timer) {
+            let ours = ours.max(self.cfg.min_se);
+            session_interval = Some((ours, false));
+            session_header = Some(format!("{ours};refresher=uac"));
+        }
+        let local_tag = self.random_token();
+        let dialog = match Dialog::new_uas(&req, &local_tag) {
+            Ok(d) => d,
+            Err(e) => {
+                let w = format!("399 {} \"{}\"", self.warning_host, e);
+                self.stats.bad_requests_sent += 1;
+                self.respond_stateful(
+                    now,
+                    transport,
+                    source,
+                    &req,
+                    400,
+                    None,
+                    &[("Warning", &w)],
+                    None,
+                );
+                return;
+            }
+        };
+        let handle = CallHandle(self.next_call);
+        self.next_call += 1;
+        let key = server_key(&req, Method::Invite);
+        let dest = response_dest(transport, source, req.via());
+        let id = self.insert_tx(
+            AnyKey::Server(key),
+            Machine::Ist(InviteServer::new(transport.is_reliable(), self.timers)),
+            transport,
+            dest,
+            Some(handle),
+            Purpose::Server,
+        );
+        let trying = ResponseBuilder::new(&req, 100).source(Some(source)).build();
+        self.send_response(now, id, 100, trying);
+
+        let mut headers = Vec::new();
+        for h in &req.headers.0 {
+            if let HeaderName::Other(n) = &h.name {
+                let keep = n.len() > 2 && n[..2].eq_ignore_ascii_case("P-")
+                    || [
+                        "Privacy",
+                        "Remote-Party-ID",
+                        "Diversion",
+                        "History-Info",
+                        "Alert-Info",
+                    ]
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(n))
+                    || n.len() > 2 && n[..2].eq_ignore_ascii_case("X-");
+                if keep {
+                    headers.push((n.to_string(), h.value.clone()));
+                }
+            } else if h.name == HeaderName::UserAgent {
+                headers.push(("User-Agent".to_owned(), h.value.clone()));
+            }
+        }
+        let offer = if req.has_sdp() {
+            Some(req.body.clone())
+        } else {
+            None
+        };
+        self.events.push_back(UaEvent::IncomingCall {
+            call: handle,
+            call_id: req.call_id().to_owned(),
+            from_uri: req.from().uri.clone(),
+            from_display: req.from().display.clone(),
+            to_uri: req.to().uri.clone(),
+            request_user: req.request_user().to_owned(),
+            source,
+            transport,
+            offer,
+            headers,
+        });
+        let sdp_id = self.next_rand() >> 1;
+        self.dialogs.insert(local_tag.clone(), handle);
+        self.calls.insert(
+            handle,
+            Call {
+                role: Role::Uas,
+                state: CallState::Incoming,
+                local_tag,
+                dialog: Some(dialog),
+                transport,
+                peer: source,
+                invite: Some(Box::new(req)),
+                invite_source: source,
+                resp_dest: dest,
+                invite_tx: Some(id),
+                sdp: SdpSession::with_id(sdp_id),
+                local: None,
+                ok: None,
+                answer_in_ack: false,
+                session: session_interval.map(|(interval, we_refresh)| SessionTimer {
+                    interval,
+                    we_refresh,
+                    deadline: now,
+                }),
+                session_header,
+                require_timer: uac_supports_timer,
+                ended: false,
+                bye_after_ack: false,
+                uac: None,
+            },
+        );
+    }
+
+    fn build_2xx(&mut self, call: CallHandle, req: &Request, body: &[u8]) -> Bytes {
+        let Some(c) = self.calls.get(&call) else {
+            return Bytes::new();
+        };
+        let contact = self.contact_for(req.request_user(), c.transport);
+        let mut b = ResponseBuilder::new(req, 200)
+            .source(Some(c.invite_source))
+            .to_tag(Some(&c.local_tag))
+            .copy_record_route()
+            .header("Contact", &contact)
+            .header("Allow", ALLOW)
+            .header("Supported", SUPPORTED);
+        if let Some(se) = &c.session_header {
+            b = b.header("Session-Expires", se);
+            if c.require_timer {
+                b = b.header("Require", "timer");
+            }
+        }
+        if !self.cfg.user_agent.is_empty() {
+            b = b.header("Server", &self.cfg.user_agent);
+        }
+        if !body.is_empty() {
+            b = b.body(SDP, body);
+        }
+        b.build()
+    }
+
+    fn start_ok_retransmit(&mut self, now: Instant, call: CallHandle, bytes: Bytes) {
+        let t1 = self.timers.t1;
+        let give_up = now + self.timers.t1x64();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.transport.is_reliable() {
+            // RFC 3261 §13.3.1.4: over reliable transports the 2xx is not retransmitted, but
+            // the ACK wait still times out.
+            c.ok = Some(OkRetx {
+                bytes,
+                interval: t1,
+                next: give_up,
+                give_up,
+            });
+        } else {
+            c.ok = Some(OkRetx {
+                bytes,
+                interval: t1,
+                next: now + t1,
+                give_up,
+            });
+            self.heap.push(Reverse((
+                now + t1,
+                TimerRef::Call(call, CallTimer::OkRetransmit),
+            )));
+        }
+        self.heap.push(Reverse((
+            give_up,
+            TimerRef::Call(call, CallTimer::AckTimeout),
+        )));
+    }
+
+    fn handle_ack(&mut self, now: Instant, req: Request) {
+        let Some(tag) = req.to_tag() else { return };
+        let Some(&call) = self.dialogs.get(tag) else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if !c.dialog.as_ref().is_some_and(|d| d.matches(&req)) || c.ok.is_none() {
+            return;
+        }
+        c.ok = None;
+        let first = c.state == CallState::Answered;
+        c.state = CallState::Confirmed;
+        let mut media = None;
+        let mut failed = false;
+        if std::mem::take(&mut c.answer_in_ack) {
+            if req.has_sdp()
+                && let Some(local) = &c.local
+            {
+                match sdp::accept_answer(&req.body, local) {
+                    Ok(m) => media = Some(m),
+                    Err(_) => failed = true,
+                }
+            } else {
+                failed = true;
+            }
+        }
+        if let Some(s) = c.session.as_mut() {
+            s.deadline = session_deadline(now, s.interval, s.we_refresh);
+            let kind = if s.we_refresh {
+                CallTimer::SessionRefresh
+            } else {
+                CallTimer::SessionExpiry
+            };
+            let at = s.deadline;
+            self.heap.push(Reverse((at, TimerRef::Call(call, kind))));
+        }
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if c.bye_after_ack {
+            self.send_bye(now, call);
+            self.end_call(call, EndCause::LocalBye);
+            return;
+        }
+        if first {
+            let ack_sdp = if req.body.is_empty() {
+                None
+            } else {
+                Some(req.body.clone())
+            };
+            self.events
+                .push_back(UaEvent::CallAnswered { call, ack_sdp });
+        }
+        if let Some(media) = media {
+            self.events.push_back(UaEvent::MediaUpdate { call, media });
+        }
+        if failed && first {
+            // Late offer with no usable answer in the ACK: give up the call.
+            self.send_bye(now, call);
+            self.end_call(call, EndCause::Rejected(488));
+        }
+    }
+
+    fn handle_cancel(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        source: SocketAddr,
+        req: Request,
+    ) {
+        let inv_key = server_key(&req, Method::Invite);
+        let Some(&inv_id) = self.server_keys.get(&inv_key) else {
+            self.respond_stateful(now, transport, source, &req, 481, None, &[], None);
+            return;
+        };
+        let call = self.txs.get(&inv_id).and_then(|t| t.call);
+        let tag = call
+            .and_then(|h| self.calls.get(&h))
+            .map(|c| c.local_tag.clone());
+        self.respond_stateful(now, transport, source, &req, 200, tag.as_deref(), &[], None);
+        let Some(call) = call else { return };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if !matches!(c.state, CallState::Incoming | CallState::Ringing) {
+            return;
+        }
+        if let Some(inv) = c.invite.take() {
+            let bytes = ResponseBuilder::new(&inv, 487)
+                .source(Some(c.invite_source))
+                .to_tag(Some(&c.local_tag))
+                .build();
+            self.send_response(now, inv_id, 487, bytes);
+        }
+        self.end_call(call, EndCause::Cancelled);
+    }
+
+    fn handle_in_dialog(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        source: SocketAddr,
+        call: CallHandle,
+        req: Request,
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            self.respond_stateful(now, transport, source, &req, 481, None, &[], None);
+            return;
+        };
+        let Some(d) = c.dialog.as_mut() else {
+            self.respond_stateful(now, transport, source, &req, 481, None, &[], None);
+            return;
+        };
+        if !d.matches(&req) {
+            self.respond_stateful(now, transport, source, &req, 481, None, &[], None);
+            return;
+        }
+        if let Err(e) = d.check_remote_cseq(req.cseq().seq) {
+            let w = format!("399 {} \"{}\"", self.warning_host, e);
+            self.respond_stateful(
+                now,
+                transport,
+                source,
+                &req,
+                500,
+                None,
+                &[("Warning", &w)],
+                None,
+            );
+            return;
+        }
+        match req.method {
+            Method::Bye => {
+                self.respond_stateful(now, transport, source, &req, 200, None, &[], None);
+                self.end_call(call, EndCause::RemoteBye);
+            }
+            Method::Info => {
+                self.respond_stateful(now, transport, source, &req, 200, None, &[], None);
+                let content_type = req.content_type().unwrap_or_default();
+                self.events.push_back(UaEvent::Info {
+                    call,
+                    content_type,
+                    body: req.body.clone(),
+                });
+            }
+            Method::Invite => self.handle_reinvite(now, transport, source, call, req),
+            Method::Update => {
+                let se = self.refresh_session(now, call, &req);
+                let extra: Vec<(&str, &str)> = match &se {
+                    Some(v) => vec![("Session-Expires", v.as_str()), ("Require", "timer")],
+                    None => vec![],
+                };
+                if req.has_sdp() {
+                    // Offer in UPDATE: answer it like a re-INVITE offer.
+                    let Some(c) = self.calls.get_mut(&call) else {
+                        return;
+                    };
+                    let Some(local) = c.local.clone() else {
+                        self.respond_stateful(now, transport, source, &req, 491, None, &[], None);
+                        return;
+                    };
+                    match sdp::answer(&req.body, &local, &mut c.sdp) {
+                        Ok((body, media)) => {
+                            self.respond_stateful(
+                                now,
+                                transport,
+                                source,
+                                &req,
+                                200,
+                                None,
+                                &extra,
+                                Some((SDP, &body)),
+                            );
+                            self.events.push_back(UaEvent::MediaUpdate { call, media });
+                        }
+                        Err(e) => self.respond_stateful(
+                            now,
+                            transport,
+                            source,
+                            &req,
+                            e.status_code(),
+                            None,
+                            &[],
+                            None,
+                        ),
+                    }
+                } else {
+                    self.respond_stateful(now, transport, source, &req, 200, None, &extra, None);
+                }
+            }
+            Method::Options => self.respond_stateful(
+                now,
+                transport,
+                source,
+                &req,
+                200,
+                None,
+                &[("Allow", ALLOW)],
+                None,
+            ),
+            Method::Other(_) => self.respond_stateful(
+                now,
+                transport,
+                source,
+                &req,
+                501,
+                None,
+                &[("Allow", ALLOW)],
+                None,
+            ),
+            _ => self.respond_stateful(
+                now,
+                transport,
+                source,
+                &req,
+                405,
+                None,
+                &[("Allow", ALLOW)],
+                None,
+            ),
+        }
+    }
+
+    /// Re-arm the session timer on a refresh; returns the Session-Expires value to echo.
+    fn refresh_session(&mut self, now: Instant, call: CallHandle, req: &Request) -> Option<String> {
+        let c = self.calls.get_mut(&call)?;
+        let s = c.session.as_mut()?;
+        if let Some((se, refresher)) = req
+            .header(&HeaderName::SessionExpires)
+            .and_then(parse_session_expires)
+            && se >= self.cfg.min_se
+        {
+            s.interval = se;
+            s.we_refresh = refresher.is_some_and(|r| r.eq_ignore_ascii_case("uas"));
+        }
+        s.deadline = session_deadline(now, s.interval, s.we_refresh);
+        let kind = if s.we_refresh {
+            CallTimer::SessionRefresh
+        } else {
+            CallTimer::SessionExpiry
+        };
+        let v = format!(
+            "{};refresher={}",
+            s.interval,
+            if s.we_refresh { "uas" } else { "uac" }
+        );
+        let at = s.deadline;
+        c.session_header = Some(v.clone());
+        self.heap.push(Reverse((at, TimerRef::Call(call, kind))));
+        Some(v)
+    }
+
+    fn handle_reinvite(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        source: SocketAddr,
+        call: CallHandle,
+        req: Request,
+    ) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if c.state != CallState::Confirmed || c.ok.is_some() || c.local.is_none() {
+            self.respond_stateful(now, transport, source, &req, 491, None, &[], None);
+            return;
+        }
+        let unsupported = Self::unsupported_required(&req);
+        if !unsupported.is_empty() {
+            let list = unsupported.join(", ");
+            self.respond_stateful(
+                now,
+                transport,
+                source,
+                &req,
+                420,
+                None,
+                &[("Unsupported", &list)],
+                None,
+            );
+            return;
+        }
+        let offer = if req.has_sdp() {
+            Some(req.body.clone())
+        } else {
+            None
+        };
+        self.events.push_back(UaEvent::Reinvite {
+            call,
+            offer: offer.clone(),
+        });
+        let key = server_key(&req, Method::Invite);
+        let dest = response_dest(transport, source, req.via());
+        let id = self.insert_tx(
+            AnyKey::Server(key),
+            Machine::Ist(InviteServer::new(transport.is_reliable(), self.timers)),
+            transport,
+            dest,
+            Some(call),
+            Purpose::Server,
+        );
+        self.refresh_session(now, call, &req);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if let Some(d) = c.dialog.as_mut() {
+            d.refresh_target(req.contact().map(|n| n.uri));
+        }
+        let Some(local) = c.local.clone() else { return };
+        let body = match &offer {
+            Some(o) => match sdp::answer(o, &local, &mut c.sdp) {
+                Ok((b, m)) => {
+                    self.events
+                        .push_back(UaEvent::MediaUpdate { call, media: m });
+                    b
+                }
+                Err(e) => {
+                    let status = e.status_code();
+                    let bytes = ResponseBuilder::new(&req, status)
+                        .source(Some(source))
+                        .build();
+                    self.send_response(now, id, status, bytes);
+                    return;
+                }
+            },
+            None => {
+                c.answer_in_ack = true;
+                sdp::offer(&local, &mut c.sdp)
+            }
+        };
+        c.invite_source = source;
+        c.resp_dest = dest;
+        let bytes = self.build_2xx(call, &req, &body);
+        self.send_response(now, id, 200, bytes.clone());
+        self.start_ok_retransmit(now, call, bytes);
+    }
+
+    // ----- our requests -----
+
+    fn new_via(&mut self, transport: Transport) -> (Branch, String) {
+        let b = self.new_branch();
+        let v = self.via_for(transport, &b);
+        (b, v)
+    }
+
+    /// Send an in-dialog non-INVITE request through a client transaction.
+    fn send_in_dialog(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        method: Method,
+        extra: &[(&str, &str)],
+        purpose: Purpose,
+    ) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let mut transport = c.transport;
+        let dest = c.peer;
+        let (mut branch, mut via) = self.new_via(transport);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(d) = c.dialog.as_mut() else { return };
+        let seq = d.next_local_seq();
+        let mut bytes = d.build_request(&method, seq, &via, None, extra, None);
+        if bytes.len() > self.cfg.mtu && transport == Transport::Udp {
+            transport = Transport::Tcp;
+            (branch, via) = self.new_via(transport);
+            let Some(d) = self.calls.get(&call).and_then(|c| c.dialog.as_ref()) else {
+                return;
+            };
+            bytes = d.build_request(&method, seq, &via, None, extra, None);
+        }
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        let m = NonInviteClient::new(now, bytes, transport.is_reliable(), self.timers, &mut out);
+        let id = self.insert_tx(
+            AnyKey::Client(ClientKey(branch, method)),
+            Machine::Nict(m),
+            transport,
+            dest,
+            Some(call),
+            purpose,
+        );
+        self.apply_actions(now, id, false, &mut out);
+        self.scratch = out;
+    }
+
+    fn send_bye(&mut self, now: Instant, call: CallHandle) {
+        self.send_in_dialog(now, call, Method::Bye, &[], Purpose::Bye);
+    }
+
+    fn send_cancel(&mut self, now: Instant, call: CallHandle) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let Some(u) = c.uac.as_deref() else { return };
+        let bytes = RequestBuilder::new(&Method::Cancel, &u.uri)
+            .header("Via", &u.via)
+            .header("Max-Forwards", 70)
+            .header("From", &u.from_header)
+            .header("To", &u.to_header)
+            .header("Call-ID", &u.call_id)
+            .header("CSeq", format_args!("{} CANCEL", u.invite_seq))
+            .build();
+        let (transport, dest, branch) = (c.transport, c.peer, u.branch.clone());
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        let m = NonInviteClient::new(now, bytes, transport.is_reliable(), self.timers, &mut out);
+        let id = self.insert_tx(
+            AnyKey::Client(ClientKey(branch, Method::Cancel)),
+            Machine::Nict(m),
+            transport,
+            dest,
+            Some(call),
+            Purpose::Cancel,
+        );
+        self.apply_actions(now, id, false, &mut out);
+        self.scratch = out;
+    }
+
+    // ----- responses -----
+
+    fn handle_response(&mut self, now: Instant, resp: Response) {
+        let Some(branch) = resp.branch() else {
+            self.stats.parse_drops += 1;
+            return;
+        };
+        let key = ClientKey(Branch(branch.to_owned()), resp.cseq().method.clone());
+        let Some(&id) = self.client_keys.get(&key) else {
+            // Stray response (e.g. a 2xx retransmission after the transaction ended): drop.
+            return;
+        };
+        self.drive(now, id, false, |m, out| match m {
+            Machine::Ict(t) => t.on_response(now, resp, out),
+            Machine::Nict(t) => t.on_response(now, resp, out),
+            _ => {}
+        });
+    }
+
+    fn on_tx_response(
+        &mut self,
+        now: Instant,
+        call: Option<CallHandle>,
+        purpose: Purpose,
+        resp: Response,
+    ) {
+        let Some(call) = call else { return };
+        match purpose {
+            Purpose::Invite => self.on_invite_response(now, call, resp),
+            Purpose::Refresh => {
+                if resp.status >= 300 && self.calls.contains_key(&call) {
+                    self.send_bye(now, call);
+                    self.end_call(call, EndCause::SessionExpired);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_invite_response(&mut self, now: Instant, call: CallHandle, resp: Response) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(u) = c.uac.as_mut() else { return };
+        let status = resp.status;
+        if status < 200 {
+            let first = !u.got_provisional;
+            u.got_provisional = true;
+            if c.state == CallState::Calling {
+                c.state = CallState::Early;
+            }
+            if u.cancel_pending && first {
+                u.cancel_pending = false;
+                self.send_cancel(now, call);
+                return;
+            }
+            if !c.ended {
+                self.events
+                    .push_back(UaEvent::OutgoingProgress { call, status });
+            }
+            return;
+        }
+        if status >= 300 {
+            if c.ended {
+                self.end_call(call, EndCause::LocalBye);
+            } else {
+                self.end_call(call, EndCause::RemoteRejected(status));
+            }
+            return;
+        }
+        // 2xx: first one creates the dialog; retransmissions get the same ACK again.
+        if let Some(ack) = &u.ack {
+            let (t, p, a) = (c.transport, c.peer, ack.clone());
+            self.stats.retransmissions_received += 1;
+            self.stats.retransmissions_sent += 1;
+            self.emit(t, p, a);
+            return;
+        }
+        let dialog = match Dialog::new_uac(&u.from_header, &c.local_tag, u.invite_seq, &resp) {
+            Ok(d) => d,
+            Err(_) => {
+                // No Contact / tag: cannot build a dialog; treat as failure.
+                self.end_call(call, EndCause::RemoteRejected(status));
+                return;
+            }
+        };
+        let transport = c.transport;
+        let seq = u.invite_seq;
+        c.dialog = Some(dialog);
+        c.state = CallState::Confirmed;
+        let (_, via) = self.new_via(transport);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(d) = c.dialog.as_ref() else { return };
+        let ack = d.build_ack(seq, &via, None);
+        if let Some(u) = c.uac.as_mut() {
+            u.ack = Some(ack.clone());
+        }
+        let (t, p, ended) = (c.transport, c.peer, c.ended);
+        let answer = if resp.body.is_empty() {
+            None
+        } else {
+            Some(resp.body.clone())
+        };
+        let media = match (&answer, c.local.as_ref()) {
+            (Some(a), Some(l)) => sdp::accept_answer(a, l).ok(),
+            _ => None,
+        };
+        self.emit(t, p, ack);
+        if ended {
+            self.send_bye(now, call);
+            self.end_call(call, EndCause::LocalBye);
+            return;
+        }
+        self.events
+            .push_back(UaEvent::OutgoingAnswered { call, answer });
+        if let Some(media) = media {
+            self.events.push_back(UaEvent::MediaUpdate { call, media });
+        }
+    }
+
+    fn on_tx_timeout(&mut self, now: Instant, call: Option<CallHandle>, purpose: Purpose) {
+        let Some(call) = call else { return };
+        match purpose {
+            Purpose::Invite => self.end_call(call, EndCause::Timeout),
+            Purpose::Refresh => {
+                if self.calls.contains_key(&call) {
+                    self.send_bye(now, call);
+                    self.end_call(call, EndCause::SessionExpired);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ----- call timers -----
+
+    fn on_call_timer(&mut self, now: Instant, call: CallHandle, kind: CallTimer, at: Instant) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        match kind {
+            CallTimer::OkRetransmit => {
+                let t2 = self.timers.t2;
+                let Some(ok) = c.ok.as_mut() else { return };
+                if ok.next != at {
+                    return;
+                }
+                ok.interval = (ok.interval * 2).min(t2);
+                ok.next = now + ok.interval;
+                let next = ok.next;
+                let bytes = ok.bytes.clone();
+                let (t, p) = (c.transport, c.resp_dest);
+                if next < ok.give_up {
+                    self.heap.push(Reverse((
+                        next,
+                        TimerRef::Call(call, CallTimer::OkRetransmit),
+                    )));
+                }
+                self.stats.retransmissions_sent += 1;
+                self.emit(t, p, bytes);
+            }
+            CallTimer::AckTimeout => {
+                if c.ok.as_ref().is_none_or(|ok| ok.give_up != at) {
+                    return;
+                }
+                c.ok = None;
+                c.state = CallState::Confirmed;
+                self.send_bye(now, call);
+                self.end_call(call, EndCause::AckTimeout);
+            }
+            CallTimer::SessionExpiry => {
+                if c.session
+                    .as_ref()
+                    .is_none_or(|s| s.deadline != at || s.we_refresh)
+                {
+                    return;
+                }
+                self.send_bye(now, call);
+                self.end_call(call, EndCause::SessionExpired);
+            }
+            CallTimer::SessionRefresh => {
+                let Some(s) = c.session.as_mut() else { return };
+                if s.deadline != at || !s.we_refresh {
+                    return;
+                }
+                // Refresh with an UPDATE; the next refresh is armed when it succeeds... or, to keep
+                // it simple, right away (a failure ends the call).
+                s.deadline = session_deadline(now, s.interval, true);
+                let next = s.deadline;
+                let se = format!("{};refresher=uas", s.interval);
+                self.heap.push(Reverse((
+                    next,
+                    TimerRef::Call(call, CallTimer::SessionRefresh),
+                )));
+                self.send_in_dialog(
+                    now,
+                    call,
+                    Method::Update,
+                    &[("Session-Expires", &se), ("Supported", SUPPORTED)],
+                    Purpose::Refresh,
+                );
+            }
+        }
+    }
+}
+
+/// When a session expires for the side not refreshing (RFC 4028 §10), or when the refresher
+/// should refresh (half the interval).
+fn session_deadline(now: Instant, interval: u32, we_refresh: bool) -> Instant {
+    let secs = if we_refresh {
+        interval / 2
+    } else {
+        interval.saturating_sub((interval / 3).min(32))
+    };
+    now + Duration::from_secs(u64::from(secs.max(1)))
+}
+
+/// Where responses to a request go (RFC 3261 §18.2.2 + RFC 3581).
+fn response_dest(transport: Transport, source: SocketAddr, via: &Via) -> SocketAddr {
+    match transport {
+        Transport::Tcp => source,
+        Transport::Udp => {
+            if via.has_rport() {
+                source
+            } else {
+                via.sent_by_addr().unwrap_or(source)
+            }
+        }
+    }
+}
