@@ -1293,6 +1293,12 @@ impl Acd {
                     if self.entries.get(&entry).map(|e| e.status) != Some(EntryStatus::Offered { agent: id }) {
                         return Err(format!("{id} offered {entry} which is not ringing it"));
                     }
+                    let ep = a.epoch;
+                    if self.settings.offer_timeout.is_some()
+                        && !live_timer(&|k| *k == TimerKind::OfferTimeout { agent: id, epoch: ep })
+                    {
+                        return Err(format!("{id} ringing without a ring timer"));
+                    }
                 }
                 Status::OnCall { entry } => {
                     if self.entries.get(&entry).map(|e| e.status) != Some(EntryStatus::InService { agent: id }) {

@@ -46,6 +46,12 @@ impl H {
         r.map(|()| a)
     }
 
+    /// Like `try_ev`, but also returns the actions produced on error (by timers that ran first).
+    pub fn try_ev_all(&mut self, now: f64, e: Event) -> (Result<(), AcdError>, Vec<Action>) {
+        let r = self.acd.handle(t(now), e);
+        (r, self.collect())
+    }
+
     fn collect(&mut self) -> Vec<Action> {
         let a: Vec<Action> = self.acd.drain_actions().collect();
         self.log.extend(a.iter().cloned());
