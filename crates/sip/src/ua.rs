@@ -601,10 +601,9 @@ impl UserAgent {
                 } else {
                     400
                 };
-                let tag = self.random_token();
                 let bytes = ResponseBuilder::new(&request, status)
                     .source(Some(source))
-                    .to_tag(Some(&tag))
+                    .to_tag(Some(&self.options_tag))
                     .header("Warning", &warning)
                     .build();
                 self.stats.bad_requests_sent += 1;
@@ -1079,6 +1078,9 @@ impl UserAgent {
             None,
             Purpose::Server,
         );
+        // Final responses outside a dialog still carry a To tag (one fixed tag per UA: these
+        // responses never create dialogs).
+        let to_tag = to_tag.or(if status >= 200 { Some(self.options_tag.as_str()) } else { None });
         let mut b = ResponseBuilder::new(req, status)
             .source(Some(source))
             .to_tag(to_tag);
