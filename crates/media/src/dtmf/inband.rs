@@ -485,4 +485,21 @@ mod tests {
         }
         assert!(detect(&pcmu(&music)).is_empty(), "chords");
     }
+
+    #[test]
+    fn no_false_digits_on_speech_prompts() {
+        // corpus: every espeak-ng prompt in prompts/ (welcome, you-pressed, digit-0…9, star,
+        // pound, hold), decoded through the prompt module, PCMU-encoded as on the wire,
+        // played back to back — and again at +6 dB.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prompts");
+        let (lib, _) = crate::prompt::PromptLibrary::load_dir(&dir, &["welcome"]).unwrap();
+        let mut pcm = Vec::new();
+        for name in lib.names() {
+            pcm.extend(G711::Pcmu.decode(lib.get(name).unwrap().encoded(G711::Pcmu)));
+        }
+        assert!(pcm.len() > 8000 * 10, "at least 10 s of speech");
+        assert_eq!(detect(&pcm), Vec::<char>::new());
+        let loud: Vec<i16> = pcm.iter().map(|s| s.saturating_mul(2)).collect();
+        assert_eq!(detect(&loud), Vec::<char>::new());
+    }
 }
