@@ -307,7 +307,14 @@ CSeq: 1 OPTIONS\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nContent-Length: {}\
             f.push(prefix.as_bytes());
             f.push(msg(&body).as_bytes());
             let mut n = 0;
-            while let Some(r) = f.next_message() { if r.is_ok() { n += 1; } if n > 10 { break; } }
+            while let Some(r) = f.next_message() {
+                if r.is_ok() {
+                    n += 1;
+                }
+                if n > 10 {
+                    break;
+                }
+            }
         }
     }
 }

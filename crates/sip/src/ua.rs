@@ -1052,6 +1052,7 @@ impl UserAgent {
     }
 
     /// Create a non-INVITE server transaction and answer it at once.
+    #[allow(clippy::too_many_arguments)]
     fn respond_stateful(
         &mut self,
         now: Instant,
@@ -1080,7 +1081,11 @@ impl UserAgent {
         );
         // Final responses outside a dialog still carry a To tag (one fixed tag per UA: these
         // responses never create dialogs).
-        let to_tag = to_tag.or(if status >= 200 { Some(self.options_tag.as_str()) } else { None });
+        let to_tag = to_tag.or(if status >= 200 {
+            Some(self.options_tag.as_str())
+        } else {
+            None
+        });
         let mut b = ResponseBuilder::new(req, status)
             .source(Some(source))
             .to_tag(to_tag);
@@ -1925,11 +1930,9 @@ impl UserAgent {
         let Some(call) = call else { return };
         match purpose {
             Purpose::Invite => self.on_invite_response(now, call, resp),
-            Purpose::Refresh => {
-                if resp.status >= 300 && self.calls.contains_key(&call) {
-                    self.send_bye(now, call);
-                    self.end_call(call, EndCause::SessionExpired);
-                }
+            Purpose::Refresh if resp.status >= 300 && self.calls.contains_key(&call) => {
+                self.send_bye(now, call);
+                self.end_call(call, EndCause::SessionExpired);
             }
             _ => {}
         }
@@ -2022,11 +2025,9 @@ impl UserAgent {
         let Some(call) = call else { return };
         match purpose {
             Purpose::Invite => self.end_call(call, EndCause::Timeout),
-            Purpose::Refresh => {
-                if self.calls.contains_key(&call) {
-                    self.send_bye(now, call);
-                    self.end_call(call, EndCause::SessionExpired);
-                }
+            Purpose::Refresh if self.calls.contains_key(&call) => {
+                self.send_bye(now, call);
+                self.end_call(call, EndCause::SessionExpired);
             }
             _ => {}
         }

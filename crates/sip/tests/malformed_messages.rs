@@ -38,7 +38,11 @@ fn assert_400(msg: &str) {
 
 fn assert_dropped(msg: &[u8]) {
     let (st, stats, evs) = feed(msg);
-    assert!(st.is_empty(), "unexpected output {st:?} for {:?}", String::from_utf8_lossy(msg));
+    assert!(
+        st.is_empty(),
+        "unexpected output {st:?} for {:?}",
+        String::from_utf8_lossy(msg)
+    );
     assert_eq!(evs, 0);
     assert_eq!(stats.parse_drops, 1, "{:?}", String::from_utf8_lossy(msg));
 }
@@ -51,9 +55,19 @@ fn negative_content_length_is_400() {
 #[test]
 fn non_numeric_and_huge_content_length_are_400() {
     let b = base();
-    let cl = b.split("Content-Length: ").nth(1).unwrap().split("\r\n").next().unwrap().to_owned();
+    let cl = b
+        .split("Content-Length: ")
+        .nth(1)
+        .unwrap()
+        .split("\r\n")
+        .next()
+        .unwrap()
+        .to_owned();
     assert_400(&b.replace(&format!("Content-Length: {cl}"), "Content-Length: abc"));
-    assert_400(&b.replace(&format!("Content-Length: {cl}"), "Content-Length: 99999999999999999999"));
+    assert_400(&b.replace(
+        &format!("Content-Length: {cl}"),
+        "Content-Length: 99999999999999999999",
+    ));
     assert_400(&b.replace(&format!("Content-Length: {cl}"), "Content-Length: 100000"));
 }
 
@@ -80,7 +94,11 @@ fn missing_core_headers_are_dropped() {
     assert_dropped(b.replace("Call-ID: mal1\r\n", "").as_bytes());
     assert_dropped(b.replace("CSeq: 1 INVITE\r\n", "").as_bytes());
     assert_dropped(b.replace("CSeq: 1 INVITE", "CSeq: x INVITE").as_bytes());
-    let no_via: String = b.lines().filter(|l| !l.starts_with("Via:")).map(|l| format!("{l}\n")).collect();
+    let no_via: String = b
+        .lines()
+        .filter(|l| !l.starts_with("Via:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert_dropped(no_via.as_bytes());
     assert_dropped(b.replace("From: ", "X-From: ").as_bytes());
     assert_dropped(b.replace("To: ", "X-To: ").as_bytes());
@@ -111,7 +129,8 @@ fn truncated_headers_without_blank_line() {
 
 #[test]
 fn malformed_ack_never_answered() {
-    let m = request("ACK", "a1", "z9hG4bKack", 1, "t", "", "").replace("Content-Length: 0", "Content-Length: -1");
+    let m = request("ACK", "a1", "z9hG4bKack", 1, "t", "", "")
+        .replace("Content-Length: 0", "Content-Length: -1");
     let (st, stats, _) = feed(m.as_bytes());
     assert!(st.is_empty());
     assert_eq!(stats.parse_drops, 1);
@@ -119,14 +138,20 @@ fn malformed_ack_never_answered() {
 
 #[test]
 fn malformed_responses_are_dropped() {
-    assert_dropped(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n");
+    assert_dropped(
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n",
+    );
     assert_dropped(b"SIP/2.0 9999 Huh\r\n\r\n");
 }
 
 #[test]
 fn oversized_message_is_refused() {
     let (mut ua, t0) = {
-        let cfg = UaConfig { max_message_size: 300, seed: 1, ..UaConfig::default() };
+        let cfg = UaConfig {
+            max_message_size: 300,
+            seed: 1,
+            ..UaConfig::default()
+        };
         (UserAgent::new(cfg), std::time::Instant::now())
     };
     ua.handle_datagram(t0, Transport::Udp, peer(), base().as_bytes());
@@ -137,7 +162,9 @@ fn oversized_message_is_refused() {
 
 #[test]
 fn binary_body_is_fine() {
-    let mut m = request("INFO", "b1", "z9hG4bKb", 2, "", "", "").replace("Content-Length: 0", "Content-Length: 4").into_bytes();
+    let mut m = request("INFO", "b1", "z9hG4bKb", 2, "", "", "")
+        .replace("Content-Length: 0", "Content-Length: 4")
+        .into_bytes();
     m.extend_from_slice(&[0, 159, 146, 150]);
     let (st, _, _) = feed(&m);
     assert_eq!(st, vec![481]);

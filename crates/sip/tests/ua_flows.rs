@@ -20,7 +20,12 @@ fn invite_ring_answer_ack_bye() {
     let evs = events(&mut ua);
     let call = incoming(&evs);
     match &evs[0] {
-        UaEvent::IncomingCall { request_user, from_display, offer, .. } => {
+        UaEvent::IncomingCall {
+            request_user,
+            from_display,
+            offer,
+            ..
+        } => {
             assert_eq!(request_user, "ring");
             assert_eq!(from_display.as_deref(), Some("Alice"));
             assert!(offer.is_some());
@@ -39,17 +44,41 @@ fn invite_ring_answer_ack_bye() {
     assert_eq!(ok.to_tag(), Some(tag.as_str()));
     assert!(ok.has_sdp());
     assert!(ok.contact().is_some());
-    send(&mut ua, t0, &request("ACK", "c1", "z9hG4bKack1", 1, &tag, "", ""));
+    send(
+        &mut ua,
+        t0,
+        &request("ACK", "c1", "z9hG4bKack1", 1, &tag, "", ""),
+    );
     assert!(drain(&mut ua).is_empty());
-    assert_eq!(events(&mut ua), vec![UaEvent::CallAnswered { call, ack_sdp: None }]);
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallAnswered {
+            call,
+            ack_sdp: None
+        }]
+    );
     // No 2xx retransmission after the ACK.
     assert!(run_until(&mut ua, t0 + secs(10.0)).is_empty());
     let t1 = t0 + secs(10.0);
-    send(&mut ua, t1, &request("BYE", "c1", "z9hG4bKbye1", 2, &tag, "", ""));
+    send(
+        &mut ua,
+        t1,
+        &request("BYE", "c1", "z9hG4bKbye1", 2, &tag, "", ""),
+    );
     assert_eq!(statuses(&drain(&mut ua)), vec![200]);
-    assert_eq!(events(&mut ua), vec![UaEvent::CallEnded { call, cause: EndCause::RemoteBye }]);
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallEnded {
+            call,
+            cause: EndCause::RemoteBye
+        }]
+    );
     // BYE retransmission answered by the transaction, no new event.
-    send(&mut ua, t1, &request("BYE", "c1", "z9hG4bKbye1", 2, &tag, "", ""));
+    send(
+        &mut ua,
+        t1,
+        &request("BYE", "c1", "z9hG4bKbye1", 2, &tag, "", ""),
+    );
     assert_eq!(statuses(&drain(&mut ua)), vec![200]);
     assert!(events(&mut ua).is_empty());
     assert_eq!(ua.stats().active_calls, 0);
@@ -81,15 +110,29 @@ fn cancel_while_ringing() {
     let call = incoming(&events(&mut ua));
     ua.ring(t0, call).unwrap();
     drain(&mut ua);
-    send(&mut ua, t0, &request("CANCEL", "c3", "z9hG4bKc", 1, "", "", ""));
+    send(
+        &mut ua,
+        t0,
+        &request("CANCEL", "c3", "z9hG4bKc", 1, "", "", ""),
+    );
     let out = drain(&mut ua);
     assert_eq!(statuses(&out), vec![200, 487]);
     assert_eq!(response(&out[0]).cseq().method, Method::Cancel);
     assert_eq!(response(&out[1]).cseq().method, Method::Invite);
-    assert_eq!(events(&mut ua), vec![UaEvent::CallEnded { call, cause: EndCause::Cancelled }]);
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallEnded {
+            call,
+            cause: EndCause::Cancelled
+        }]
+    );
     let tag = response(&out[1]).to_tag().unwrap().to_owned();
     // ACK for the 487 is absorbed by the transaction; 487 retransmissions stop.
-    send(&mut ua, t0, &request("ACK", "c3", "z9hG4bKc", 1, &tag, "", ""));
+    send(
+        &mut ua,
+        t0,
+        &request("ACK", "c3", "z9hG4bKc", 1, &tag, "", ""),
+    );
     assert!(drain(&mut ua).is_empty());
     assert!(run_until(&mut ua, t0 + secs(40.0)).is_empty());
     assert!(ua.hangup(t0, call).is_err());
@@ -105,8 +148,17 @@ fn unacked_487_is_retransmitted_by_timer_g() {
     ua.reject(t0, call, 486, Some(30)).unwrap();
     let out = drain(&mut ua);
     assert_eq!(statuses(&out), vec![486]);
-    assert_eq!(response(&out[0]).header(&HeaderName::RetryAfter), Some("30"));
-    assert_eq!(events(&mut ua), vec![UaEvent::CallEnded { call, cause: EndCause::Rejected(486) }]);
+    assert_eq!(
+        response(&out[0]).header(&HeaderName::RetryAfter),
+        Some("30")
+    );
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallEnded {
+            call,
+            cause: EndCause::Rejected(486)
+        }]
+    );
     let re = run_until(&mut ua, t0 + secs(3.6));
     let times: Vec<f64> = re.iter().map(|(t, _)| (*t - t0).as_secs_f64()).collect();
     assert_eq!(times, vec![0.5, 1.5, 3.5]);
@@ -115,10 +167,22 @@ fn unacked_487_is_retransmitted_by_timer_g() {
 #[test]
 fn cancel_without_match_is_481_and_stray_ack_is_dropped() {
     let (mut ua, t0) = ua();
-    send(&mut ua, t0, &request("CANCEL", "nope", "z9hG4bKx", 1, "", "", ""));
+    send(
+        &mut ua,
+        t0,
+        &request("CANCEL", "nope", "z9hG4bKx", 1, "", "", ""),
+    );
     assert_eq!(statuses(&drain(&mut ua)), vec![481]);
-    send(&mut ua, t0, &request("ACK", "nope", "z9hG4bKy", 1, "sometag", "", ""));
-    send(&mut ua, t0, &request("ACK", "nope", "z9hG4bKz", 1, "", "", ""));
+    send(
+        &mut ua,
+        t0,
+        &request("ACK", "nope", "z9hG4bKy", 1, "sometag", "", ""),
+    );
+    send(
+        &mut ua,
+        t0,
+        &request("ACK", "nope", "z9hG4bKz", 1, "", "", ""),
+    );
     assert!(drain(&mut ua).is_empty());
 }
 
@@ -137,20 +201,30 @@ fn ok_retransmission_schedule_then_bye_on_ack_timeout() {
         .map(|(at, _)| (*at - t0).as_secs_f64())
         .collect();
     // T1, 2T1, 4T1, then capped at T2 = 4 s: 0.5, 1.5, 3.5, 7.5, 11.5, ... < 32.
-    assert_eq!(oks, vec![0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]);
+    assert_eq!(
+        oks,
+        vec![0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    );
     let byes: Vec<_> = out.iter().filter(|(_, t)| status(t).is_none()).collect();
     assert!(!byes.is_empty());
     assert_eq!((byes[0].0 - t0).as_secs_f64(), 32.0);
     let bye = req_of(&byes[0].1);
     assert_eq!(bye.method, Method::Bye);
     assert_eq!(bye.uri, "sip:alice@10.0.0.2:5062");
-    assert_eq!(events(&mut ua), vec![UaEvent::CallEnded { call, cause: EndCause::AckTimeout }]);
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallEnded {
+            call,
+            cause: EndCause::AckTimeout
+        }]
+    );
 }
 
 #[test]
 fn options_with_max_forwards_zero_gets_200() {
     let (mut ua, t0) = ua();
-    let m = request("OPTIONS", "o1", "z9hG4bKopt", 1, "", "", "").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let m = request("OPTIONS", "o1", "z9hG4bKopt", 1, "", "", "")
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
     send(&mut ua, t0, &m);
     let out = drain(&mut ua);
     assert_eq!(statuses(&out), vec![200]);
@@ -163,31 +237,79 @@ fn options_with_max_forwards_zero_gets_200() {
 #[test]
 fn error_responses_481_483_501_420_405() {
     let (mut ua, t0) = ua();
-    send(&mut ua, t0, &request("BYE", "x1", "z9hG4bK1", 2, "unknown", "", ""));
+    send(
+        &mut ua,
+        t0,
+        &request("BYE", "x1", "z9hG4bK1", 2, "unknown", "", ""),
+    );
     assert_eq!(statuses(&drain(&mut ua)), vec![481]);
     let m = invite("x2", "z9hG4bK2").replace("Max-Forwards: 70", "Max-Forwards: 0");
     send(&mut ua, t0, &m);
     assert_eq!(statuses(&drain(&mut ua)), vec![483]);
-    send(&mut ua, t0, &request("FOO", "x3", "z9hG4bK3", 1, "", "", ""));
+    send(
+        &mut ua,
+        t0,
+        &request("FOO", "x3", "z9hG4bK3", 1, "", "", ""),
+    );
     assert_eq!(statuses(&drain(&mut ua)), vec![501]);
-    send(&mut ua, t0, &request("INVITE", "x4", "z9hG4bK4", 1, "", "Require: 100rel, timer\r\n", SDP_OFFER));
+    send(
+        &mut ua,
+        t0,
+        &request(
+            "INVITE",
+            "x4",
+            "z9hG4bK4",
+            1,
+            "",
+            "Require: 100rel, timer\r\n",
+            SDP_OFFER,
+        ),
+    );
     let out = drain(&mut ua);
     assert_eq!(statuses(&out), vec![420]);
-    assert_eq!(response(&out[0]).header(&HeaderName::Unsupported), Some("100rel"));
-    send(&mut ua, t0, &request("REGISTER", "x5", "z9hG4bK5", 1, "", "", ""));
+    assert_eq!(
+        response(&out[0]).header(&HeaderName::Unsupported),
+        Some("100rel")
+    );
+    send(
+        &mut ua,
+        t0,
+        &request("REGISTER", "x5", "z9hG4bK5", 1, "", "", ""),
+    );
     assert_eq!(statuses(&drain(&mut ua)), vec![405]);
     assert!(events(&mut ua).is_empty());
     assert_eq!(ua.stats().active_calls, 0);
 }
 
-fn established(ua: &mut frontdoor_sip::UserAgent, t0: std::time::Instant, cid: &str, extra: &str) -> (frontdoor_sip::CallHandle, String) {
-    send(ua, t0, &request("INVITE", cid, &format!("z9hG4bKe{cid}"), 1, "", extra, SDP_OFFER));
+fn established(
+    ua: &mut frontdoor_sip::UserAgent,
+    t0: std::time::Instant,
+    cid: &str,
+    extra: &str,
+) -> (frontdoor_sip::CallHandle, String) {
+    send(
+        ua,
+        t0,
+        &request(
+            "INVITE",
+            cid,
+            &format!("z9hG4bKe{cid}"),
+            1,
+            "",
+            extra,
+            SDP_OFFER,
+        ),
+    );
     let call = incoming(&events(ua));
     drain(ua);
     ua.answer(t0, call, &local_media()).unwrap();
     let out = drain(ua);
     let tag = response(&out[0]).to_tag().unwrap().to_owned();
-    send(ua, t0, &request("ACK", cid, &format!("z9hG4bKa{cid}"), 1, &tag, "", ""));
+    send(
+        ua,
+        t0,
+        &request("ACK", cid, &format!("z9hG4bKa{cid}"), 1, &tag, "", ""),
+    );
     drain(ua);
     events(ua);
     (call, tag)
@@ -196,14 +318,35 @@ fn established(ua: &mut frontdoor_sip::UserAgent, t0: std::time::Instant, cid: &
 #[test]
 fn session_timer_422_and_expiry() {
     let (mut ua, t0) = ua();
-    send(&mut ua, t0, &request("INVITE", "s1", "z9hG4bKs1", 1, "", "Session-Expires: 60\r\n", SDP_OFFER));
+    send(
+        &mut ua,
+        t0,
+        &request(
+            "INVITE",
+            "s1",
+            "z9hG4bKs1",
+            1,
+            "",
+            "Session-Expires: 60\r\n",
+            SDP_OFFER,
+        ),
+    );
     let out = drain(&mut ua);
     assert_eq!(statuses(&out), vec![422]);
     assert_eq!(response(&out[0]).header(&HeaderName::MinSe), Some("90"));
     let tag = response(&out[0]).to_tag().unwrap().to_owned();
-    send(&mut ua, t0, &request("ACK", "s1", "z9hG4bKs1", 1, &tag, "", ""));
+    send(
+        &mut ua,
+        t0,
+        &request("ACK", "s1", "z9hG4bKs1", 1, &tag, "", ""),
+    );
 
-    let (call, _tag) = established(&mut ua, t0, "s2", "Supported: timer\r\nSession-Expires: 120;refresher=uac\r\n");
+    let (call, _tag) = established(
+        &mut ua,
+        t0,
+        "s2",
+        "Supported: timer\r\nSession-Expires: 120;refresher=uac\r\n",
+    );
     // expiry at 120 - min(32, 40) = 88 s
     let out = run_until(&mut ua, t0 + secs(87.0));
     assert!(out.is_empty());
@@ -211,42 +354,97 @@ fn session_timer_422_and_expiry() {
     assert_eq!(out.len(), 1);
     assert_eq!((out[0].0 - t0).as_secs_f64(), 88.0);
     assert_eq!(req_of(&out[0].1).method, Method::Bye);
-    assert_eq!(events(&mut ua), vec![UaEvent::CallEnded { call, cause: EndCause::SessionExpired }]);
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallEnded {
+            call,
+            cause: EndCause::SessionExpired
+        }]
+    );
 }
 
 #[test]
 fn session_timer_refresh_keeps_call() {
     let (mut ua, t0) = ua();
-    let (call, tag) = established(&mut ua, t0, "s3", "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n");
+    let (call, tag) = established(
+        &mut ua,
+        t0,
+        "s3",
+        "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n",
+    );
     let t1 = t0 + secs(50.0);
     assert!(run_until(&mut ua, t1).is_empty());
-    send(&mut ua, t1, &request("UPDATE", "s3", "z9hG4bKupd", 2, &tag, "Session-Expires: 90;refresher=uac\r\n", ""));
+    send(
+        &mut ua,
+        t1,
+        &request(
+            "UPDATE",
+            "s3",
+            "z9hG4bKupd",
+            2,
+            &tag,
+            "Session-Expires: 90;refresher=uac\r\n",
+            "",
+        ),
+    );
     let out = drain(&mut ua);
     assert_eq!(statuses(&out), vec![200]);
-    assert_eq!(response(&out[0]).header(&HeaderName::SessionExpires), Some("90;refresher=uac"));
-    assert!(run_until(&mut ua, t0 + secs(100.0)).iter().all(|(_, t)| status(t).is_some()));
+    assert_eq!(
+        response(&out[0]).header(&HeaderName::SessionExpires),
+        Some("90;refresher=uac")
+    );
+    assert!(
+        run_until(&mut ua, t0 + secs(100.0))
+            .iter()
+            .all(|(_, t)| status(t).is_some())
+    );
     assert!(events(&mut ua).is_empty());
     let out = run_until(&mut ua, t1 + secs(61.0));
     assert!(out.iter().any(|(_, t)| status(t).is_none()));
-    assert_eq!(events(&mut ua), vec![UaEvent::CallEnded { call, cause: EndCause::SessionExpired }]);
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallEnded {
+            call,
+            cause: EndCause::SessionExpired
+        }]
+    );
 }
 
 #[test]
 fn ok_contains_session_expires_and_require() {
     let (mut ua, t0) = ua();
-    send(&mut ua, t0, &request("INVITE", "s4", "z9hG4bKs4", 1, "", "Supported: timer\r\nSession-Expires: 1800\r\n", SDP_OFFER));
+    send(
+        &mut ua,
+        t0,
+        &request(
+            "INVITE",
+            "s4",
+            "z9hG4bKs4",
+            1,
+            "",
+            "Supported: timer\r\nSession-Expires: 1800\r\n",
+            SDP_OFFER,
+        ),
+    );
     let call = incoming(&events(&mut ua));
     drain(&mut ua);
     ua.answer(t0, call, &local_media()).unwrap();
     let ok = response(&drain(&mut ua)[0]);
-    assert_eq!(ok.header(&HeaderName::SessionExpires), Some("1800;refresher=uac"));
+    assert_eq!(
+        ok.header(&HeaderName::SessionExpires),
+        Some("1800;refresher=uac")
+    );
     assert_eq!(ok.header(&HeaderName::Require), Some("timer"));
 }
 
 #[test]
 fn late_offer_answer_in_ack() {
     let (mut ua, t0) = ua();
-    send(&mut ua, t0, &request("INVITE", "l1", "z9hG4bKl", 1, "", "", ""));
+    send(
+        &mut ua,
+        t0,
+        &request("INVITE", "l1", "z9hG4bKl", 1, "", "", ""),
+    );
     let evs = events(&mut ua);
     let call = incoming(&evs);
     assert!(matches!(&evs[0], UaEvent::IncomingCall { offer: None, .. }));
@@ -259,20 +457,41 @@ fn late_offer_answer_in_ack() {
     let ack = request("ACK", "l1", "z9hG4bKla", 1, &tag, "", &answer);
     send(&mut ua, t0, &ack);
     let evs = events(&mut ua);
-    assert!(matches!(&evs[0], UaEvent::CallAnswered { ack_sdp: Some(_), .. }));
+    assert!(matches!(
+        &evs[0],
+        UaEvent::CallAnswered {
+            ack_sdp: Some(_),
+            ..
+        }
+    ));
     assert!(matches!(&evs[1], UaEvent::MediaUpdate { .. }));
 }
 
 #[test]
 fn not_acceptable_offer_gets_488() {
     let (mut ua, t0) = ua();
-    let offer = SDP_OFFER.replace("0 8 101", "18").replace("a=rtpmap:101 telephone-event/8000\r\n", "");
-    send(&mut ua, t0, &request("INVITE", "n1", "z9hG4bKn", 1, "", "", &offer));
+    let offer = SDP_OFFER
+        .replace("0 8 101", "18")
+        .replace("a=rtpmap:101 telephone-event/8000\r\n", "");
+    send(
+        &mut ua,
+        t0,
+        &request("INVITE", "n1", "z9hG4bKn", 1, "", "", &offer),
+    );
     let call = incoming(&events(&mut ua));
     drain(&mut ua);
-    assert_eq!(ua.answer(t0, call, &local_media()), Err(frontdoor_sip::UaError::NotAcceptable));
+    assert_eq!(
+        ua.answer(t0, call, &local_media()),
+        Err(frontdoor_sip::UaError::NotAcceptable)
+    );
     assert_eq!(statuses(&drain(&mut ua)), vec![488]);
-    assert_eq!(events(&mut ua), vec![UaEvent::CallEnded { call, cause: EndCause::Rejected(488) }]);
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallEnded {
+            call,
+            cause: EndCause::Rejected(488)
+        }]
+    );
 }
 
 #[test]
@@ -297,8 +516,14 @@ fn shedding_gives_503_without_call() {
 fn reinvite_hold_info_and_cseq_check() {
     let (mut ua, t0) = ua();
     let (call, tag) = established(&mut ua, t0, "r1", "");
-    let hold = SDP_OFFER.replace("a=sendrecv", "a=sendonly").replace("o=- 1 1", "o=- 1 2");
-    send(&mut ua, t0, &request("INVITE", "r1", "z9hG4bKre", 2, &tag, "", &hold));
+    let hold = SDP_OFFER
+        .replace("a=sendrecv", "a=sendonly")
+        .replace("o=- 1 1", "o=- 1 2");
+    send(
+        &mut ua,
+        t0,
+        &request("INVITE", "r1", "z9hG4bKre", 2, &tag, "", &hold),
+    );
     let out = drain(&mut ua);
     assert_eq!(statuses(&out), vec![200]);
     let body = String::from_utf8(response(&out[0]).body.to_vec()).unwrap();
@@ -306,33 +531,52 @@ fn reinvite_hold_info_and_cseq_check() {
     let evs = events(&mut ua);
     assert!(matches!(&evs[0], UaEvent::Reinvite { offer: Some(_), .. }));
     match &evs[1] {
-        UaEvent::MediaUpdate { media, .. } => assert_eq!(media.direction, frontdoor_sip::sdp::Direction::RecvOnly),
+        UaEvent::MediaUpdate { media, .. } => {
+            assert_eq!(media.direction, frontdoor_sip::sdp::Direction::RecvOnly)
+        }
         e => panic!("{e:?}"),
     }
-    send(&mut ua, t0, &request("ACK", "r1", "z9hG4bKrea", 2, &tag, "", ""));
+    send(
+        &mut ua,
+        t0,
+        &request("ACK", "r1", "z9hG4bKrea", 2, &tag, "", ""),
+    );
     assert!(drain(&mut ua).is_empty());
     assert!(events(&mut ua).is_empty(), "no second CallAnswered");
-    let info = request("INFO", "r1", "z9hG4bKinfo", 3, &tag, "", "")
-        .replace("Content-Length: 0", "Content-Type: application/dtmf-relay\r\nContent-Length: 10")
-        + "Signal=5\r\n";
+    let info = request("INFO", "r1", "z9hG4bKinfo", 3, &tag, "", "").replace(
+        "Content-Length: 0",
+        "Content-Type: application/dtmf-relay\r\nContent-Length: 10",
+    ) + "Signal=5\r\n";
     send(&mut ua, t0, &info);
     assert_eq!(statuses(&drain(&mut ua)), vec![200]);
     match &events(&mut ua)[0] {
-        UaEvent::Info { content_type, body, .. } => {
+        UaEvent::Info {
+            content_type, body, ..
+        } => {
             assert_eq!(content_type, "application/dtmf-relay");
             assert_eq!(&body[..], b"Signal=5\r\n");
         }
         e => panic!("{e:?}"),
     }
     // lower CSeq → 500
-    send(&mut ua, t0, &request("INFO", "r1", "z9hG4bKold", 2, &tag, "", ""));
+    send(
+        &mut ua,
+        t0,
+        &request("INFO", "r1", "z9hG4bKold", 2, &tag, "", ""),
+    );
     assert_eq!(statuses(&drain(&mut ua)), vec![500]);
     // hangup → BYE
     ua.hangup(t0, call).unwrap();
     let out = drain(&mut ua);
     assert_eq!(req_of(&out[0]).method, Method::Bye);
     assert_eq!(req_of(&out[0]).cseq().seq, 1);
-    assert_eq!(events(&mut ua), vec![UaEvent::CallEnded { call, cause: EndCause::LocalBye }]);
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallEnded {
+            call,
+            cause: EndCause::LocalBye
+        }]
+    );
 }
 
 #[test]
@@ -343,7 +587,13 @@ fn hangup_unanswered_incoming_sends_480() {
     drain(&mut ua);
     ua.hangup(t0, call).unwrap();
     assert_eq!(statuses(&drain(&mut ua)), vec![480]);
-    assert_eq!(events(&mut ua), vec![UaEvent::CallEnded { call, cause: EndCause::Rejected(480) }]);
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallEnded {
+            call,
+            cause: EndCause::Rejected(480)
+        }]
+    );
 }
 
 #[test]
@@ -368,14 +618,28 @@ fn rfc2543_matching_without_magic_cookie() {
     assert!(events(&mut ua).is_empty());
     ua.reject(t0, call, 603, None).unwrap();
     let tag = response(&drain(&mut ua)[0]).to_tag().unwrap().to_owned();
-    send(&mut ua, t0, &request("ACK", "old", "oldbranch1", 1, &tag, "", ""));
+    send(
+        &mut ua,
+        t0,
+        &request("ACK", "old", "oldbranch1", 1, &tag, "", ""),
+    );
     assert!(drain(&mut ua).is_empty());
-    assert!(run_until(&mut ua, t0 + secs(10.0)).is_empty(), "ACK stopped timer G");
+    assert!(
+        run_until(&mut ua, t0 + secs(10.0)).is_empty(),
+        "ACK stopped timer G"
+    );
 }
 
-fn uac_setup() -> (frontdoor_sip::UserAgent, std::time::Instant, frontdoor_sip::CallHandle, frontdoor_sip::message::Request) {
+fn uac_setup() -> (
+    frontdoor_sip::UserAgent,
+    std::time::Instant,
+    frontdoor_sip::CallHandle,
+    frontdoor_sip::message::Request,
+) {
     let (mut ua, t0) = ua();
-    let call = ua.invite(t0, "sip:bob@10.0.0.2:5062", peer(), "ring", &local_media()).unwrap();
+    let call = ua
+        .invite(t0, "sip:bob@10.0.0.2:5062", peer(), "ring", &local_media())
+        .unwrap();
     let out = drain(&mut ua);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].destination, peer());
@@ -390,7 +654,11 @@ fn resp_to(inv: &frontdoor_sip::message::Request, status: u16, tag: &str, body: 
     let via = inv.header(&HeaderName::Via).unwrap();
     let from = inv.header(&HeaderName::From).unwrap();
     let to = inv.header(&HeaderName::To).unwrap();
-    let ct = if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" };
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
     format!(
         "SIP/2.0 {status} X\r\nVia: {via}\r\nFrom: {from}\r\nTo: {to};tag={tag}\r\nCall-ID: {}\r\nCSeq: {} {}\r\n\
 Contact: <sip:bob@10.0.0.2:5062>\r\nRecord-Route: <sip:proxy1;lr>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
@@ -408,7 +676,10 @@ fn uac_invite_200_ack_bye() {
     let re = run_until(&mut ua, t0 + secs(0.6));
     assert_eq!(re.len(), 1);
     send(&mut ua, t0, &resp_to(&inv, 180, "bobtag", ""));
-    assert_eq!(events(&mut ua), vec![UaEvent::OutgoingProgress { call, status: 180 }]);
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::OutgoingProgress { call, status: 180 }]
+    );
     send(&mut ua, t0, &resp_to(&inv, 200, "bobtag", SDP_OFFER));
     let out = drain(&mut ua);
     assert_eq!(out.len(), 1);
@@ -418,7 +689,13 @@ fn uac_invite_200_ack_bye() {
     assert_eq!(ack.uri, "sip:bob@10.0.0.2:5062");
     assert_eq!(ack.route(), vec!["<sip:proxy1;lr>"]);
     let evs = events(&mut ua);
-    assert!(matches!(&evs[0], UaEvent::OutgoingAnswered { answer: Some(_), .. }));
+    assert!(matches!(
+        &evs[0],
+        UaEvent::OutgoingAnswered {
+            answer: Some(_),
+            ..
+        }
+    ));
     assert!(matches!(&evs[1], UaEvent::MediaUpdate { .. }));
     // 2xx retransmission → same ACK again
     send(&mut ua, t0, &resp_to(&inv, 200, "bobtag", SDP_OFFER));
@@ -430,7 +707,13 @@ fn uac_invite_200_ack_bye() {
     assert_eq!(bye.method, Method::Bye);
     assert_eq!(bye.to_tag(), Some("bobtag"));
     assert_eq!(bye.cseq().seq, 2);
-    assert_eq!(events(&mut ua), vec![UaEvent::CallEnded { call, cause: EndCause::LocalBye }]);
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallEnded {
+            call,
+            cause: EndCause::LocalBye
+        }]
+    );
 }
 
 #[test]
@@ -438,12 +721,28 @@ fn uac_remote_rejection_and_timeout() {
     let (mut ua, t0, call, inv) = uac_setup();
     send(&mut ua, t0, &resp_to(&inv, 486, "bobtag", ""));
     let out = drain(&mut ua);
-    assert_eq!(req_of(&out[0]).method, Method::Ack, "transaction ACKs the non-2xx");
-    assert_eq!(events(&mut ua), vec![UaEvent::CallEnded { call, cause: EndCause::RemoteRejected(486) }]);
+    assert_eq!(
+        req_of(&out[0]).method,
+        Method::Ack,
+        "transaction ACKs the non-2xx"
+    );
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallEnded {
+            call,
+            cause: EndCause::RemoteRejected(486)
+        }]
+    );
 
     let (mut ua, t0, call, _inv) = uac_setup();
     run_until(&mut ua, t0 + secs(33.0));
-    assert_eq!(events(&mut ua), vec![UaEvent::CallEnded { call, cause: EndCause::Timeout }]);
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallEnded {
+            call,
+            cause: EndCause::Timeout
+        }]
+    );
 }
 
 #[test]
@@ -457,7 +756,13 @@ fn uac_cancel_early_call() {
     assert_eq!(cancel.method, Method::Cancel);
     assert_eq!(cancel.branch(), inv.branch());
     assert_eq!(cancel.cseq().seq, inv.cseq().seq);
-    assert_eq!(events(&mut ua), vec![UaEvent::CallEnded { call, cause: EndCause::LocalBye }]);
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallEnded {
+            call,
+            cause: EndCause::LocalBye
+        }]
+    );
     send(&mut ua, t0, &resp_to(&inv, 487, "bobtag", ""));
     let out = drain(&mut ua);
     assert_eq!(req_of(&out[0]).method, Method::Ack);
@@ -469,11 +774,16 @@ fn uac_cancel_early_call() {
 fn uac_large_invite_goes_tcp_and_bye_from_remote() {
     let (mut ua, t0) = ua();
     let long = format!("sip:{}@10.0.0.2", "a".repeat(1400));
-    let call = ua.invite(t0, &long, peer(), "ring", &local_media()).unwrap();
+    let call = ua
+        .invite(t0, &long, peer(), "ring", &local_media())
+        .unwrap();
     let out = drain(&mut ua);
     assert_eq!(out[0].transport, frontdoor_sip::Transport::Tcp);
     assert!(req_of(&out[0]).via().transport == "TCP");
-    assert!(run_until(&mut ua, t0 + secs(1.0)).is_empty(), "no timer A over TCP");
+    assert!(
+        run_until(&mut ua, t0 + secs(1.0)).is_empty(),
+        "no timer A over TCP"
+    );
     let _ = call;
 }
 
@@ -483,9 +793,19 @@ fn many_calls_leave_no_state() {
     for i in 0..500 {
         let cid = format!("m{i}");
         let (call, tag) = established(&mut ua, t0, &cid, "");
-        send(&mut ua, t0, &request("BYE", &cid, &format!("z9hG4bKmb{i}"), 2, &tag, "", ""));
+        send(
+            &mut ua,
+            t0,
+            &request("BYE", &cid, &format!("z9hG4bKmb{i}"), 2, &tag, "", ""),
+        );
         drain(&mut ua);
-        assert_eq!(events(&mut ua), vec![UaEvent::CallEnded { call, cause: EndCause::RemoteBye }]);
+        assert_eq!(
+            events(&mut ua),
+            vec![UaEvent::CallEnded {
+                call,
+                cause: EndCause::RemoteBye
+            }]
+        );
     }
     assert_eq!(ua.stats().active_calls, 0);
     run_until(&mut ua, t0 + secs(100.0));

@@ -122,10 +122,8 @@ impl InviteClient {
                     }
                 }
             }
-            TxState::Accepted => {
-                if (200..300).contains(&status) {
-                    out.push(TxAction::Response(Box::new(resp)));
-                }
+            TxState::Accepted if (200..300).contains(&status) => {
+                out.push(TxAction::Response(Box::new(resp)));
             }
             TxState::Completed => {
                 if is_final(status)

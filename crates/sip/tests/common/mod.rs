@@ -1,5 +1,10 @@
 //! Shared helpers for UA tests: a scripted peer building raw SIP text.
-#![allow(clippy::unwrap_used, clippy::disallowed_methods, dead_code, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    dead_code,
+    missing_docs
+)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -38,9 +43,25 @@ pub fn local_media() -> LocalMedia {
 }
 
 /// A request from the peer. `to_tag` empty = none.
-pub fn request(method: &str, call_id: &str, branch: &str, cseq: u32, to_tag: &str, extra: &str, body: &str) -> String {
-    let to = if to_tag.is_empty() { String::new() } else { format!(";tag={to_tag}") };
-    let ct = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\r\n".to_string() };
+pub fn request(
+    method: &str,
+    call_id: &str,
+    branch: &str,
+    cseq: u32,
+    to_tag: &str,
+    extra: &str,
+    body: &str,
+) -> String {
+    let to = if to_tag.is_empty() {
+        String::new()
+    } else {
+        format!(";tag={to_tag}")
+    };
+    let ct = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/sdp\r\n".to_string()
+    };
     let cseq_method = method;
     format!(
         "{method} sip:ring@10.0.0.1 SIP/2.0\r\n\
@@ -123,6 +144,12 @@ pub fn secs(s: f64) -> Duration {
 /// The call handle from the first IncomingCall event.
 pub fn incoming(evs: &[UaEvent]) -> frontdoor_sip::CallHandle {
     evs.iter()
-        .find_map(|e| if let UaEvent::IncomingCall { call, .. } = e { Some(*call) } else { None })
+        .find_map(|e| {
+            if let UaEvent::IncomingCall { call, .. } = e {
+                Some(*call)
+            } else {
+                None
+            }
+        })
         .expect("IncomingCall")
 }
