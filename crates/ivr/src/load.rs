@@ -166,7 +166,7 @@ fn type_err(cx: &mut Cx<'_>, v: &Val<'_>, key: &str, expected: &str) {
         &v.span(),
         K::WrongType,
         format!("`{key}` must be {expected}, found {}", v.get_ref().type_str()),
-        None,
+        format!("write `{key}` as {expected}"),
     );
 }
 
@@ -381,6 +381,7 @@ fn regex_of(cx: &mut Cx<'_>, pat: &str, span: &Span) -> Option<Regex> {
         Err(e) => {
             let detail = e.to_string();
             let last = detail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let last = last.trim().trim_start_matches("error:");
             cx.err(
                 span,
                 K::BadRegex,
@@ -461,7 +462,7 @@ fn speech_spec(cx: &mut Cx<'_>, refs: &mut Refs, from: &StepId, t: &DeTable<'_>)
     spec
 }
 
-fn condition(cx: &mut Cx<'_>, v: &Val<'_>, hours: &BTreeMap<String, Hours>, depth: u32) -> Option<Condition> {
+fn condition(cx: &mut Cx<'_>, v: &Val<'_>, hours: &BTreeSet<String>, depth: u32) -> Option<Condition> {
     if depth > 16 {
         cx.err(&v.span(), K::InvalidValue, "condition nested too deeply".to_owned(), None);
         return None;
@@ -482,8 +483,8 @@ fn condition(cx: &mut Cx<'_>, v: &Val<'_>, hours: &BTreeMap<String, Hours>, dept
     );
     let hours_ref = |cx: &mut Cx<'_>, key: &str| -> Option<String> {
         let (name, span) = opt_str(cx, t, key)?;
-        if !hours.contains_key(&name) {
-            let names: Vec<&str> = hours.keys().map(String::as_str).collect();
+        if !hours.contains(&name) {
+            let names: Vec<&str> = hours.iter().map(String::as_str).collect();
             let hint = if names.is_empty() {
                 "define it with a `[hours.NAME]` table (timezone, mon..sun, holidays)".to_owned()
             } else {
@@ -548,7 +549,7 @@ fn step(
     id: &StepId,
     key_span: Span,
     v: &Val<'_>,
-    hours: &BTreeMap<String, Hours>,
+    hours: &BTreeSet<String>,
 ) -> Option<Step> {
     let Some(t) = v.get_ref().as_table() else {
         type_err(cx, v, &id.0, "a table (`[flows.F.steps.NAME]`)");
@@ -893,7 +894,7 @@ pub(crate) fn successors(step: &Step) -> Vec<&StepId> {
     out
 }
 
-fn flow(cx: &mut Cx<'_>, id: &FlowId, key_span: Span, v: &Val<'_>, hours: &BTreeMap<String, Hours>) -> Option<Flow> {
+fn flow(cx: &mut Cx<'_>, id: &FlowId, key_span: Span, v: &Val<'_>, hours: &BTreeSet<String>) -> Option<Flow> {
     let Some(t) = v.get_ref().as_table() else {
         type_err(cx, v, &id.0, "a table (`[flows.NAME]`)");
         return None;
@@ -929,8 +930,10 @@ fn flow(cx: &mut Cx<'_>, id: &FlowId, key_span: Span, v: &Val<'_>, hours: &BTree
             cx.err(span, K::MissingStep, format!("flow `{id}` starts at step \"{s}\", which does not exist"), hint);
         }
     }
+    let mut missing_refs = false;
     for (from, target, span) in &refs.sites {
         if !steps.contains_key(target) {
+            missing_refs = true;
             let hint = did_you_mean_or_list(&target.0, &names, "steps of this flow");
             cx.err(span, K::MissingStep, format!("step `{from}` refers to step \"{target}\", which does not exist in flow `{id}`"), hint);
         }
@@ -946,7 +949,7 @@ fn flow(cx: &mut Cx<'_>, id: &FlowId, key_span: Span, v: &Val<'_>, hours: &BTree
         }
     }
     let start_id = start_id?;
-    if !all_ok || !ok.contains_key(&start_id) {
+    if !all_ok || missing_refs || !ok.contains_key(&start_id) {
         return None;
     }
     graph_checks(cx, id, &start_id, &ok);
@@ -1181,11 +1184,13 @@ pub fn check_str(file: &Path, src: &str, prompts_dir: Option<&Path>) -> Result<L
     }
 
     let mut hours = BTreeMap::new();
+    let mut declared_hours = BTreeSet::new();
     if let Some((_, hv)) = find(top, "hours") {
         match hv.get_ref().as_table() {
             None => type_err(&mut cx, hv, "hours", "a table of `[hours.NAME]`"),
             Some(ht) => {
                 for (k, v) in ht.iter() {
+                    declared_hours.insert(k.get_ref().to_string());
                     if let Some(h) = hours_table(&mut cx, k.get_ref(), k.span(), v) {
                         hours.insert(k.get_ref().to_string(), h);
                     }
@@ -1204,7 +1209,7 @@ pub fn check_str(file: &Path, src: &str, prompts_dir: Option<&Path>) -> Result<L
                 for (k, v) in ft.iter() {
                     let id = FlowId(k.get_ref().to_string());
                     flow_names.insert(id.0.clone());
-                    if let Some(f) = flow(&mut cx, &id, k.span(), v, &hours) {
+                    if let Some(f) = flow(&mut cx, &id, k.span(), v, &declared_hours) {
                         flows.insert(id, f);
                     }
                 }
