@@ -13,6 +13,8 @@ use crate::{MediaError, PayloadType, Ssrc};
 /// Fixed RTP header length (no CSRCs, no extension).
 pub const RTP_HEADER_LEN: usize = 12;
 
+const ARENA_SIZE: usize = 8 * 1024;
+
 /// What a payload type means in this session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadKind {
@@ -147,6 +149,9 @@ pub struct RtpSender {
     marker_pending: bool,
     packets: u64,
     octets: u64,
+    /// Packet arena: packets are split off it, and `reserve` reclaims the storage once the
+    /// driver has dropped them — amortised zero allocations per packet.
+    arena: BytesMut,
 }
 
 impl RtpSender {
@@ -161,6 +166,7 @@ impl RtpSender {
             marker_pending: true,
             packets: 0,
             octets: 0,
+            arena: BytesMut::new(),
         }
     }
 
@@ -242,14 +248,18 @@ impl RtpSender {
             ..Default::default()
         };
         let hlen = header.marshal_size();
-        let mut buf = BytesMut::zeroed(hlen);
+        let total = hlen + payload.len();
+        if self.arena.capacity() < total {
+            self.arena.reserve(ARENA_SIZE.max(total));
+        }
+        self.arena.resize(hlen, 0);
         // A default header (no CSRC, no extension) always fits its own marshal_size.
-        let _ = header.marshal_to(&mut buf[..]);
-        buf.put_slice(payload);
+        let _ = header.marshal_to(&mut self.arena[..]);
+        self.arena.put_slice(payload);
         self.seq = self.seq.wrapping_add(1);
         self.packets += 1;
         self.octets += payload.len() as u64;
-        buf.freeze()
+        self.arena.split().freeze()
     }
 }
 

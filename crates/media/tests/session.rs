@@ -1,0 +1,317 @@
+//! End-to-end tests of `MediaSession` with simulated time and a simulated remote.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use frontdoor_media::call::{DropReason, MediaConfig, MediaEvent, MediaSession, RxOutcome};
+use frontdoor_media::dtmf::rfc4733::{encode_event_payload, parse_telephone_event};
+use frontdoor_media::dtmf::{Digit, DtmfSource};
+use frontdoor_media::g711::{G711, Ptime};
+use frontdoor_media::latch::LatchMode;
+use frontdoor_media::prompt::Prompt;
+use frontdoor_media::rtp::{PayloadMap, RtpSender, parse_rtp};
+use frontdoor_media::{PayloadType, Ssrc};
+use proptest::prelude::*;
+
+#[allow(clippy::disallowed_methods)]
+fn t0() -> Instant {
+    Instant::now()
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+const SDP: &str = "192.0.2.10:40000";
+const TE: u8 = 101;
+
+fn session(t: Instant, te: bool, latch: LatchMode) -> MediaSession {
+    let mut cfg = MediaConfig::new(G711::Pcmu, addr(SDP), Ssrc(0xF00D));
+    cfg.telephone_event = if te { PayloadType::new(TE) } else { None };
+    cfg.latch = latch;
+    cfg.initial_seq = 1000;
+    cfg.initial_ts = 5000;
+    MediaSession::new(t, cfg)
+}
+
+fn dtmf_tone(d: char, ms: usize) -> Vec<i16> {
+    let rows = [697.0f32, 770.0, 852.0, 941.0];
+    let cols = [1209.0f32, 1336.0, 1477.0, 1633.0];
+    let keys = ["123A", "456B", "789C", "*0#D"];
+    let (r, c) = keys.iter().enumerate().find_map(|(r, k)| k.find(d).map(|c| (r, c))).unwrap();
+    (0..ms * 8)
+        .map(|i| {
+            let t = i as f32 / 8000.0;
+            (5000.0 * (2.0 * std::f32::consts::PI * rows[r] * t).sin()
+                + 5000.0 * (2.0 * std::f32::consts::PI * cols[c] * t).sin()) as i16
+        })
+        .collect()
+}
+
+/// Drive the session for `ticks` × 20 ms, feeding one remote packet per tick from
+/// `remote` (if any), collecting our outgoing packets and events.
+struct Sim {
+    t0: Instant,
+    tick: u64,
+    sent: Vec<Bytes>,
+    events: Vec<MediaEvent>,
+}
+
+impl Sim {
+    fn new(t0: Instant) -> Self {
+        Sim { t0, tick: 0, sent: Vec::new(), events: Vec::new() }
+    }
+    fn now(&self) -> Instant {
+        self.t0 + Duration::from_millis(self.tick * 20)
+    }
+    fn step(&mut self, s: &mut MediaSession, incoming: &[(SocketAddr, Bytes)]) -> Vec<RxOutcome> {
+        let now = self.now();
+        let out = incoming.iter().map(|(a, p)| s.handle_rtp(now, *a, p)).collect();
+        s.handle_timeout(now);
+        while let Some(p) = s.poll_rtp(now) {
+            self.sent.push(p);
+        }
+        while let Some(e) = s.poll_event() {
+            self.events.push(e);
+        }
+        self.tick += 1;
+        out
+    }
+    fn digits(&self) -> Vec<(char, DtmfSource)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                MediaEvent::Dtmf(d) => Some((d.digit.as_char(), d.source)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn echo_with_inband_dtmf_over_rollover() {
+    let t = t0();
+    let mut s = session(t, false, LatchMode::Sdp);
+    assert!(s.inband_enabled());
+    s.set_echo(true);
+    let remote = addr(SDP);
+    // caller: silence, '5' for 100 ms, silence, '#' for 80 ms, silence; seq/ts wrap mid-call
+    let mut audio = vec![0i16; 1600];
+    audio.extend(dtmf_tone('5', 100));
+    audio.extend(vec![0i16; 1600]);
+    audio.extend(dtmf_tone('#', 80));
+    audio.extend(vec![0i16; 3200]);
+    let mut tx = RtpSender::new(Ssrc(0xCA11E4), PayloadType::PCMU, 65530, u32::MAX - 1000);
+    let frames = G711::Pcmu.encode_frames(&audio, Ptime::DEFAULT);
+    let mut sim = Sim::new(t);
+    for f in &frames {
+        let p = tx.audio_packet(f, 160);
+        let r = sim.step(&mut s, &[(remote, p)]);
+        assert_eq!(r, vec![RxOutcome::Audio]);
+    }
+    for _ in 0..5 {
+        sim.step(&mut s, &[]);
+    }
+    assert_eq!(sim.digits(), vec![('5', DtmfSource::Inband), ('#', DtmfSource::Inband)]);
+    let st = s.stats();
+    assert_eq!(st.packets.packets_received, frames.len() as u64);
+    assert_eq!(st.packets.lost, 0);
+    assert_eq!(st.packets.dropped_foreign + st.packets.dropped_malformed + st.packets.dropped_late, 0);
+    // echo: what we sent back is the caller's audio, delayed by the jitter buffer
+    let pm = PayloadMap::g711(G711::Pcmu, None);
+    let echoed: Vec<u8> = sim.sent.iter().flat_map(|p| parse_rtp(p, &pm).unwrap().payload.to_vec()).collect();
+    let sent: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+    let pos = echoed.windows(160).position(|w| w == &sent[1600..1760]).unwrap();
+    assert_eq!(pos % 160, 0);
+    assert_eq!(&echoed[pos..pos + 1600], &sent[1600..3200]);
+    // our own stream: consecutive seq from 1000, ts from 5000 in steps of 160
+    let first = parse_rtp(&sim.sent[0], &pm).unwrap();
+    let last = parse_rtp(sim.sent.last().unwrap(), &pm).unwrap();
+    assert_eq!((first.seq, first.timestamp, first.marker), (1000, 5000, true));
+    assert_eq!(last.seq, 1000 + sim.sent.len() as u16 - 1);
+    assert_eq!(last.timestamp, 5000 + 160 * (sim.sent.len() as u32 - 1));
+}
+
+#[test]
+fn nat_latching_and_bad_packets_are_counted() {
+    let t = t0();
+    let mut s = session(t, true, LatchMode::nat());
+    let nat = addr("203.0.113.7:51000");
+    let evil = addr("198.51.100.66:4444");
+    let mut tx = RtpSender::new(Ssrc(77), PayloadType::PCMU, 10, 0);
+    let mut sim = Sim::new(t);
+    let mut outcomes = Vec::new();
+    for _ in 0..6 {
+        let p = tx.audio_packet(&[0xFF; 160], 160);
+        outcomes.extend(sim.step(&mut s, &[(nat, p)]));
+    }
+    assert_eq!(&outcomes[..2], &[RxOutcome::Dropped(DropReason::Foreign); 2]);
+    assert_eq!(outcomes[2], RxOutcome::Audio, "third in-sequence packet latches");
+    assert!(sim.events.contains(&MediaEvent::Latched(nat)));
+    assert_eq!(s.remote_addr(), nat);
+    // an attacker's in-sequence stream is dropped and counted, never played
+    let mut etx = RtpSender::new(Ssrc(666), PayloadType::PCMU, 500, 0);
+    for _ in 0..10 {
+        let p = etx.audio_packet(&[0x00; 160], 160);
+        let q = tx.audio_packet(&[0xFF; 160], 160);
+        let r = sim.step(&mut s, &[(evil, p), (nat, q)]);
+        assert_eq!(r, vec![RxOutcome::Dropped(DropReason::Foreign), RxOutcome::Audio]);
+    }
+    assert_eq!(s.remote_addr(), nat);
+    // malformed: short, version 1, unknown PT
+    let now = sim.now();
+    assert_eq!(s.handle_rtp(now, nat, &[0x80, 0, 0]), RxOutcome::Dropped(DropReason::Malformed));
+    let mut v1 = tx.audio_packet(&[0xFF; 160], 160).to_vec();
+    v1[0] = (v1[0] & 0x3F) | 0x40;
+    assert_eq!(s.handle_rtp(now, nat, &v1), RxOutcome::Dropped(DropReason::Malformed));
+    let mut g729 = tx.audio_packet(&[0xFF; 20], 160).to_vec();
+    g729[1] = 18;
+    assert_eq!(s.handle_rtp(now, nat, &g729), RxOutcome::Dropped(DropReason::UnknownPayloadType));
+    // comfort noise is valid
+    let mut cn = tx.audio_packet(&[0x40], 160).to_vec();
+    cn[1] = 13;
+    assert_eq!(s.handle_rtp(now, nat, &cn), RxOutcome::ComfortNoise);
+    let st = s.stats().packets;
+    assert_eq!(st.dropped_foreign, 2 + 10);
+    assert_eq!(st.dropped_malformed, 3);
+    assert_eq!(st.dropped_unknown_pt, 1);
+    assert_eq!(st.comfort_noise, 1);
+}
+
+#[test]
+fn rfc4733_and_info_dedup_through_session() {
+    let t = t0();
+    let mut s = session(t, true, LatchMode::Sdp);
+    assert!(!s.inband_enabled());
+    let remote = addr(SDP);
+    let mut tx = RtpSender::new(Ssrc(5), PayloadType::PCMU, 0, 0);
+    let te = PayloadType::new(TE).unwrap();
+    let mut sim = Sim::new(t);
+    // press '7': start, updates, 3 end packets; also an INFO for the same press
+    let ev_ts = 8000;
+    let pk = |end: bool, dur: u16, m: bool, tx: &mut RtpSender| tx.event_packet(te, m, ev_ts, &encode_event_payload(7, end, 10, dur));
+    let script = [(false, 160, true), (false, 320, false), (false, 480, false), (true, 640, false), (true, 640, false), (true, 640, false)];
+    for (end, dur, m) in script {
+        let p = pk(end, dur, m, &mut tx);
+        sim.step(&mut s, &[(remote, p)]);
+    }
+    s.handle_info(sim.now(), "application/dtmf-relay", b"Signal=7\r\nDuration=80\r\n").unwrap();
+    // a new press of the same key (new timestamp) → a second digit
+    let p = tx.event_packet(te, true, 16000, &encode_event_payload(7, true, 10, 640));
+    sim.step(&mut s, &[(remote, p)]);
+    // an INFO for another key
+    s.handle_info(sim.now(), "application/dtmf", b"*").unwrap();
+    assert!(s.handle_info(sim.now(), "application/dtmf", b"x").is_err());
+    sim.step(&mut s, &[]);
+    assert_eq!(
+        sim.digits(),
+        vec![('7', DtmfSource::Rfc4733), ('7', DtmfSource::Rfc4733), ('*', DtmfSource::Info)]
+    );
+    let d = sim.events.iter().find_map(|e| if let MediaEvent::Dtmf(d) = e { Some(*d) } else { None }).unwrap();
+    assert_eq!(d.duration, Some(Duration::from_millis(80)));
+    assert_eq!(d.volume, Some(10));
+}
+
+#[test]
+fn sending_dtmf_and_prompts() {
+    let t = t0();
+    let mut s = session(t, true, LatchMode::Sdp);
+    let prompt = Prompt::from_pcm("beep", &dtmf_tone('1', 100));
+    s.play(prompt.clone());
+    let mut sim = Sim::new(t);
+    for _ in 0..5 {
+        sim.step(&mut s, &[]);
+    }
+    s.send_dtmf(Digit::from_char('9').unwrap(), Some(Duration::from_millis(60))).unwrap();
+    for _ in 0..10 {
+        sim.step(&mut s, &[]);
+    }
+    let pm = PayloadMap::g711(G711::Pcmu, PayloadType::new(TE));
+    let pkts: Vec<_> = sim.sent.iter().map(|p| parse_rtp(p, &pm).unwrap()).collect();
+    // first 5 packets: the prompt's frames, byte for byte
+    for (i, p) in pkts.iter().take(5).enumerate() {
+        assert_eq!(p.payload, &prompt.encoded(G711::Pcmu)[i * 160..(i + 1) * 160]);
+    }
+    // then the event: 60 ms → 2 updates + 3 ends, same timestamp, marker on the first
+    let evs: Vec<_> = pkts.iter().filter(|p| p.payload_type.get() == TE).collect();
+    assert_eq!(evs.len(), 5);
+    assert!(evs[0].marker && !evs[1].marker);
+    assert!(evs.iter().all(|p| p.timestamp == evs[0].timestamp));
+    assert_eq!(evs[0].timestamp, 5000 + 5 * 160);
+    let ends = evs.iter().filter(|p| parse_telephone_event(p.payload).unwrap().end).count();
+    assert_eq!(ends, 3);
+    // audio resumes with the marker bit and a timestamp that kept running
+    let after = pkts.iter().skip_while(|p| p.payload_type.get() != TE).find(|p| p.payload_type.get() == 0).unwrap();
+    assert!(after.marker);
+    assert_eq!(after.timestamp, evs[0].timestamp + 5 * 160);
+    // sequence numbers are consecutive across audio and events
+    for w in pkts.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1));
+    }
+    // no DTMF sender without a negotiated telephone-event
+    let mut plain = session(t, false, LatchMode::Sdp);
+    assert!(plain.send_dtmf(Digit::from_char('1').unwrap(), None).is_err());
+}
+
+#[test]
+fn media_timeout_and_hold() {
+    let t = t0();
+    let mut s = session(t, true, LatchMode::Sdp);
+    let mut tx = RtpSender::new(Ssrc(5), PayloadType::PCMU, 0, 0);
+    s.handle_rtp(t, addr(SDP), &tx.audio_packet(&[0xFF; 160], 160));
+    assert!(!s.media_timeout(t + Duration::from_secs(29)));
+    assert!(s.media_timeout(t + Duration::from_secs(30)));
+    s.set_hold(true, t + Duration::from_secs(30));
+    assert!(!s.media_timeout(t + Duration::from_secs(100)));
+    s.set_hold(false, t + Duration::from_secs(100));
+    assert!(!s.media_timeout(t + Duration::from_secs(110)));
+    // foreign packets do not keep the call alive
+    for i in 0..10 {
+        s.handle_rtp(t + Duration::from_secs(120 + i), addr("10.9.9.9:1"), &tx.audio_packet(&[0xFF; 160], 160));
+    }
+    assert!(s.media_timeout(t + Duration::from_secs(131)));
+}
+
+#[test]
+fn rtcp_reports_are_emitted_and_parsed() {
+    let t = t0();
+    let mut s = session(t, true, LatchMode::Sdp);
+    let mut tx = RtpSender::new(Ssrc(5), PayloadType::PCMU, 0, 0);
+    let mut sim = Sim::new(t);
+    let mut reports = Vec::new();
+    for _ in 0..700 {
+        let p = tx.audio_packet(&[0xFF; 160], 160);
+        sim.step(&mut s, &[(addr(SDP), p)]);
+        if let Some(r) = s.poll_rtcp(sim.now()) {
+            reports.push(r);
+        }
+    }
+    // 14 s: first report at 2.5 s, then every 5 s (7.5, 12.5)
+    assert_eq!(reports.len(), 3);
+    let pk = rtc_rtcp::packet::unmarshal(&mut &reports[0][..]).unwrap();
+    let sr = pk[0].as_any().downcast_ref::<rtc_rtcp::sender_report::SenderReport>().unwrap();
+    assert_eq!(sr.ssrc, 0xF00D);
+    assert_eq!(sr.reports[0].ssrc, 5);
+    assert_eq!(sr.reports[0].fraction_lost, 0);
+    assert!(s.handle_rtcp(sim.now(), addr("10.1.1.1:40001"), &reports[0]).is_err());
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_datagrams_never_panic(data in proptest::collection::vec(any::<u8>(), 0..400), v2 in any::<bool>(), pt in prop_oneof![Just(0u8), Just(8u8), Just(13u8), Just(101u8), any::<u8>()]) {
+        let t = t0();
+        let mut s = session(t, true, LatchMode::nat());
+        let mut data = data;
+        if v2 && data.len() >= 2 {
+            data[0] = (data[0] & 0x3F) | 0x80;
+            data[1] = (data[1] & 0x80) | (pt & 0x7F);
+        }
+        let _ = s.handle_rtp(t, addr(SDP), &data);
+        let _ = s.handle_rtp(t, addr("1.2.3.4:5"), &data);
+        let _ = s.handle_rtcp(t, addr(SDP), &data);
+        let _ = s.poll_rtp(t);
+        let _ = s.poll_rtp(t + Duration::from_millis(20));
+    }
+}
