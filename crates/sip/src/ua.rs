@@ -656,6 +656,38 @@ impl UserAgent {
         s
     }
 
+    /// The driver could not deliver to `destination` (TCP connect/write failure, ICMP
+    /// unreachable): every transaction towards it is dropped and every call with that peer ends
+    /// with [`EndCause::TransportError`] (no BYE is attempted). This is a rare path and scans all
+    /// transactions and calls.
+    pub fn handle_transport_error(
+        &mut self,
+        _now: Instant,
+        transport: Transport,
+        destination: SocketAddr,
+    ) {
+        let txs: Vec<TxId> = self
+            .txs
+            .iter()
+            .filter(|(_, t)| t.transport == transport && t.dest == destination)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in txs {
+            self.remove_tx(id);
+        }
+        let calls: Vec<CallHandle> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| {
+                c.transport == transport && (c.peer == destination || c.resp_dest == destination)
+            })
+            .map(|(h, _)| *h)
+            .collect();
+        for h in calls {
+            self.end_call(h, EndCause::TransportError);
+        }
+    }
+
     /// When `Some`, new INVITEs get 503 with this Retry-After (seconds) and no call is created.
     pub fn set_shedding(&mut self, retry_after: Option<u32>) {
         self.shedding = retry_after;
@@ -1349,7 +1381,7 @@ impl UserAgent {
         let mut headers = Vec::new();
         for h in &req.headers.0 {
             if let HeaderName::Other(n) = &h.name {
-                let keep = n.len() > 2 && n[..2].eq_ignore_ascii_case("P-")
+                let keep = n.len() > 2 && n.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("P-"))
                     || [
                         "Privacy",
                         "Remote-Party-ID",
@@ -1359,7 +1391,7 @@ impl UserAgent {
                     ]
                     .iter()
                     .any(|k| k.eq_ignore_ascii_case(n))
-                    || n.len() > 2 && n[..2].eq_ignore_ascii_case("X-");
+                    || n.len() > 2 && n.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("X-"));
                 if keep {
                     headers.push((n.to_string(), h.value.clone()));
                 }

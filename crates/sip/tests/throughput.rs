@@ -14,7 +14,19 @@ use frontdoor_sip::{Transport, UaEvent};
 #[ignore]
 fn calls_per_second() {
     let n = 50_000;
-    let invites: Vec<String> = (0..n).map(|i| request("INVITE", &format!("tp{i}"), &format!("z9hG4bKi{i}"), 1, "", "", SDP_OFFER)).collect();
+    let invites: Vec<String> = (0..n)
+        .map(|i| {
+            request(
+                "INVITE",
+                &format!("tp{i}"),
+                &format!("z9hG4bKi{i}"),
+                1,
+                "",
+                "",
+                SDP_OFFER,
+            )
+        })
+        .collect();
     let (mut ua, t0) = ua();
     let media = local_media();
     let src = peer();
@@ -26,7 +38,9 @@ fn calls_per_second() {
         ua.handle_timeout(now);
         ua.handle_datagram(now, Transport::Udp, src, inv.as_bytes());
         let ev = ua.poll_event();
-        let Some(UaEvent::IncomingCall { call, .. }) = ev else { panic!("{i}: {ev:?} {:?}", ua.stats()) };
+        let Some(UaEvent::IncomingCall { call, .. }) = ev else {
+            panic!("{i}: {ev:?} {:?}", ua.stats())
+        };
         ua.ring(now, call).unwrap();
         ua.answer(now, call, &media).unwrap();
         let mut tag = String::new();
@@ -37,7 +51,9 @@ fn calls_per_second() {
                 let to = s.find("\r\nTo:").unwrap();
                 let i = to + s[to..].find(";tag=").unwrap() + 5;
                 let rest = &s[i..];
-                let e = rest.find(|c: char| c == '\r' || c == ';' || c == ',').unwrap();
+                let e = rest
+                    .find(['\r', ';', ','])
+                    .unwrap();
                 tag = rest[..e].to_owned();
             }
         }

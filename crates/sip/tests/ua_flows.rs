@@ -812,3 +812,96 @@ fn many_calls_leave_no_state() {
     assert_eq!(ua.stats().active_transactions, 0);
     assert!(ua.poll_timeout().is_none());
 }
+
+#[test]
+fn session_timer_uas_refresher_sends_update() {
+    let (mut ua, t0) = ua();
+    let (call, _tag) = established(
+        &mut ua,
+        t0,
+        "su",
+        "Supported: timer\r\nSession-Expires: 100;refresher=uas\r\n",
+    );
+    let out = run_until(&mut ua, t0 + secs(50.1));
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].0 - t0).as_secs_f64(), 50.0);
+    let upd = req_of(&out[0].1);
+    assert_eq!(upd.method, Method::Update);
+    assert_eq!(
+        upd.header(&HeaderName::SessionExpires),
+        Some("100;refresher=uas")
+    );
+    // Peer answers 200: call continues.
+    let via = upd.header(&HeaderName::Via).unwrap();
+    let resp = format!(
+        "SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: su\r\nCSeq: {} UPDATE\r\nContent-Length: 0\r\n\r\n",
+        upd.header(&HeaderName::From).unwrap(),
+        upd.header(&HeaderName::To).unwrap(),
+        upd.cseq().seq
+    );
+    send(&mut ua, t0 + secs(50.2), &resp);
+    assert!(events(&mut ua).is_empty());
+    // Next refresh gets 481 → call ends.
+    let out = run_until(&mut ua, t0 + secs(100.1));
+    let upd = req_of(&out.last().unwrap().1);
+    assert_eq!(upd.method, Method::Update);
+    let resp = format!(
+        "SIP/2.0 481 No\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: su\r\nCSeq: {} UPDATE\r\nContent-Length: 0\r\n\r\n",
+        upd.header(&HeaderName::Via).unwrap(),
+        upd.header(&HeaderName::From).unwrap(),
+        upd.header(&HeaderName::To).unwrap(),
+        upd.cseq().seq
+    );
+    send(&mut ua, t0 + secs(100.2), &resp);
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallEnded {
+            call,
+            cause: EndCause::SessionExpired
+        }]
+    );
+}
+
+#[test]
+fn tcp_call_has_no_retransmissions_and_transport_error_ends_it() {
+    let (mut ua, t0) = ua();
+    let inv = invite("tcp1", "z9hG4bKtcp").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    ua.handle_datagram(t0, frontdoor_sip::Transport::Tcp, peer(), inv.as_bytes());
+    let out = drain(&mut ua);
+    assert_eq!(out[0].transport, frontdoor_sip::Transport::Tcp);
+    let call = incoming(&events(&mut ua));
+    ua.answer(t0, call, &local_media()).unwrap();
+    assert_eq!(statuses(&drain(&mut ua)), vec![200]);
+    // No 2xx retransmission over TCP.
+    assert!(run_until(&mut ua, t0 + secs(20.0)).is_empty());
+    ua.handle_transport_error(t0 + secs(20.0), frontdoor_sip::Transport::Tcp, peer());
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallEnded {
+            call,
+            cause: EndCause::TransportError
+        }]
+    );
+    assert_eq!(ua.stats().active_calls, 0);
+}
+
+#[test]
+fn update_and_options_in_dialog() {
+    let (mut ua, t0) = ua();
+    let (_call, tag) = established(&mut ua, t0, "ud", "");
+    send(
+        &mut ua,
+        t0,
+        &request("OPTIONS", "ud", "z9hG4bKudo", 2, &tag, "", ""),
+    );
+    assert_eq!(statuses(&drain(&mut ua)), vec![200]);
+    send(
+        &mut ua,
+        t0,
+        &request("UPDATE", "ud", "z9hG4bKudu", 3, &tag, "", SDP_OFFER),
+    );
+    let out = drain(&mut ua);
+    assert_eq!(statuses(&out), vec![200]);
+    assert!(response(&out[0]).has_sdp());
+    assert!(matches!(&events(&mut ua)[0], UaEvent::MediaUpdate { .. }));
+}
