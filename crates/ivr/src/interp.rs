@@ -396,11 +396,27 @@ enum State {
     /// Ready to run this step.
     Run(StepId),
     WaitAnswer(StepId),
-    WaitPrompt { step: StepId, id: PlaybackId, barge_in: bool },
+    WaitPrompt {
+        step: StepId,
+        id: PlaybackId,
+        barge_in: bool,
+    },
     Collect(Box<Collect>),
-    WaitQueue { step: StepId, spec: EnqueueSpec },
-    WaitTransfer { step: StepId, spec: TransferSpec },
-    Recording { step: StepId, path: String, finish_on_key: Option<char>, deadline: Instant, stopped: bool },
+    WaitQueue {
+        step: StepId,
+        spec: EnqueueSpec,
+    },
+    WaitTransfer {
+        step: StepId,
+        spec: TransferSpec,
+    },
+    Recording {
+        step: StepId,
+        path: String,
+        finish_on_key: Option<char>,
+        deadline: Instant,
+        stopped: bool,
+    },
     Done,
 }
 
@@ -469,7 +485,9 @@ pub fn interpolate(template: &str, vars: &HashMap<String, String>) -> String {
 impl Call {
     /// A call in `flow` of `plan`. Nothing happens until [`Call::start`].
     pub fn new(plan: Arc<Dialplan>, flow: &FlowId, ctx: CallContext) -> Result<Self, IvrError> {
-        let f = plan.flow(flow).ok_or_else(|| IvrError::UnknownFlow(flow.clone()))?;
+        let f = plan
+            .flow(flow)
+            .ok_or_else(|| IvrError::UnknownFlow(flow.clone()))?;
         let start = f.start.clone();
         let mut vars = HashMap::new();
         let c = &ctx.caller;
@@ -542,7 +560,10 @@ impl Call {
             flow: self.flow.0.clone(),
             language: self.lang(),
         });
-        self.events.push_back(IvrEvent::Recognition { caller, tier: c.tier.clone() });
+        self.events.push_back(IvrEvent::Recognition {
+            caller,
+            tier: c.tier.clone(),
+        });
         self.run(now);
     }
 
@@ -591,7 +612,10 @@ impl Call {
     }
 
     fn lang(&self) -> String {
-        self.vars.get("lang").cloned().unwrap_or_else(|| self.plan.default_language.clone())
+        self.vars
+            .get("lang")
+            .cloned()
+            .unwrap_or_else(|| self.plan.default_language.clone())
     }
 
     fn playback_id(&mut self) -> PlaybackId {
@@ -626,7 +650,10 @@ impl Call {
     fn emit_prompt(&mut self, p: &Prompt) -> PlaybackId {
         let id = self.playback_id();
         match p {
-            Prompt::Play(file) => self.actions.push_back(Action::Play { id, file: file.clone() }),
+            Prompt::Play(file) => self.actions.push_back(Action::Play {
+                id,
+                file: file.clone(),
+            }),
             Prompt::Say { text, language } => {
                 let (text, language) = self.text(text, language);
                 self.actions.push_back(Action::Say { id, text, language });
@@ -663,7 +690,10 @@ impl Call {
     }
 
     fn route_event(&mut self, from: &StepId, to: &StepId) {
-        self.events.push_back(IvrEvent::Route { step: from.0.clone(), to: to.0.clone() });
+        self.events.push_back(IvrEvent::Route {
+            step: from.0.clone(),
+            to: to.0.clone(),
+        });
     }
 
     fn eval(&self, c: &Condition) -> bool {
@@ -674,7 +704,11 @@ impl Call {
             Condition::In(v, xs) => self.vars.get(v).is_some_and(|s| xs.contains(s)),
             Condition::Matches(v, r) => self.vars.get(v).is_some_and(|s| r.is_match(s)),
             Condition::Open(h) => self.plan.hours.get(h).is_some_and(|h| h.is_open(self.wall)),
-            Condition::Holiday(h) => self.plan.hours.get(h).is_some_and(|h| h.is_holiday(self.wall)),
+            Condition::Holiday(h) => self
+                .plan
+                .hours
+                .get(h)
+                .is_some_and(|h| h.is_holiday(self.wall)),
             Condition::All(cs) => cs.iter().all(|c| self.eval(c)),
             Condition::Any(cs) => cs.iter().any(|c| self.eval(c)),
             Condition::Not(c) => !self.eval(c),
@@ -685,7 +719,12 @@ impl Call {
     fn run(&mut self, now: Instant) {
         let plan = Arc::clone(&self.plan);
         let Some(flow) = plan.flow(&self.flow) else {
-            self.finish(Outcome::HungUp { reason: "flow missing".to_owned() }, Some("flow missing".to_owned()));
+            self.finish(
+                Outcome::HungUp {
+                    reason: "flow missing".to_owned(),
+                },
+                Some("flow missing".to_owned()),
+            );
             return;
         };
         let mut count = 0usize;
@@ -693,21 +732,34 @@ impl Call {
             let id = id.clone();
             count += 1;
             let Some(step) = flow.steps.get(&id) else {
-                self.finish(Outcome::HungUp { reason: format!("missing step {id}") }, Some("internal error".to_owned()));
+                self.finish(
+                    Outcome::HungUp {
+                        reason: format!("missing step {id}"),
+                    },
+                    Some("internal error".to_owned()),
+                );
                 return;
             };
             if count > MAX_STEPS_PER_INPUT {
-                self.finish(Outcome::LoopLimit { step: id.0.clone() }, Some("loop limit".to_owned()));
+                self.finish(
+                    Outcome::LoopLimit { step: id.0.clone() },
+                    Some("loop limit".to_owned()),
+                );
                 return;
             }
             self.summary.path.push(id.0.clone());
-            self.events.push_back(IvrEvent::Step { step: id.0.clone(), verb: step.verb.name() });
+            self.events.push_back(IvrEvent::Step {
+                step: id.0.clone(),
+                verb: step.verb.name(),
+            });
             self.exec(step, now);
         }
     }
 
     fn end_of_flow() -> Outcome {
-        Outcome::HungUp { reason: "end of flow".to_owned() }
+        Outcome::HungUp {
+            reason: "end of flow".to_owned(),
+        }
     }
 
     fn exec(&mut self, step: &Step, now: Instant) {
@@ -723,15 +775,36 @@ impl Call {
             }
             Verb::Play { file, barge_in } => {
                 let p = self.emit_prompt(&Prompt::Play(file.clone()));
-                self.state = State::WaitPrompt { step: id, id: p, barge_in: *barge_in };
+                self.state = State::WaitPrompt {
+                    step: id,
+                    id: p,
+                    barge_in: *barge_in,
+                };
             }
-            Verb::Say { text, language, barge_in } => {
-                let p = self.emit_prompt(&Prompt::Say { text: text.clone(), language: language.clone() });
-                self.state = State::WaitPrompt { step: id, id: p, barge_in: *barge_in };
+            Verb::Say {
+                text,
+                language,
+                barge_in,
+            } => {
+                let p = self.emit_prompt(&Prompt::Say {
+                    text: text.clone(),
+                    language: language.clone(),
+                });
+                self.state = State::WaitPrompt {
+                    step: id,
+                    id: p,
+                    barge_in: *barge_in,
+                };
             }
             Verb::Gather(g) => {
                 let prompts = g.prompt.iter().cloned().collect();
-                self.begin_collect(id, Collector::Gather(g.clone()), step.sensitive, prompts, now);
+                self.begin_collect(
+                    id,
+                    Collector::Gather(g.clone()),
+                    step.sensitive,
+                    prompts,
+                    now,
+                );
             }
             Verb::Menu(m) => {
                 let prompts = m.prompt.iter().cloned().collect();
@@ -740,18 +813,33 @@ impl Call {
             Verb::Set(vars) => {
                 for (k, v) in vars {
                     let value = interpolate(v, &self.vars);
+                    if k == "lang" {
+                        self.summary.language = value.clone();
+                    }
                     self.vars.insert(k.clone(), value);
                 }
                 self.goto(step.next.clone(), Self::end_of_flow());
             }
-            Verb::If { when, then, otherwise } => {
-                let target = if self.eval(when) { Some(then.clone()) } else { otherwise.clone().or_else(|| step.next.clone()) };
+            Verb::If {
+                when,
+                then,
+                otherwise,
+            } => {
+                let target = if self.eval(when) {
+                    Some(then.clone())
+                } else {
+                    otherwise.clone().or_else(|| step.next.clone())
+                };
                 if let Some(t) = &target {
                     self.route_event(&id, t);
                 }
                 self.goto(target, Self::end_of_flow());
             }
-            Verb::Switch { var, cases, default } => {
+            Verb::Switch {
+                var,
+                cases,
+                default,
+            } => {
                 let value = self.vars.get(var).cloned().unwrap_or_default();
                 let target = cases
                     .iter()
@@ -768,18 +856,28 @@ impl Call {
             Verb::Enqueue(spec) => {
                 self.actions.push_back(Action::Enqueue(EnqueueRequest {
                     queue: spec.queue.clone(),
-                    skills: spec.skills.iter().map(|s| (s.skill.clone(), s.min_level)).collect(),
+                    skills: spec
+                        .skills
+                        .iter()
+                        .map(|s| (s.skill.clone(), s.min_level))
+                        .collect(),
                     priority: spec.priority,
                     timeout: spec.timeout,
                     vip: self.ctx.caller.vip,
                     language: self.lang(),
                     caller: self.ctx.caller.number.clone(),
                 }));
-                self.state = State::WaitQueue { step: id, spec: spec.clone() };
+                self.state = State::WaitQueue {
+                    step: id,
+                    spec: spec.clone(),
+                };
             }
             Verb::Transfer(spec) => {
                 let to = interpolate(&spec.to, &self.vars);
-                self.actions.push_back(Action::Transfer { to: to.clone(), timeout: spec.timeout });
+                self.actions.push_back(Action::Transfer {
+                    to: to.clone(),
+                    timeout: spec.timeout,
+                });
                 let mut spec = spec.clone();
                 spec.to = to;
                 self.state = State::WaitTransfer { step: id, spec };
@@ -808,9 +906,25 @@ impl Call {
         }
     }
 
-    fn begin_collect(&mut self, step: StepId, spec: Collector, sensitive: bool, prompts: VecDeque<Prompt>, now: Instant) {
+    fn begin_collect(
+        &mut self,
+        step: StepId,
+        spec: Collector,
+        sensitive: bool,
+        prompts: VecDeque<Prompt>,
+        now: Instant,
+    ) {
         self.actions.push_back(Action::StartDigitCollection);
-        let c = Collect { step, spec, sensitive, attempt: 1, prompts, playing: None, digits: String::new(), deadline: None };
+        let c = Collect {
+            step,
+            spec,
+            sensitive,
+            attempt: 1,
+            prompts,
+            playing: None,
+            digits: String::new(),
+            deadline: None,
+        };
         self.state = State::Collect(Box::new(c));
         let typeahead = std::mem::take(&mut self.typeahead);
         if typeahead.is_empty() {
@@ -874,12 +988,16 @@ impl Call {
     }
 
     fn collect_digit(&mut self, d: char, now: Instant) {
-        let State::Collect(c) = &mut self.state else { return };
+        let State::Collect(c) = &mut self.state else {
+            return;
+        };
         if let Some(id) = c.playing.take() {
             c.prompts.clear();
             self.actions.push_back(Action::StopPlayback { id });
         }
-        let State::Collect(c) = &mut self.state else { return };
+        let State::Collect(c) = &mut self.state else {
+            return;
+        };
         match &c.spec {
             Collector::Menu(m) => {
                 let choice = m.options.get(&d).cloned();
@@ -907,11 +1025,27 @@ impl Call {
     }
 
     fn gather_complete(&mut self, digits: String, now: Instant) {
-        let State::Collect(c) = &self.state else { return };
-        let Collector::Gather(g) = &c.spec else { return };
+        let State::Collect(c) = &self.state else {
+            return;
+        };
+        let Collector::Gather(g) = &c.spec else {
+            return;
+        };
         if digits.len() < g.min_digits {
-            let f = if digits.is_empty() { GatherFailure::Timeout } else { GatherFailure::TooShort };
-            self.collect_fail(f, if digits.is_empty() { None } else { Some(digits) }, now);
+            let f = if digits.is_empty() {
+                GatherFailure::Timeout
+            } else {
+                GatherFailure::TooShort
+            };
+            self.collect_fail(
+                f,
+                if digits.is_empty() {
+                    None
+                } else {
+                    Some(digits)
+                },
+                now,
+            );
         } else if g.validate.as_ref().is_some_and(|r| !r.is_match(&digits)) {
             self.collect_fail(GatherFailure::NoMatch, Some(digits), now);
         } else {
@@ -921,11 +1055,17 @@ impl Call {
     }
 
     fn shown(sensitive: bool, digits: &str) -> String {
-        if sensitive { REDACTED.to_owned() } else { digits.to_owned() }
+        if sensitive {
+            REDACTED.to_owned()
+        } else {
+            digits.to_owned()
+        }
     }
 
     fn collect_ok(&mut self, digits: String, menu_target: Option<StepId>) {
-        let State::Collect(c) = std::mem::replace(&mut self.state, State::Done) else { return };
+        let State::Collect(c) = std::mem::replace(&mut self.state, State::Done) else {
+            return;
+        };
         self.actions.push_back(Action::StopDigitCollection);
         let shown = Self::shown(c.sensitive, &digits);
         self.events.push_back(IvrEvent::Gather {
@@ -935,7 +1075,11 @@ impl Call {
             failure: None,
             last: true,
         });
-        self.summary.digits.push(CollectedDigits { step: c.step.0.clone(), digits: shown, sensitive: c.sensitive });
+        self.summary.digits.push(CollectedDigits {
+            step: c.step.0.clone(),
+            digits: shown,
+            sensitive: c.sensitive,
+        });
         let next = match menu_target {
             Some(t) => {
                 self.route_event(&c.step, &t);
@@ -947,18 +1091,29 @@ impl Call {
     }
 
     fn step_next(&self, id: &StepId) -> Option<StepId> {
-        self.plan.flow(&self.flow).and_then(|f| f.steps.get(id)).and_then(|s| s.next.clone())
+        self.plan
+            .flow(&self.flow)
+            .and_then(|f| f.steps.get(id))
+            .and_then(|s| s.next.clone())
     }
 
     fn collect_fail(&mut self, failure: GatherFailure, digits: Option<String>, now: Instant) {
-        let State::Collect(c) = &mut self.state else { return };
+        let State::Collect(c) = &mut self.state else {
+            return;
+        };
         let retries = match &c.spec {
             Collector::Gather(g) => g.retries,
             Collector::Menu(m) => m.retries,
         };
         let last = c.attempt > retries;
         let shown = digits.map(|d| Self::shown(c.sensitive, &d));
-        self.events.push_back(IvrEvent::Gather { step: c.step.0.clone(), attempt: c.attempt, digits: shown, failure: Some(failure), last });
+        self.events.push_back(IvrEvent::Gather {
+            step: c.step.0.clone(),
+            attempt: c.attempt,
+            digits: shown,
+            failure: Some(failure),
+            last,
+        });
         if last {
             let step = c.step.clone();
             let fallback = match &c.spec {
@@ -969,7 +1124,7 @@ impl Call {
             if let Some(t) = &fallback {
                 self.route_event(&step, t);
             }
-                self.goto(fallback, Outcome::InputFailed { step: step.0 });
+            self.goto(fallback, Outcome::InputFailed { step: step.0 });
             if self.finished {
                 // Replace the generic reason of the hang-up with the outcome's.
                 if let Some(Action::Hangup { reason }) = self.actions.back_mut() {
@@ -982,8 +1137,22 @@ impl Call {
         c.digits.clear();
         c.deadline = None;
         let (notice, main) = match &c.spec {
-            Collector::Gather(g) => (if failure == GatherFailure::Timeout { &g.timeout_prompt } else { &g.invalid_prompt }, &g.prompt),
-            Collector::Menu(m) => (if failure == GatherFailure::Timeout { &m.timeout_prompt } else { &m.invalid_prompt }, &m.prompt),
+            Collector::Gather(g) => (
+                if failure == GatherFailure::Timeout {
+                    &g.timeout_prompt
+                } else {
+                    &g.invalid_prompt
+                },
+                &g.prompt,
+            ),
+            Collector::Menu(m) => (
+                if failure == GatherFailure::Timeout {
+                    &m.timeout_prompt
+                } else {
+                    &m.invalid_prompt
+                },
+                &m.prompt,
+            ),
         };
         c.prompts = notice.iter().chain(main.iter()).cloned().collect();
         self.next_prompt(now);
@@ -1016,7 +1185,14 @@ impl Call {
                 let next = self.step_next(&step);
                 self.goto(next, Self::end_of_flow());
             }
-            (State::WaitPrompt { step, id, barge_in: true }, Event::Dtmf(d)) => {
+            (
+                State::WaitPrompt {
+                    step,
+                    id,
+                    barge_in: true,
+                },
+                Event::Dtmf(d),
+            ) => {
                 self.actions.push_back(Action::StopPlayback { id });
                 self.push_typeahead(d);
                 let next = self.step_next(&step);
@@ -1035,12 +1211,16 @@ impl Call {
                     Collector::Gather(g) => g.speech.intents.clone(),
                     Collector::Menu(m) => m.speech.intents.clone(),
                 };
-                let hit = r.intent.as_ref().and_then(|name| intents.iter().find(|i| &i.name == name));
+                let hit = r
+                    .intent
+                    .as_ref()
+                    .and_then(|name| intents.iter().find(|i| &i.name == name));
                 self.state = State::Collect(c);
                 match hit {
                     Some(i) => {
                         self.vars.insert("speech.intent".to_owned(), i.name.clone());
-                        self.vars.insert("speech.transcript".to_owned(), r.transcript.clone());
+                        self.vars
+                            .insert("speech.transcript".to_owned(), r.transcript.clone());
                         let target = i.next.clone();
                         if let State::Collect(c) = &mut self.state {
                             if let Some(id) = c.playing.take() {
@@ -1054,8 +1234,17 @@ impl Call {
             }
             (State::WaitQueue { step, spec }, Event::QueueResult(r)) => match r {
                 QueueOutcome::Connected { agent } => {
-                    self.state = State::WaitQueue { step, spec: spec.clone() };
-                    self.finish(Outcome::Queued { queue: spec.queue, agent }, None);
+                    self.state = State::WaitQueue {
+                        step,
+                        spec: spec.clone(),
+                    };
+                    self.finish(
+                        Outcome::Queued {
+                            queue: spec.queue,
+                            agent,
+                        },
+                        None,
+                    );
                 }
                 QueueOutcome::Failed { .. } => {
                     if let Some(t) = &spec.on_failure {
@@ -1067,7 +1256,10 @@ impl Call {
             },
             (State::WaitTransfer { step, spec }, Event::TransferResult(r)) => match r {
                 TransferOutcome::Connected => {
-                    self.state = State::WaitTransfer { step, spec: spec.clone() };
+                    self.state = State::WaitTransfer {
+                        step,
+                        spec: spec.clone(),
+                    };
                     self.finish(Outcome::Transferred { to: spec.to }, None);
                 }
                 TransferOutcome::Failed { .. } => {
@@ -1078,17 +1270,38 @@ impl Call {
                     self.goto(spec.on_failure, Outcome::RouteFailed { step: step.0 });
                 }
             },
-            (State::Recording { step, path, finish_on_key, deadline, stopped }, Event::Dtmf(d)) => {
+            (
+                State::Recording {
+                    step,
+                    path,
+                    finish_on_key,
+                    deadline,
+                    stopped,
+                },
+                Event::Dtmf(d),
+            ) => {
                 let stop = !stopped && finish_on_key == Some(d);
                 if stop {
                     self.actions.push_back(Action::StopRecording);
                 }
-                self.state = State::Recording { step, path, finish_on_key, deadline, stopped: stopped || stop };
+                self.state = State::Recording {
+                    step,
+                    path,
+                    finish_on_key,
+                    deadline,
+                    stopped: stopped || stop,
+                };
             }
             (State::Recording { step, path, .. }, Event::RecordingFinished { duration }) => {
                 self.vars.insert("recording.path".to_owned(), path.clone());
-                self.vars.insert("recording.seconds".to_owned(), duration.as_secs().to_string());
-                self.events.push_back(IvrEvent::Recorded { path, duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX) });
+                self.vars.insert(
+                    "recording.seconds".to_owned(),
+                    duration.as_secs().to_string(),
+                );
+                self.events.push_back(IvrEvent::Recorded {
+                    path,
+                    duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                });
                 let next = self.step_next(&step);
                 self.state = State::Run(step);
                 self.goto(next, Self::end_of_flow());
@@ -1107,7 +1320,9 @@ impl Call {
         if self.finished {
             return;
         }
-        let Some(deadline) = self.poll_timeout() else { return };
+        let Some(deadline) = self.poll_timeout() else {
+            return;
+        };
         if now < deadline {
             return;
         }
@@ -1124,7 +1339,13 @@ impl Call {
                     self.collect_fail(GatherFailure::Timeout, None, now);
                 }
             }
-            State::Recording { step, path, finish_on_key, stopped, .. } => {
+            State::Recording {
+                step,
+                path,
+                finish_on_key,
+                stopped,
+                ..
+            } => {
                 if stopped {
                     // The driver never reported the end: move on.
                     let next = self.step_next(&step);
@@ -1132,7 +1353,13 @@ impl Call {
                     self.goto(next, Self::end_of_flow());
                 } else {
                     self.actions.push_back(Action::StopRecording);
-                    self.state = State::Recording { step, path, finish_on_key, deadline: now + RECORD_GRACE, stopped: true };
+                    self.state = State::Recording {
+                        step,
+                        path,
+                        finish_on_key,
+                        deadline: now + RECORD_GRACE,
+                        stopped: true,
+                    };
                 }
             }
             other => self.state = other,

@@ -16,8 +16,8 @@ pub mod model;
 pub use error::{Diagnostic, DiagnosticKind, IvrError, Severity};
 pub use interp::{
     Action, Call, CallContext, CallSummary, CallerAttributes, CollectedDigits, EnqueueRequest,
-    Event, GatherFailure, IvrEvent, Outcome, PlaybackId, QueueOutcome, Recognition, SpeechResult,
-    TransferOutcome, REDACTED,
+    Event, GatherFailure, IvrEvent, Outcome, PlaybackId, QueueOutcome, REDACTED, Recognition,
+    SpeechResult, TransferOutcome,
 };
 pub use load::{DialplanSet, LoadedDialplan, Reload, RouteMatch, check_dir, check_file, check_str};
 pub use model::{Builtin, Dialplan, FlowId, RouteTarget, StepId};

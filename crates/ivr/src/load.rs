@@ -136,7 +136,7 @@ fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Opt
         .map(|(_, c)| c)
 }
 
-fn did_you_mean_or_list<'a>(word: &str, candidates: &[&'a str], what: &str) -> String {
+fn did_you_mean_or_list(word: &str, candidates: &[&str], what: &str) -> String {
     match suggest(word, candidates.iter().copied()) {
         Some(s) => format!("did you mean `{s}`?"),
         None => format!("{what}: {}", candidates.join(", ")),
@@ -156,7 +156,12 @@ fn check_keys(cx: &mut Cx<'_>, t: &DeTable<'_>, allowed: &[&str], what: &str) {
         let name: &str = k.get_ref().as_ref();
         if !allowed.contains(&name) {
             let hint = did_you_mean_or_list(name, allowed, &format!("keys of {what}"));
-            cx.err(&k.span(), K::UnknownKey, format!("unknown key `{name}` in {what}"), hint);
+            cx.err(
+                &k.span(),
+                K::UnknownKey,
+                format!("unknown key `{name}` in {what}"),
+                hint,
+            );
         }
     }
 }
@@ -165,7 +170,10 @@ fn type_err(cx: &mut Cx<'_>, v: &Val<'_>, key: &str, expected: &str) {
     cx.err(
         &v.span(),
         K::WrongType,
-        format!("`{key}` must be {expected}, found {}", v.get_ref().type_str()),
+        format!(
+            "`{key}` must be {expected}, found {}",
+            v.get_ref().type_str()
+        ),
         format!("write `{key}` as {expected}"),
     );
 }
@@ -190,7 +198,12 @@ fn req_str(
     hint: &str,
 ) -> Option<(String, Span)> {
     if find(t, key).is_none() {
-        cx.err(tspan, K::MissingKey, format!("{what} is missing `{key}`"), hint.to_owned());
+        cx.err(
+            tspan,
+            K::MissingKey,
+            format!("{what} is missing `{key}`"),
+            hint.to_owned(),
+        );
         return None;
     }
     opt_str(cx, t, key)
@@ -325,7 +338,8 @@ fn prompt_file(cx: &mut Cx<'_>, file: &str, span: &Span) {
     let p = Path::new(file);
     if file.is_empty()
         || p.is_absolute()
-        || p.components().any(|c| matches!(c, std::path::Component::ParentDir))
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
     {
         cx.err(
             span,
@@ -339,7 +353,12 @@ fn prompt_file(cx: &mut Cx<'_>, file: &str, span: &Span) {
 }
 
 /// Prompt list made of `<prefix>play` and `<prefix>say` keys.
-fn prompts(cx: &mut Cx<'_>, t: &DeTable<'_>, prefix: &str, language: &Option<String>) -> Vec<Prompt> {
+fn prompts(
+    cx: &mut Cx<'_>,
+    t: &DeTable<'_>,
+    prefix: &str,
+    language: &Option<String>,
+) -> Vec<Prompt> {
     let mut out = Vec::new();
     if let Some((file, span)) = opt_str(cx, t, &format!("{prefix}play")) {
         prompt_file(cx, &file, &span);
@@ -348,7 +367,10 @@ fn prompts(cx: &mut Cx<'_>, t: &DeTable<'_>, prefix: &str, language: &Option<Str
     let key = format!("{prefix}say");
     if let Some((_, v)) = find(t, &key) {
         if let Some(text) = text_of(cx, v, &key) {
-            out.push(Prompt::Say { text, language: language.clone() });
+            out.push(Prompt::Say {
+                text,
+                language: language.clone(),
+            });
         }
     }
     out
@@ -380,7 +402,11 @@ fn regex_of(cx: &mut Cx<'_>, pat: &str, span: &Span) -> Option<Regex> {
         Ok(r) => Some(r),
         Err(e) => {
             let detail = e.to_string();
-            let last = detail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let last = detail
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
             let last = last.trim().trim_start_matches("error:");
             cx.err(
                 span,
@@ -408,7 +434,13 @@ impl Refs {
     }
 }
 
-fn opt_ref(cx: &mut Cx<'_>, refs: &mut Refs, from: &StepId, t: &DeTable<'_>, key: &str) -> Option<StepId> {
+fn opt_ref(
+    cx: &mut Cx<'_>,
+    refs: &mut Refs,
+    from: &StepId,
+    t: &DeTable<'_>,
+    key: &str,
+) -> Option<StepId> {
     let (s, span) = opt_str(cx, t, key)?;
     Some(refs.add(from, &s, span))
 }
@@ -427,7 +459,11 @@ fn speech_spec(cx: &mut Cx<'_>, refs: &mut Refs, from: &StepId, t: &DeTable<'_>)
                     match item.get_ref() {
                         DeValue::String(target) => {
                             let next = Some(refs.add(from, target, item.span()));
-                            spec.intents.push(Intent { name, phrases: Vec::new(), next });
+                            spec.intents.push(Intent {
+                                name,
+                                phrases: Vec::new(),
+                                next,
+                            });
                         }
                         DeValue::Table(inner) => {
                             check_keys(cx, inner, &["next", "phrases"], "an intent");
@@ -437,7 +473,11 @@ fn speech_spec(cx: &mut Cx<'_>, refs: &mut Refs, from: &StepId, t: &DeTable<'_>)
                                 .into_iter()
                                 .map(|(s, _)| s)
                                 .collect();
-                            spec.intents.push(Intent { name, phrases, next });
+                            spec.intents.push(Intent {
+                                name,
+                                phrases,
+                                next,
+                            });
                         }
                         _ => type_err(cx, item, "intents", "a step name or { next, phrases }"),
                     }
@@ -462,9 +502,19 @@ fn speech_spec(cx: &mut Cx<'_>, refs: &mut Refs, from: &StepId, t: &DeTable<'_>)
     spec
 }
 
-fn condition(cx: &mut Cx<'_>, v: &Val<'_>, hours: &BTreeSet<String>, depth: u32) -> Option<Condition> {
+fn condition(
+    cx: &mut Cx<'_>,
+    v: &Val<'_>,
+    hours: &BTreeSet<String>,
+    depth: u32,
+) -> Option<Condition> {
     if depth > 16 {
-        cx.err(&v.span(), K::InvalidValue, "condition nested too deeply".to_owned(), None);
+        cx.err(
+            &v.span(),
+            K::InvalidValue,
+            "condition nested too deeply".to_owned(),
+            None,
+        );
         return None;
     }
     let t = match v.get_ref() {
@@ -478,7 +528,9 @@ fn condition(cx: &mut Cx<'_>, v: &Val<'_>, hours: &BTreeSet<String>, depth: u32)
     check_keys(
         cx,
         t,
-        &["var", "eq", "ne", "in", "matches", "open", "holiday", "all", "any", "not"],
+        &[
+            "var", "eq", "ne", "in", "matches", "open", "holiday", "all", "any", "not",
+        ],
         "a condition",
     );
     let hours_ref = |cx: &mut Cx<'_>, key: &str| -> Option<String> {
@@ -490,7 +542,12 @@ fn condition(cx: &mut Cx<'_>, v: &Val<'_>, hours: &BTreeSet<String>, depth: u32)
             } else {
                 did_you_mean_or_list(&name, &names, "defined hours")
             };
-            cx.err(&span, K::UnknownReference, format!("no opening hours named \"{name}\""), hint);
+            cx.err(
+                &span,
+                K::UnknownReference,
+                format!("no opening hours named \"{name}\""),
+                hint,
+            );
             return None;
         }
         Some(name)
@@ -511,22 +568,24 @@ fn condition(cx: &mut Cx<'_>, v: &Val<'_>, hours: &BTreeSet<String>, depth: u32)
             for item in arr.iter() {
                 out.push(condition(cx, item, hours, depth + 1)?);
             }
-            return Some(if key == "all" { Condition::All(out) } else { Condition::Any(out) });
+            return Some(if key == "all" {
+                Condition::All(out)
+            } else {
+                Condition::Any(out)
+            });
         }
     }
     if let Some((_, inner)) = find(t, "not") {
         return condition(cx, inner, hours, depth + 1).map(|c| Condition::Not(Box::new(c)));
     }
-    let Some((var, _)) = req_str(
+    let (var, _) = req_str(
         cx,
         t,
         &v.span(),
         "var",
         "condition",
         "write e.g. `{ var = \"caller.tier\", eq = \"vip\" }` or `{ open = \"office\" }`",
-    ) else {
-        return None;
-    };
+    )?;
     if let Some((s, _)) = opt_str(cx, t, "eq") {
         return Some(Condition::Eq(var, s));
     }
@@ -534,7 +593,10 @@ fn condition(cx: &mut Cx<'_>, v: &Val<'_>, hours: &BTreeSet<String>, depth: u32)
         return Some(Condition::Ne(var, s));
     }
     if let Some(list) = opt_str_list(cx, t, "in") {
-        return Some(Condition::In(var, list.into_iter().map(|(s, _)| s).collect()));
+        return Some(Condition::In(
+            var,
+            list.into_iter().map(|(s, _)| s).collect(),
+        ));
     }
     if let Some((pat, span)) = opt_str(cx, t, "matches") {
         return regex_of(cx, &pat, &span).map(|r| Condition::Matches(var, r));
@@ -589,7 +651,12 @@ fn step(
         "hangup" => &["reason"],
         other => {
             let hint = did_you_mean_or_list(other, VERBS, "verbs");
-            cx.err(&verb_span, K::UnknownVerb, format!("unknown verb \"{other}\""), hint);
+            cx.err(
+                &verb_span,
+                K::UnknownVerb,
+                format!("unknown verb \"{other}\""),
+                hint,
+            );
             return None;
         }
     };
@@ -602,16 +669,33 @@ fn step(
     let next = opt_ref(cx, refs, id, t, "next");
     let sensitive = opt_bool(cx, t, "sensitive").unwrap_or(false);
     let req_ref = |cx: &mut Cx<'_>, refs: &mut Refs, key: &str| -> Option<StepId> {
-        let (s, span) = req_str(cx, t, &key_span, key, &format!("step `{id}`"), "name a step of this flow")?;
+        let (s, span) = req_str(
+            cx,
+            t,
+            &key_span,
+            key,
+            &format!("step `{id}`"),
+            "name a step of this flow",
+        )?;
         Some(refs.add(id, &s, span))
     };
 
     let verb = match verb_name.as_str() {
         "answer" => Verb::Answer,
         "play" => {
-            let (file, span) = req_str(cx, t, &key_span, "file", &format!("step `{id}`"), "add `file = \"prompt.wav\"`")?;
+            let (file, span) = req_str(
+                cx,
+                t,
+                &key_span,
+                "file",
+                &format!("step `{id}`"),
+                "add `file = \"prompt.wav\"`",
+            )?;
             prompt_file(cx, &file, &span);
-            Verb::Play { file, barge_in: opt_bool(cx, t, "barge_in").unwrap_or(false) }
+            Verb::Play {
+                file,
+                barge_in: opt_bool(cx, t, "barge_in").unwrap_or(false),
+            }
         }
         "say" => {
             let Some((_, tv)) = find(t, "text") else {
@@ -657,9 +741,15 @@ fn step(
                     input,
                     min_digits,
                     max_digits,
-                    terminator: if find(t, "terminator").is_some() { opt_char(cx, t, "terminator") } else { Some('#') },
-                    first_digit_timeout: opt_secs(cx, t, "timeout").unwrap_or(Duration::from_secs(5)),
-                    inter_digit_timeout: opt_secs(cx, t, "inter_digit_timeout").unwrap_or(Duration::from_secs(3)),
+                    terminator: if find(t, "terminator").is_some() {
+                        opt_char(cx, t, "terminator")
+                    } else {
+                        Some('#')
+                    },
+                    first_digit_timeout: opt_secs(cx, t, "timeout")
+                        .unwrap_or(Duration::from_secs(5)),
+                    inter_digit_timeout: opt_secs(cx, t, "inter_digit_timeout")
+                        .unwrap_or(Duration::from_secs(3)),
                     retries,
                     invalid_prompt,
                     timeout_prompt,
@@ -690,7 +780,8 @@ fn step(
                                             &k.span(),
                                             K::InvalidValue,
                                             format!("menu option \"{key}\" is not one DTMF key"),
-                                            "use one of 0-9, *, # (quoted: `\"1\" = \"step\"`)".to_owned(),
+                                            "use one of 0-9, *, # (quoted: `\"1\" = \"step\"`)"
+                                                .to_owned(),
                                         );
                                         continue;
                                     }
@@ -763,10 +854,21 @@ fn step(
             };
             let then = req_ref(cx, refs, "then");
             let otherwise = opt_ref(cx, refs, id, t, "else");
-            Verb::If { when: when?, then: then?, otherwise }
+            Verb::If {
+                when: when?,
+                then: then?,
+                otherwise,
+            }
         }
         "switch" => {
-            let (var, _) = req_str(cx, t, &key_span, "var", &format!("step `{id}`"), "add `var = \"lang\"`")?;
+            let (var, _) = req_str(
+                cx,
+                t,
+                &key_span,
+                "var",
+                &format!("step `{id}`"),
+                "add `var = \"lang\"`",
+            )?;
             let mut cases = Vec::new();
             if let Some((_, cv)) = find(t, "cases") {
                 match cv.get_ref().as_table() {
@@ -774,18 +876,32 @@ fn step(
                     Some(ct) => {
                         for (k, target) in ct.iter() {
                             match target.get_ref().as_str() {
-                                Some(s) => cases.push((k.get_ref().to_string(), refs.add(id, s, target.span()))),
+                                Some(s) => cases.push((
+                                    k.get_ref().to_string(),
+                                    refs.add(id, s, target.span()),
+                                )),
                                 None => type_err(cx, target, k.get_ref(), "a step name"),
                             }
                         }
                     }
                 }
             }
-            Verb::Switch { var, cases, default: opt_ref(cx, refs, id, t, "default") }
+            Verb::Switch {
+                var,
+                cases,
+                default: opt_ref(cx, refs, id, t, "default"),
+            }
         }
         "goto" => Verb::Goto(req_ref(cx, refs, "to")?),
         "enqueue" => {
-            let (queue, _) = req_str(cx, t, &key_span, "queue", &format!("step `{id}`"), "add `queue = \"general\"`")?;
+            let (queue, _) = req_str(
+                cx,
+                t,
+                &key_span,
+                "queue",
+                &format!("step `{id}`"),
+                "add `queue = \"general\"`",
+            )?;
             let mut skills = Vec::new();
             if let Some((_, sv)) = find(t, "skills") {
                 match sv.get_ref().as_table() {
@@ -793,14 +909,19 @@ fn step(
                     Some(st) => {
                         for (k, lvl) in st.iter() {
                             match int_of(lvl.get_ref()) {
-                                Some(l) if (0..=100).contains(&l) => skills.push(SkillRequirement {
-                                    skill: k.get_ref().to_string(),
-                                    min_level: l as u8,
-                                }),
+                                Some(l) if (0..=100).contains(&l) => {
+                                    skills.push(SkillRequirement {
+                                        skill: k.get_ref().to_string(),
+                                        min_level: l as u8,
+                                    })
+                                }
                                 _ => cx.err(
                                     &lvl.span(),
                                     K::InvalidValue,
-                                    format!("skill `{}` needs a minimum level from 0 to 100", k.get_ref()),
+                                    format!(
+                                        "skill `{}` needs a minimum level from 0 to 100",
+                                        k.get_ref()
+                                    ),
                                     "write e.g. `skills = { cards = 3 }`".to_owned(),
                                 ),
                             }
@@ -817,9 +938,21 @@ fn step(
             })
         }
         "transfer" => {
-            let (to, span) = req_str(cx, t, &key_span, "to", &format!("step `{id}`"), "add `to = \"sip:desk@pbx.example\"`")?;
+            let (to, span) = req_str(
+                cx,
+                t,
+                &key_span,
+                "to",
+                &format!("step `{id}`"),
+                "add `to = \"sip:desk@pbx.example\"`",
+            )?;
             if !(to.starts_with("sip:") || to.starts_with("sips:") || to.starts_with("tel:")) {
-                cx.err(&span, K::InvalidValue, format!("transfer target \"{to}\" is not a SIP URI"), "write `sip:user@host`".to_owned());
+                cx.err(
+                    &span,
+                    K::InvalidValue,
+                    format!("transfer target \"{to}\" is not a SIP URI"),
+                    "write `sip:user@host`".to_owned(),
+                );
             }
             Verb::Transfer(TransferSpec {
                 to,
@@ -828,9 +961,21 @@ fn step(
             })
         }
         "record" => {
-            let (path, span) = req_str(cx, t, &key_span, "path", &format!("step `{id}`"), "add `path = \"voicemail/{call.id}.wav\"`")?;
+            let (path, span) = req_str(
+                cx,
+                t,
+                &key_span,
+                "path",
+                &format!("step `{id}`"),
+                "add `path = \"voicemail/{call.id}.wav\"`",
+            )?;
             if !path.ends_with(".wav") {
-                cx.err(&span, K::InvalidValue, format!("recording path \"{path}\" must end in .wav"), None);
+                cx.err(
+                    &span,
+                    K::InvalidValue,
+                    format!("recording path \"{path}\" must end in .wav"),
+                    None,
+                );
             }
             Verb::Record(RecordSpec {
                 path,
@@ -839,9 +984,17 @@ fn step(
                 finish_on_key: opt_char(cx, t, "finish_on_key"),
             })
         }
-        _ => Verb::Hangup { reason: opt_str(cx, t, "reason").map(|(s, _)| s) },
+        _ => Verb::Hangup {
+            reason: opt_str(cx, t, "reason").map(|(s, _)| s),
+        },
     };
-    Some(Step { id: id.clone(), verb, next, sensitive, span: key_span })
+    Some(Step {
+        id: id.clone(),
+        verb,
+        next,
+        sensitive,
+        span: key_span,
+    })
 }
 
 trait Lossy {
@@ -852,7 +1005,9 @@ impl Lossy for DeValue<'_> {
     fn to_string_lossy(&self) -> String {
         match self {
             DeValue::String(s) => s.to_string(),
-            DeValue::Integer(i) => int_of(self).map_or_else(|| i.as_str().to_owned(), |v| v.to_string()),
+            DeValue::Integer(i) => {
+                int_of(self).map_or_else(|| i.as_str().to_owned(), |v| v.to_string())
+            }
             DeValue::Float(f) => f.as_str().to_owned(),
             DeValue::Boolean(b) => b.to_string(),
             _ => String::new(),
@@ -878,7 +1033,9 @@ pub(crate) fn successors(step: &Step) -> Vec<&StepId> {
             out.extend(m.fallback.iter());
             out.extend(m.speech.intents.iter().filter_map(|i| i.next.as_ref()));
         }
-        Verb::If { then, otherwise, .. } => {
+        Verb::If {
+            then, otherwise, ..
+        } => {
             out.push(then);
             out.extend(otherwise.iter());
         }
@@ -894,14 +1051,32 @@ pub(crate) fn successors(step: &Step) -> Vec<&StepId> {
     out
 }
 
-fn flow(cx: &mut Cx<'_>, id: &FlowId, key_span: Span, v: &Val<'_>, hours: &BTreeSet<String>) -> Option<Flow> {
+fn flow(
+    cx: &mut Cx<'_>,
+    id: &FlowId,
+    key_span: Span,
+    v: &Val<'_>,
+    hours: &BTreeSet<String>,
+) -> Option<Flow> {
     let Some(t) = v.get_ref().as_table() else {
         type_err(cx, v, &id.0, "a table (`[flows.NAME]`)");
         return None;
     };
-    check_keys(cx, t, &["start", "steps", "description"], &format!("flow `{id}`"));
+    check_keys(
+        cx,
+        t,
+        &["start", "steps", "description"],
+        &format!("flow `{id}`"),
+    );
     let mut refs = Refs { sites: Vec::new() };
-    let start = req_str(cx, t, &key_span, "start", &format!("flow `{id}`"), "add `start = \"first-step\"`");
+    let start = req_str(
+        cx,
+        t,
+        &key_span,
+        "start",
+        &format!("flow `{id}`"),
+        "add `start = \"first-step\"`",
+    );
     let mut steps = BTreeMap::new();
     match find(t, "steps") {
         None => cx.err(
@@ -927,7 +1102,12 @@ fn flow(cx: &mut Cx<'_>, id: &FlowId, key_span: Span, v: &Val<'_>, hours: &BTree
     if let Some((s, span)) = &start {
         if !steps.contains_key(&StepId(s.clone())) {
             let hint = did_you_mean_or_list(s, &names, "steps");
-            cx.err(span, K::MissingStep, format!("flow `{id}` starts at step \"{s}\", which does not exist"), hint);
+            cx.err(
+                span,
+                K::MissingStep,
+                format!("flow `{id}` starts at step \"{s}\", which does not exist"),
+                hint,
+            );
         }
     }
     let mut missing_refs = false;
@@ -935,7 +1115,14 @@ fn flow(cx: &mut Cx<'_>, id: &FlowId, key_span: Span, v: &Val<'_>, hours: &BTree
         if !steps.contains_key(target) {
             missing_refs = true;
             let hint = did_you_mean_or_list(&target.0, &names, "steps of this flow");
-            cx.err(span, K::MissingStep, format!("step `{from}` refers to step \"{target}\", which does not exist in flow `{id}`"), hint);
+            cx.err(
+                span,
+                K::MissingStep,
+                format!(
+                    "step `{from}` refers to step \"{target}\", which does not exist in flow `{id}`"
+                ),
+                hint,
+            );
         }
     }
     let mut ok: BTreeMap<StepId, Step> = BTreeMap::new();
@@ -953,7 +1140,11 @@ fn flow(cx: &mut Cx<'_>, id: &FlowId, key_span: Span, v: &Val<'_>, hours: &BTree
         return None;
     }
     graph_checks(cx, id, &start_id, &ok);
-    Some(Flow { id: id.clone(), start: start_id, steps: ok })
+    Some(Flow {
+        id: id.clone(),
+        start: start_id,
+        steps: ok,
+    })
 }
 
 fn graph_checks(cx: &mut Cx<'_>, flow: &FlowId, start: &StepId, steps: &BTreeMap<StepId, Step>) {
@@ -974,19 +1165,36 @@ fn graph_checks(cx: &mut Cx<'_>, flow: &FlowId, start: &StepId, steps: &BTreeMap
                 &step.span,
                 K::UnreachableStep,
                 format!("step `{id}` is unreachable from the start of flow `{flow}` (\"{start}\")"),
-                "reference it from another step (next, goto, a menu option) or remove it".to_owned(),
+                "reference it from another step (next, goto, a menu option) or remove it"
+                    .to_owned(),
             );
         }
     }
     // Loops among steps that take no input: trim sources and sinks, what remains cycles.
-    let nodes: BTreeSet<&StepId> = steps.iter().filter(|(_, s)| !s.verb.takes_input()).map(|(k, _)| k).collect();
+    let nodes: BTreeSet<&StepId> = steps
+        .iter()
+        .filter(|(_, s)| !s.verb.takes_input())
+        .map(|(k, _)| k)
+        .collect();
     let succ = |n: &StepId| -> Vec<&StepId> {
-        steps.get(n).map(|s| successors(s).into_iter().filter(|t| nodes.contains(t)).collect()).unwrap_or_default()
+        steps
+            .get(n)
+            .map(|s| {
+                successors(s)
+                    .into_iter()
+                    .filter(|t| nodes.contains(t))
+                    .collect()
+            })
+            .unwrap_or_default()
     };
     let mut live: BTreeSet<&StepId> = nodes.clone();
     loop {
         let before = live.len();
-        let has_in: HashSet<&StepId> = live.iter().flat_map(|n| succ(n)).filter(|t| live.contains(t)).collect();
+        let has_in: HashSet<&StepId> = live
+            .iter()
+            .flat_map(|n| succ(n))
+            .filter(|t| live.contains(t))
+            .collect();
         let keep: BTreeSet<&StepId> = live
             .iter()
             .copied()
@@ -1027,8 +1235,12 @@ fn graph_checks(cx: &mut Cx<'_>, flow: &FlowId, start: &StepId, steps: &BTreeMap
             cx.err(
                 &step.span,
                 K::LoopWithoutInput,
-                format!("steps {} loop forever without taking input", names.join(" → ")),
-                "put a gather or menu on the loop, or end it with hangup/enqueue/transfer".to_owned(),
+                format!(
+                    "steps {} loop forever without taking input",
+                    names.join(" → ")
+                ),
+                "put a gather or menu on the loop, or end it with hangup/enqueue/transfer"
+                    .to_owned(),
             );
         }
     }
@@ -1050,22 +1262,44 @@ fn hours_table(cx: &mut Cx<'_>, name: &str, key_span: Span, v: &Val<'_>) -> Opti
     let mut allowed = vec!["timezone", "holidays", "description"];
     allowed.extend_from_slice(&DAYS);
     check_keys(cx, t, &allowed, &format!("hours `{name}`"));
-    let tz = req_str(cx, t, &key_span, "timezone", &format!("hours `{name}`"), "add e.g. `timezone = \"Asia/Shanghai\"`")
-        .and_then(|(s, span)| match Tz::from_str(&s) {
-            Ok(tz) => Some(tz),
-            Err(_) => {
-                cx.err(&span, K::InvalidValue, format!("unknown time zone \"{s}\""), "use an IANA name such as \"America/New_York\" or \"Asia/Shanghai\"".to_owned());
-                None
-            }
-        });
+    let tz = req_str(
+        cx,
+        t,
+        &key_span,
+        "timezone",
+        &format!("hours `{name}`"),
+        "add e.g. `timezone = \"Asia/Shanghai\"`",
+    )
+    .and_then(|(s, span)| match Tz::from_str(&s) {
+        Ok(tz) => Some(tz),
+        Err(_) => {
+            cx.err(
+                &span,
+                K::InvalidValue,
+                format!("unknown time zone \"{s}\""),
+                "use an IANA name such as \"America/New_York\" or \"Asia/Shanghai\"".to_owned(),
+            );
+            None
+        }
+    });
     let mut weekly: [Vec<(NaiveTime, NaiveTime)>; 7] = Default::default();
     for (i, day) in DAYS.iter().enumerate() {
-        let Some((_, dv)) = find(t, day) else { continue };
+        let Some((_, dv)) = find(t, day) else {
+            continue;
+        };
         let items: Vec<(String, Span)> = match dv.get_ref() {
             DeValue::String(s) => vec![(s.to_string(), dv.span())],
-            DeValue::Array(a) => a.iter().filter_map(|x| x.get_ref().as_str().map(|s| (s.to_owned(), x.span()))).collect(),
+            DeValue::Array(a) => a
+                .iter()
+                .filter_map(|x| x.get_ref().as_str().map(|s| (s.to_owned(), x.span())))
+                .collect(),
             _ => {
-                type_err(cx, dv, day, "\"HH:MM-HH:MM\", \"closed\" or an array of periods");
+                type_err(
+                    cx,
+                    dv,
+                    day,
+                    "\"HH:MM-HH:MM\", \"closed\" or an array of periods",
+                );
                 continue;
             }
         };
@@ -1073,10 +1307,17 @@ fn hours_table(cx: &mut Cx<'_>, name: &str, key_span: Span, v: &Val<'_>) -> Opti
             if s == "closed" {
                 continue;
             }
-            let parsed = s.split_once('-').and_then(|(a, b)| Some((parse_time(a.trim())?, parse_time(b.trim())?)));
+            let parsed = s
+                .split_once('-')
+                .and_then(|(a, b)| Some((parse_time(a.trim())?, parse_time(b.trim())?)));
             match parsed {
                 Some((a, b)) if a < b => weekly[i].push((a, b)),
-                _ => cx.err(&span, K::InvalidValue, format!("bad opening period \"{s}\""), "write \"09:00-17:30\" (start before end, 24h clock) or \"closed\"".to_owned()),
+                _ => cx.err(
+                    &span,
+                    K::InvalidValue,
+                    format!("bad opening period \"{s}\""),
+                    "write \"09:00-17:30\" (start before end, 24h clock) or \"closed\"".to_owned(),
+                ),
             }
         }
     }
@@ -1093,13 +1334,22 @@ fn hours_table(cx: &mut Cx<'_>, name: &str, key_span: Span, v: &Val<'_>) -> Opti
                     };
                     match NaiveDate::parse_from_str(&text, "%Y-%m-%d") {
                         Ok(d) => holidays.push(d),
-                        Err(_) => cx.err(&item.span(), K::InvalidValue, format!("bad holiday date {text:?}"), "write dates as 2026-12-25".to_owned()),
+                        Err(_) => cx.err(
+                            &item.span(),
+                            K::InvalidValue,
+                            format!("bad holiday date {text:?}"),
+                            "write dates as 2026-12-25".to_owned(),
+                        ),
                     }
                 }
             }
         }
     }
-    Some(Hours { timezone: tz?, weekly, holidays })
+    Some(Hours {
+        timezone: tz?,
+        weekly,
+        holidays,
+    })
 }
 
 const BUILTINS: &[&str] = &["answer", "ring", "echo", "digits", "bridge"];
@@ -1110,13 +1360,33 @@ fn route(cx: &mut Cx<'_>, v: &Val<'_>, flows: &BTreeSet<String>) -> Option<(Rout
         return None;
     };
     let span = v.span();
-    check_keys(cx, t, &["number", "prefix", "trunk", "default", "flow", "builtin", "to", "description"], "a route");
+    check_keys(
+        cx,
+        t,
+        &[
+            "number",
+            "prefix",
+            "trunk",
+            "default",
+            "flow",
+            "builtin",
+            "to",
+            "description",
+        ],
+        "a route",
+    );
     let number = opt_str(cx, t, "number").map(|(s, _)| s);
     let prefix = opt_str(cx, t, "prefix").map(|(s, _)| s);
     let trunk = opt_str(cx, t, "trunk").map(|(s, _)| s);
     let default = opt_bool(cx, t, "default").unwrap_or(false);
     if number.is_none() && prefix.is_none() && trunk.is_none() && !default {
-        cx.err(&span, K::MissingKey, "route matches nothing".to_owned(), "add `number = \"...\"`, `prefix = \"...\"`, `trunk = \"...\"` or `default = true`".to_owned());
+        cx.err(
+            &span,
+            K::MissingKey,
+            "route matches nothing".to_owned(),
+            "add `number = \"...\"`, `prefix = \"...\"`, `trunk = \"...\"` or `default = true`"
+                .to_owned(),
+        );
     }
     let flow = opt_str(cx, t, "flow");
     let builtin = opt_str(cx, t, "builtin");
@@ -1125,7 +1395,12 @@ fn route(cx: &mut Cx<'_>, v: &Val<'_>, flows: &BTreeSet<String>) -> Option<(Rout
             if !flows.contains(&f) {
                 let names: Vec<&str> = flows.iter().map(String::as_str).collect();
                 let hint = did_you_mean_or_list(&f, &names, "flows");
-                cx.err(&fspan, K::UnknownReference, format!("route leads to flow \"{f}\", which does not exist"), hint);
+                cx.err(
+                    &fspan,
+                    K::UnknownReference,
+                    format!("route leads to flow \"{f}\", which does not exist"),
+                    hint,
+                );
                 return None;
             }
             RouteTarget::Flow(FlowId(f))
@@ -1136,49 +1411,132 @@ fn route(cx: &mut Cx<'_>, v: &Val<'_>, flows: &BTreeSet<String>) -> Option<(Rout
             "echo" => RouteTarget::Builtin(Builtin::Echo),
             "digits" => RouteTarget::Builtin(Builtin::Digits),
             "bridge" => {
-                let (to, _) = req_str(cx, t, &span, "to", "a `bridge` route", "add `to = \"sip:user@host\"`")?;
+                let (to, _) = req_str(
+                    cx,
+                    t,
+                    &span,
+                    "to",
+                    "a `bridge` route",
+                    "add `to = \"sip:user@host\"`",
+                )?;
                 RouteTarget::Builtin(Builtin::Bridge { to })
             }
             other => {
                 let hint = did_you_mean_or_list(other, BUILTINS, "built-ins");
-                cx.err(&bspan, K::InvalidValue, format!("unknown built-in \"{other}\""), hint);
+                cx.err(
+                    &bspan,
+                    K::InvalidValue,
+                    format!("unknown built-in \"{other}\""),
+                    hint,
+                );
                 return None;
             }
         },
         (Some(_), Some((_, bspan))) => {
-            cx.err(&bspan, K::InvalidValue, "route has both `flow` and `builtin`".to_owned(), "keep one".to_owned());
+            cx.err(
+                &bspan,
+                K::InvalidValue,
+                "route has both `flow` and `builtin`".to_owned(),
+                "keep one".to_owned(),
+            );
             return None;
         }
         (None, None) => {
-            cx.err(&span, K::MissingKey, "route has no `flow` or `builtin`".to_owned(), "add `flow = \"main\"` or `builtin = \"echo\"`".to_owned());
+            cx.err(
+                &span,
+                K::MissingKey,
+                "route has no `flow` or `builtin`".to_owned(),
+                "add `flow = \"main\"` or `builtin = \"echo\"`".to_owned(),
+            );
             return None;
         }
     };
     let (line, column) = cx.pos(span.start);
-    let key = number.clone().map(|n| format!("number {n}")).or_else(|| prefix.clone().map(|p| format!("prefix {p}")));
-    let key = key.map(|k| format!("{k}{}", trunk.as_ref().map(|t| format!(" trunk {t}")).unwrap_or_default()));
-    Some((Route { number, prefix, trunk, default, target }, RouteSite { key, default, line, column }))
+    let key = number
+        .clone()
+        .map(|n| format!("number {n}"))
+        .or_else(|| prefix.clone().map(|p| format!("prefix {p}")));
+    let key = key.map(|k| {
+        format!(
+            "{k}{}",
+            trunk
+                .as_ref()
+                .map(|t| format!(" trunk {t}"))
+                .unwrap_or_default()
+        )
+    });
+    Some((
+        Route {
+            number,
+            prefix,
+            trunk,
+            default,
+            target,
+        },
+        RouteSite {
+            key,
+            default,
+            line,
+            column,
+        },
+    ))
 }
 
 /// Validate one dialplan given as a string (`file` is used for diagnostics only).
-pub fn check_str(file: &Path, src: &str, prompts_dir: Option<&Path>) -> Result<LoadedDialplan, Vec<Diagnostic>> {
-    let mut cx = Cx { file: file.to_path_buf(), src, diags: Vec::new(), prompts: Vec::new() };
+pub fn check_str(
+    file: &Path,
+    src: &str,
+    prompts_dir: Option<&Path>,
+) -> Result<LoadedDialplan, Vec<Diagnostic>> {
+    let mut cx = Cx {
+        file: file.to_path_buf(),
+        src,
+        diags: Vec::new(),
+        prompts: Vec::new(),
+    };
     let doc = match DeTable::parse(src) {
         Ok(d) => d,
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
             let msg = e.message().trim().to_owned();
-            cx.err(&span, K::Syntax, format!("TOML syntax error: {msg}"), "fix the TOML syntax (quotes, brackets, `key = value`)".to_owned());
+            cx.err(
+                &span,
+                K::Syntax,
+                format!("TOML syntax error: {msg}"),
+                "fix the TOML syntax (quotes, brackets, `key = value`)".to_owned(),
+            );
             return Err(cx.diags);
         }
     };
     let top = doc.get_ref();
-    check_keys(&mut cx, top, &["name", "description", "default_language", "languages", "route", "flows", "hours"], "the dialplan");
-    let name = opt_str(&mut cx, top, "name").map(|(s, _)| s).unwrap_or_else(|| {
-        file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
-    });
-    let default_language = opt_str(&mut cx, top, "default_language").map_or_else(|| "en".to_owned(), |(s, _)| s);
-    let mut languages: Vec<String> = opt_str_list(&mut cx, top, "languages").unwrap_or_default().into_iter().map(|(s, _)| s).collect();
+    check_keys(
+        &mut cx,
+        top,
+        &[
+            "name",
+            "description",
+            "default_language",
+            "languages",
+            "route",
+            "flows",
+            "hours",
+        ],
+        "the dialplan",
+    );
+    let name = opt_str(&mut cx, top, "name")
+        .map(|(s, _)| s)
+        .unwrap_or_else(|| {
+            file.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+    let default_language =
+        opt_str(&mut cx, top, "default_language").map_or_else(|| "en".to_owned(), |(s, _)| s);
+    let mut languages: Vec<String> = opt_str_list(&mut cx, top, "languages")
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
     if !languages.contains(&default_language) {
         languages.insert(0, default_language.clone());
     }
@@ -1202,7 +1560,12 @@ pub fn check_str(file: &Path, src: &str, prompts_dir: Option<&Path>) -> Result<L
     let mut flows = BTreeMap::new();
     let mut flow_names = BTreeSet::new();
     match find(top, "flows") {
-        None => cx.err(&(0..0), K::MissingKey, "the dialplan has no flows".to_owned(), "add `[flows.main]` with `start` and `[flows.main.steps.NAME]` tables".to_owned()),
+        None => cx.err(
+            &(0..0),
+            K::MissingKey,
+            "the dialplan has no flows".to_owned(),
+            "add `[flows.main]` with `start` and `[flows.main.steps.NAME]` tables".to_owned(),
+        ),
         Some((_, fv)) => match fv.get_ref().as_table() {
             None => type_err(&mut cx, fv, "flows", "a table of `[flows.NAME]`"),
             Some(ft) => {
@@ -1238,7 +1601,12 @@ pub fn check_str(file: &Path, src: &str, prompts_dir: Option<&Path>) -> Result<L
         let prompts = std::mem::take(&mut cx.prompts);
         for (p, span) in prompts {
             if !dir.join(&p).is_file() {
-                cx.err(&span, K::MissingPrompt, format!("prompt file \"{p}\" not found in {}", dir.display()), format!("add {}/{p} or fix the name", dir.display()));
+                cx.err(
+                    &span,
+                    K::MissingPrompt,
+                    format!("prompt file \"{p}\" not found in {}", dir.display()),
+                    format!("add {}/{p} or fix the name", dir.display()),
+                );
             }
         }
     }
@@ -1246,16 +1614,35 @@ pub fn check_str(file: &Path, src: &str, prompts_dir: Option<&Path>) -> Result<L
     if cx.has_errors() {
         return Err(cx.diags);
     }
-    let plan = Dialplan { name, source: file.to_path_buf(), default_language, languages, routes, flows, hours };
-    Ok(LoadedDialplan { plan: Arc::new(plan), warnings: cx.diags, route_sites })
+    let plan = Dialplan {
+        name,
+        source: file.to_path_buf(),
+        default_language,
+        languages,
+        routes,
+        flows,
+        hours,
+    };
+    Ok(LoadedDialplan {
+        plan: Arc::new(plan),
+        warnings: cx.diags,
+        route_sites,
+    })
 }
 
 /// Report routes claiming the same number/prefix or a second default. `seen` carries the
 /// routes of files checked before.
-fn check_route_sites(diags: &mut Vec<Diagnostic>, file: &Path, sites: &[RouteSite], seen: &mut Vec<(PathBuf, RouteSite)>) {
+fn check_route_sites(
+    diags: &mut Vec<Diagnostic>,
+    file: &Path,
+    sites: &[RouteSite],
+    seen: &mut Vec<(PathBuf, RouteSite)>,
+) {
     let mut local: Vec<(PathBuf, RouteSite)> = std::mem::take(seen);
     for s in sites {
-        let clash = local.iter().find(|(_, o)| (s.key.is_some() && o.key == s.key) || (s.default && o.default));
+        let clash = local
+            .iter()
+            .find(|(_, o)| (s.key.is_some() && o.key == s.key) || (s.default && o.default));
         if let Some((ofile, o)) = clash {
             let what = s.key.clone().unwrap_or_else(|| "default route".to_owned());
             diags.push(Diagnostic {
@@ -1264,8 +1651,16 @@ fn check_route_sites(diags: &mut Vec<Diagnostic>, file: &Path, sites: &[RouteSit
                 column: s.column,
                 severity: Severity::Error,
                 kind: K::DuplicateRoute,
-                message: format!("{what} is already routed at {}:{}:{}", ofile.display(), o.line, o.column),
-                hint: Some("each number, prefix and the default may be routed once across all dialplans".to_owned()),
+                message: format!(
+                    "{what} is already routed at {}:{}:{}",
+                    ofile.display(),
+                    o.line,
+                    o.column
+                ),
+                hint: Some(
+                    "each number, prefix and the default may be routed once across all dialplans"
+                        .to_owned(),
+                ),
             });
         }
         local.push((file.to_path_buf(), s.clone()));
@@ -1274,7 +1669,10 @@ fn check_route_sites(diags: &mut Vec<Diagnostic>, file: &Path, sites: &[RouteSit
 }
 
 /// Validate one dialplan file.
-pub fn check_file(path: &Path, prompts_dir: Option<&Path>) -> Result<LoadedDialplan, Vec<Diagnostic>> {
+pub fn check_file(
+    path: &Path,
+    prompts_dir: Option<&Path>,
+) -> Result<LoadedDialplan, Vec<Diagnostic>> {
     match std::fs::read_to_string(path) {
         Ok(src) => check_str(path, &src, prompts_dir),
         Err(e) => Err(vec![io_diag(path, &e)]),
@@ -1306,7 +1704,10 @@ fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
 
 /// Validate every `*.toml` dialplan in a directory (sorted by name), including cross-file
 /// checks (a number routed twice, two defaults). Returns every diagnostic of every file.
-pub fn check_dir(dir: &Path, prompts_dir: Option<&Path>) -> Result<Vec<LoadedDialplan>, Vec<Diagnostic>> {
+pub fn check_dir(
+    dir: &Path,
+    prompts_dir: Option<&Path>,
+) -> Result<Vec<LoadedDialplan>, Vec<Diagnostic>> {
     let files = toml_files(dir).map_err(|d| vec![d])?;
     let mut ok = Vec::new();
     let mut errs = Vec::new();
@@ -1382,7 +1783,12 @@ impl DialplanSet {
     pub fn load(dir: &Path, prompts_dir: Option<&Path>) -> Result<Self, Vec<Diagnostic>> {
         let fingerprint = fingerprint(dir);
         let plans = check_dir(dir, prompts_dir)?;
-        Ok(Self { dir: dir.to_path_buf(), prompts_dir: prompts_dir.map(Path::to_path_buf), plans, fingerprint })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            prompts_dir: prompts_dir.map(Path::to_path_buf),
+            plans,
+            fingerprint,
+        })
     }
 
     /// Like [`DialplanSet::load`], as an [`IvrError`].
@@ -1440,12 +1846,18 @@ impl DialplanSet {
                     None
                 };
                 if let Some((rank, len)) = score {
-                    if best.as_ref().is_none_or(|(br, bl, _, _)| (rank, len) > (*br, *bl)) {
+                    if best
+                        .as_ref()
+                        .is_none_or(|(br, bl, _, _)| (rank, len) > (*br, *bl))
+                    {
                         best = Some((rank, len, l, r));
                     }
                 }
             }
         }
-        best.map(|(_, _, l, r)| RouteMatch { plan: Arc::clone(&l.plan), target: r.target.clone() })
+        best.map(|(_, _, l, r)| RouteMatch {
+            plan: Arc::clone(&l.plan),
+            target: r.target.clone(),
+        })
     }
 }

@@ -16,6 +16,12 @@ fn hotline_validates() {
                 assert!(p.warnings.is_empty(), "{:?}", p.warnings);
             }
         }
-        Err(d) => panic!("{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
+        Err(d) => panic!(
+            "{}",
+            d.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
     }
 }

@@ -64,7 +64,11 @@ fn missing_step() {
     let d = one("bad-missing-step.toml");
     assert_eq!(d.kind, DiagnosticKind::MissingStep);
     assert_eq!(at(&d), (11, 34));
-    assert!(d.message.contains("refers to step \"suport\""), "{}", d.message);
+    assert!(
+        d.message.contains("refers to step \"suport\""),
+        "{}",
+        d.message
+    );
     assert_eq!(d.hint.as_deref(), Some("did you mean `support`?"));
 }
 
@@ -73,7 +77,11 @@ fn unreachable_step() {
     let d = one("bad-unreachable.toml");
     assert_eq!(d.kind, DiagnosticKind::UnreachableStep);
     assert_eq!(at(&d), (13, 19));
-    assert!(d.message.contains("step `orphan` is unreachable"), "{}", d.message);
+    assert!(
+        d.message.contains("step `orphan` is unreachable"),
+        "{}",
+        d.message
+    );
 }
 
 #[test]
@@ -89,7 +97,11 @@ fn bad_regex() {
     let d = one("bad-regex.toml");
     assert_eq!(d.kind, DiagnosticKind::BadRegex);
     assert_eq!(at(&d), (12, 12));
-    assert!(d.message.contains("invalid regex \"[0-9{8}\""), "{}", d.message);
+    assert!(
+        d.message.contains("invalid regex \"[0-9{8}\""),
+        "{}",
+        d.message
+    );
 }
 
 #[test]
@@ -97,7 +109,11 @@ fn missing_prompt_only_when_a_prompts_dir_is_given() {
     let d = one("bad-missing-prompt.toml");
     assert_eq!(d.kind, DiagnosticKind::MissingPrompt);
     assert_eq!(at(&d), (15, 8));
-    assert!(d.message.contains("\"hold-music.wav\" not found"), "{}", d.message);
+    assert!(
+        d.message.contains("\"hold-music.wav\" not found"),
+        "{}",
+        d.message
+    );
     assert!(check_file(&fixtures().join("bad-missing-prompt.toml"), None).is_ok());
 }
 
@@ -137,7 +153,8 @@ fn unknown_flow_in_route() {
 fn display_is_file_line_col_error_message_hint() {
     let d = one("bad-unknown-verb.toml");
     let s = d.to_string();
-    let expected_tail = "bad-unknown-verb.toml:9:8: error: unknown verb \"plya\"\n  hint: did you mean `play`?";
+    let expected_tail =
+        "bad-unknown-verb.toml:9:8: error: unknown verb \"plya\"\n  hint: did you mean `play`?";
     assert!(s.ends_with(expected_tail), "{s}");
 }
 
@@ -147,16 +164,28 @@ fn check_dir_reports_every_file() {
     for f in std::fs::read_dir(fixtures()).unwrap() {
         let p = f.unwrap().path();
         if p.extension().is_some_and(|e| e == "toml") {
-            assert!(d.iter().any(|x| x.file == p), "no diagnostic for {}", p.display());
+            assert!(
+                d.iter().any(|x| x.file == p),
+                "no diagnostic for {}",
+                p.display()
+            );
         }
     }
 }
 
 #[test]
 fn garbage_never_panics() {
-    for src in ["", "\u{0}", "[[route]]\n", "flows = 3", "[flows.x]\nsteps = []", "[flows.x.steps.a]\nverb = 1",
+    for src in [
+        "",
+        "\u{0}",
+        "[[route]]\n",
+        "flows = 3",
+        "[flows.x]\nsteps = []",
+        "[flows.x.steps.a]\nverb = 1",
         "[flows.x]\nstart = \"a\"\n[flows.x.steps.a]\nverb = \"if\"\nwhen = { all = [1, {not = {not = {}}}] }\nthen = \"a\"",
-        "[hours.h]\ntimezone = \"UTC\"\nmon = \"25:00-26:00\"\nholidays = [\"x\", 3]", "route = [1, 2]"] {
+        "[hours.h]\ntimezone = \"UTC\"\nmon = \"25:00-26:00\"\nholidays = [\"x\", 3]",
+        "route = [1, 2]",
+    ] {
         let _ = check_str(Path::new("x.toml"), src, None);
     }
 }
@@ -191,10 +220,15 @@ impl Drop for TempDir {
 
 fn say_text(set: &DialplanSet) -> String {
     let m = set.route("123", None).unwrap();
-    let RouteTarget::Flow(f) = &m.target else { panic!() };
+    let RouteTarget::Flow(f) = &m.target else {
+        panic!()
+    };
     let step = &m.plan.flow(f).unwrap().steps[&StepId("hello".into())];
     match &step.verb {
-        frontdoor_ivr::model::Verb::Say { text: frontdoor_ivr::model::Text::Plain(t), .. } => t.clone(),
+        frontdoor_ivr::model::Verb::Say {
+            text: frontdoor_ivr::model::Text::Plain(t),
+            ..
+        } => t.clone(),
         other => panic!("{other:?}"),
     }
 }
@@ -210,16 +244,23 @@ fn hot_reload_rejects_invalid_edit_and_keeps_old_version() {
 
     // A broken edit is rejected; the current set stays usable.
     std::fs::write(&file, GOOD.replace("verb = \"say\"", "verb = \"sya\"")).unwrap();
-    let Reload::Rejected(d) = set.reload_if_changed() else { panic!("accepted a broken edit") };
+    let Reload::Rejected(d) = set.reload_if_changed() else {
+        panic!("accepted a broken edit")
+    };
     assert_eq!(d[0].kind, DiagnosticKind::UnknownVerb);
     assert_eq!(say_text(&set), "Hello v1");
 
     // A valid edit produces a new set; the old Arc<Dialplan> held by a call is unchanged.
     std::fs::write(&file, GOOD.replace("Hello v1", "Hello v2")).unwrap();
-    let Reload::Reloaded(new) = set.reload_if_changed() else { panic!("no reload") };
+    let Reload::Reloaded(new) = set.reload_if_changed() else {
+        panic!("no reload")
+    };
     assert_eq!(say_text(&new), "Hello v2");
     assert_eq!(say_text(&set), "Hello v1");
-    assert!(!std::sync::Arc::ptr_eq(&old_plan, &new.route("1", None).unwrap().plan));
+    assert!(!std::sync::Arc::ptr_eq(
+        &old_plan,
+        &new.route("1", None).unwrap().plan
+    ));
     assert!(matches!(new.reload_if_changed(), Reload::Unchanged));
 }
 
@@ -262,7 +303,10 @@ verb = "hangup"
     let set = DialplanSet::load(&dir.0, None).unwrap();
     let t = |n: &str, tr: Option<&str>| set.route(n, tr).unwrap().target;
     assert_eq!(t("100", None), RouteTarget::Builtin(Builtin::Echo));
-    assert_eq!(t("100", Some("carrier")), RouteTarget::Builtin(Builtin::Answer));
+    assert_eq!(
+        t("100", Some("carrier")),
+        RouteTarget::Builtin(Builtin::Answer)
+    );
     assert_eq!(t("123", None), RouteTarget::Builtin(Builtin::Ring));
     assert_eq!(t("999", None), RouteTarget::Flow(FlowId("main".into())));
 }
