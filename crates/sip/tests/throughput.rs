@@ -51,9 +51,7 @@ fn calls_per_second() {
                 let to = s.find("\r\nTo:").unwrap();
                 let i = to + s[to..].find(";tag=").unwrap() + 5;
                 let rest = &s[i..];
-                let e = rest
-                    .find(['\r', ';', ','])
-                    .unwrap();
+                let e = rest.find(['\r', ';', ',']).unwrap();
                 tag = rest[..e].to_owned();
             }
         }
