@@ -16,7 +16,8 @@
 //!   arrived) one frame is discarded at most every 10 ticks to shrink latency gently;
 //!   when it runs dry the buffer goes back to buffering, which grows the delay to the new
 //!   target.
-//! * A sequence jump of more than [`CAPACITY`] ahead (sender restart) flushes and resyncs.
+//! * A sequence jump of more than [`CAPACITY`] ahead, or [`LATE_RESYNC`] consecutive late
+//!   packets (sender restart), flushes and resyncs.
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,9 @@ pub const CAPACITY: usize = 64;
 pub const JITTER_MULTIPLIER: f64 = 4.0;
 /// Frames above target tolerated before shrinking.
 pub const SHRINK_SLACK: usize = 2;
+/// Consecutive late packets after which the buffer assumes the sender restarted its
+/// sequence numbers and resynchronises.
+pub const LATE_RESYNC: u32 = 25;
 /// Minimum ticks between two shrink (frame-discard) operations.
 pub const SHRINK_INTERVAL: u32 = 10;
 
@@ -131,6 +135,7 @@ pub struct JitterBuffer {
     last_transit: Option<i64>,
     jitter: f64,
     ticks_since_shrink: u32,
+    consecutive_late: u32,
     stats: JitterStats,
 }
 
@@ -162,6 +167,7 @@ impl JitterBuffer {
             last_transit: None,
             jitter: 0.0,
             ticks_since_shrink: 0,
+            consecutive_late: 0,
             stats: JitterStats::default(),
         };
         jb.target = jb.min_frames();
@@ -243,11 +249,22 @@ impl JitterBuffer {
             return PushOutcome::TooLarge;
         }
         let mut outcome = PushOutcome::Queued;
+        if self.next.is_some_and(|n| seq >= n) {
+            self.consecutive_late = 0;
+        }
         if let Some(next) = self.next {
             if seq < next {
                 if self.started {
-                    self.stats.late += 1;
-                    return PushOutcome::Late;
+                    self.consecutive_late += 1;
+                    if self.consecutive_late < LATE_RESYNC {
+                        self.stats.late += 1;
+                        return PushOutcome::Late;
+                    }
+                    // the sender jumped backwards (restart with the same SSRC): resync
+                    self.flush();
+                    self.started = false;
+                    self.stats.resyncs += 1;
+                    outcome = PushOutcome::Resync;
                 }
                 // nothing played yet: playout simply starts earlier
                 self.next = Some(seq);
@@ -295,6 +312,7 @@ impl JitterBuffer {
         }
         self.count = 0;
         self.playing = false;
+        self.consecutive_late = 0;
     }
 
     fn take(&mut self, seq: SeqNo) -> Option<usize> {
@@ -554,5 +572,16 @@ mod tests {
         assert_eq!(jb.push(at(t0, 80), SeqNo(5000), 0, PT, &frame(5000)), PushOutcome::Resync);
         assert_eq!(jb.len(), 1);
         assert_eq!(jb.push(at(t0, 80), SeqNo(1), 0, PT, &[0; 481]), PushOutcome::TooLarge);
+        // a sender that jumps backwards is resynchronised after LATE_RESYNC late packets
+        for s in 5000u64..5010 {
+            jb.push(at(t0, 100), SeqNo(s), 0, PT, &frame(s));
+            let _ = jb.pop(at(t0, 100));
+        }
+        let mut outcomes = Vec::new();
+        for s in 100u64..100 + u64::from(LATE_RESYNC) {
+            outcomes.push(jb.push(at(t0, 300), SeqNo(s), 0, PT, &frame(s)));
+        }
+        assert!(outcomes[..outcomes.len() - 1].iter().all(|o| *o == PushOutcome::Late));
+        assert_eq!(outcomes.last(), Some(&PushOutcome::Resync));
     }
 }

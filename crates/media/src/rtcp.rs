@@ -132,7 +132,7 @@ impl ReceiveStats {
         self.received_prior = self.received;
         let lost_interval = expected_interval.saturating_sub(received_interval);
         let fraction_lost =
-            if expected_interval == 0 { 0 } else { ((lost_interval << 8) / expected_interval).min(255) as u8 };
+            (lost_interval << 8).checked_div(expected_interval).map_or(0, |f| f.min(255) as u8);
         // total_lost is a signed 24-bit field; clamp
         let total_lost = self.lost().clamp(-0x80_0000, 0x7F_FFFF);
         Some(ReceptionReport {
