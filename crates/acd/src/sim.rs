@@ -110,6 +110,11 @@ pub struct SimConfig {
     /// Longest drain after the arrival window, seconds.
     #[serde(default = "default_drain")]
     pub drain_s: f64,
+    /// Use `1 − u` for every uniform draw of the call streams (the antithetic twin of the
+    /// run with the same seed). Averaging a run and its twin is a standard variance-reduction
+    /// technique; used by the Erlang C agreement tests.
+    #[serde(default)]
+    pub antithetic: bool,
     /// Call streams.
     pub traffic: Vec<TrafficConfig>,
     /// Staffing.
@@ -192,6 +197,10 @@ pub struct SimReport {
     pub ewt_mae_app_queue_s: f64,
     /// Inputs handed to the core.
     pub core_events: u64,
+    /// Measured arrivals per second actually drawn (offered / measured arrival window).
+    pub realized_arrival_rate: f64,
+    /// Mean talk time actually drawn for answered measured calls, seconds.
+    pub realized_handle_time_s: f64,
     /// Erlang C (infinite patience) or Erlang A (exponential patience).
     pub theory: Option<Theory>,
 }
@@ -212,6 +221,8 @@ struct Call {
     measured: bool,
     ewt: Option<f64>,
     ewt_app_queue: f64,
+    handle_s: f64,
+    accepts_callback: bool,
 }
 
 #[derive(Debug, Default)]
@@ -235,18 +246,35 @@ struct Stats {
     ewt_n: u64,
     appq_err: f64,
     busy_s: f64,
+    ht_sum: f64,
+    ht_n: u64,
 }
 
-fn exp_sample(rng: &mut StdRng, mean: f64) -> f64 {
-    // Inverse transform; 1 - u in (0, 1].
+/// A uniform draw in [0, 1), mirrored (1 − u) for the antithetic run.
+fn unif(rng: &mut StdRng, antithetic: bool) -> f64 {
     let u: f64 = rng.random();
+    if antithetic { (1.0 - u).min(1.0 - f64::EPSILON) } else { u }
+}
+
+/// Exponential by inverse transform from a uniform `u` in [0, 1).
+fn exp_from(u: f64, mean: f64) -> f64 {
     -mean * (1.0 - u).ln()
+}
+
+/// Per-stream random sources, so that runs stay synchronized draw by draw (needed for
+/// antithetic pairs): inter-arrival times, and the attributes of each call drawn at arrival.
+#[derive(Debug)]
+struct StreamRng {
+    arrivals: StdRng,
+    calls: StdRng,
 }
 
 struct Sim<'a> {
     cfg: &'a SimConfig,
     acd: Acd,
     rng: StdRng,
+    streams: Vec<StreamRng>,
+    antithetic: bool,
     heap: BinaryHeap<Reverse<(Time, u64, Ev)>>,
     seq: u64,
     calls: HashMap<EntryId, Call>,
@@ -313,8 +341,12 @@ impl Sim<'_> {
                                 s.ewt_n += 1;
                             }
                         }
-                        let ht = exp_sample(&mut self.rng, t.handle_time_s);
+                        let ht = call.handle_s;
                         self.stats.busy_s += ht + self.wrap.get(&queue).copied().unwrap_or(0.0);
+                        if call.measured {
+                            self.stats.ht_sum += ht;
+                            self.stats.ht_n += 1;
+                        }
                         self.push(now + Duration::from_secs_f64(ht), Ev::CallEnd { agent });
                     }
                     EntryKind::Callback { .. } => {
@@ -327,8 +359,7 @@ impl Sim<'_> {
             }
             Action::OfferCallback { entry } => {
                 let Some(call) = self.calls.get(&entry) else { return Ok(()) };
-                let share = self.cfg.traffic[call.stream].callback_accept_share;
-                if self.rng.random::<f64>() < share {
+                if call.accepts_callback {
                     if call.measured {
                         self.stats.cb_accepted += 1;
                     }
@@ -360,7 +391,16 @@ impl Sim<'_> {
         let t = &self.cfg.traffic[stream];
         // next arrival of this stream
         let rate = t.calls_per_hour / 3600.0;
-        let next = now + Duration::from_secs_f64(exp_sample(&mut self.rng, 1.0 / rate));
+        let anti = self.antithetic;
+        let Some(rngs) = self.streams.get_mut(stream) else { return Ok(()) };
+        let next = now + Duration::from_secs_f64(exp_from(unif(&mut rngs.arrivals, anti), 1.0 / rate));
+        // Every attribute is drawn for every call, used or not, to keep streams in step.
+        let (vip_u, handle_u, patience_u, callback_u) = (
+            unif(&mut rngs.calls, anti),
+            unif(&mut rngs.calls, anti),
+            unif(&mut rngs.calls, anti),
+            unif(&mut rngs.calls, anti),
+        );
         self.arrivals += 1;
         let more = self.cfg.max_calls.is_none_or(|m| self.arrivals < m);
         if next < self.end_arrivals && more {
@@ -368,9 +408,11 @@ impl Sim<'_> {
         }
         self.next_entry += 1;
         let id = EntryId(self.next_entry);
-        let vip = t.vip_share > 0.0 && self.rng.random::<f64>() < t.vip_share;
+        let vip = vip_u < t.vip_share;
         let measured = now >= self.warmup;
-        let patience = t.patience_s.map(|p| exp_sample(&mut self.rng, p));
+        let patience = t.patience_s.map(|p| exp_from(patience_u, p));
+        let handle_s = exp_from(handle_u, t.handle_time_s);
+        let accepts_callback = callback_u < t.callback_accept_share;
         let (queue, requirements, vip_class) = (t.queue, t.requirements.clone(), t.vip_class);
         if measured {
             self.stats.offered += 1;
@@ -378,7 +420,7 @@ impl Sim<'_> {
         let ewt_app_queue = self.app_queue_hold.get(&queue).copied().unwrap_or(0.0);
         self.calls.insert(
             id,
-            Call { arrived: now, stream, vip, measured, ewt: None, ewt_app_queue },
+            Call { arrived: now, stream, vip, measured, ewt: None, ewt_app_queue, handle_s, accepts_callback },
         );
         let enq = Enqueue {
             entry: id,
@@ -435,8 +477,11 @@ impl Sim<'_> {
             }
             Ev::CallbackResult { agent, ok } => {
                 if ok {
-                    let stream = self.serving.get(&agent).map_or(0, |s| s.1);
-                    let ht = exp_sample(&mut self.rng, self.cfg.traffic[stream].handle_time_s);
+                    let ht = self
+                        .serving
+                        .get(&agent)
+                        .and_then(|(e, _)| self.calls.get(e))
+                        .map_or(0.0, |c| c.handle_s);
                     self.stats.busy_s += ht;
                     self.push(now + Duration::from_secs_f64(ht), Ev::CallEnd { agent });
                 } else {
@@ -523,7 +568,14 @@ pub fn run(cfg: &SimConfig, seed: u64) -> Result<SimReport, AcdError> {
     let mut sim = Sim {
         cfg,
         acd,
-        rng: StdRng::seed_from_u64(seed),
+        rng: StdRng::seed_from_u64(seed ^ 0x5eed_0000_0000_0001),
+        streams: (0..cfg.traffic.len() as u64)
+            .map(|i| StreamRng {
+                arrivals: StdRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (2 * i + 1)),
+                calls: StdRng::seed_from_u64(seed.wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (2 * i + 2)),
+            })
+            .collect(),
+        antithetic: cfg.antithetic,
         heap: BinaryHeap::new(),
         seq: 0,
         calls: HashMap::new(),
@@ -546,7 +598,9 @@ pub fn run(cfg: &SimConfig, seed: u64) -> Result<SimReport, AcdError> {
         }
     }
     for (i, t) in cfg.traffic.iter().enumerate() {
-        let first = exp_sample(&mut sim.rng, 3600.0 / t.calls_per_hour);
+        let anti = sim.antithetic;
+        let Some(rngs) = sim.streams.get_mut(i) else { continue };
+        let first = exp_from(unif(&mut rngs.arrivals, anti), 3600.0 / t.calls_per_hour);
         let at = Time::from_secs_f64(first);
         if at < end_arrivals {
             sim.push(at, Ev::Arrival { stream: i });
@@ -609,6 +663,11 @@ pub fn run(cfg: &SimConfig, seed: u64) -> Result<SimReport, AcdError> {
         ewt_mae_s: div(s.ewt_err, s.ewt_n),
         ewt_mae_app_queue_s: div(s.appq_err, s.ewt_n),
         core_events: sim.events,
+        realized_arrival_rate: {
+            let window = cfg.duration_s - cfg.warmup_s;
+            if window > 0.0 { s.offered as f64 / window } else { 0.0 }
+        },
+        realized_handle_time_s: div(s.ht_sum, s.ht_n),
         theory: theory(cfg),
     })
 }

@@ -22,6 +22,7 @@ pub fn base_config(queues: Vec<QueueConfig>) -> AcdConfig {
     AcdConfig { queues, offer_timeout_s: Some(15.0), max_no_answer: 2, ..AcdConfig::default() }
 }
 
+#[derive(Debug)]
 pub struct H {
     pub acd: Acd,
     pub log: Vec<Action>,
