@@ -83,8 +83,6 @@ pub struct UaConfig {
     pub session_expires: Option<u32>,
     /// Smallest session interval we accept (Min-SE, ≥ 90).
     pub min_se: u32,
-    /// Seed for tags, branches and Call-IDs (set a random one in production).
-    pub seed: u64,
 }
 
 impl Default for UaConfig {
@@ -100,7 +98,6 @@ impl Default for UaConfig {
             mtu: 1300,
             session_expires: None,
             min_se: 90,
-            seed: rand::random(),
         }
     }
 }
@@ -505,8 +502,13 @@ fn parse_session_expires(v: &str) -> Option<(u32, Option<&str>)> {
 }
 
 impl UserAgent {
-    /// A new user agent.
+    /// A new user agent; tags, branches and Call-IDs come from a generator seeded from the OS.
     pub fn new(config: UaConfig) -> Self {
+        Self::with_seed(config, rand::random())
+    }
+
+    /// A new user agent with a fixed seed for tags, branches and Call-IDs (deterministic tests).
+    pub fn with_seed(config: UaConfig, seed: u64) -> Self {
         let timers = TimerConfig {
             t1: config.t1,
             t2: config.t2,
@@ -515,7 +517,7 @@ impl UserAgent {
         let contact_hostport = hostport(&config.contact_host, config.local_addr.port());
         let mut ua = UserAgent {
             timers,
-            rng: config.seed ^ 0x9E37_79B9_7F4A_7C15,
+            rng: seed ^ 0x9E37_79B9_7F4A_7C15,
             next_call: 1,
             next_tx: 1,
             txs: HashMap::new(),

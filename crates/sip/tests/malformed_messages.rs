@@ -149,10 +149,9 @@ fn oversized_message_is_refused() {
     let (mut ua, t0) = {
         let cfg = UaConfig {
             max_message_size: 300,
-            seed: 1,
             ..UaConfig::default()
         };
-        (UserAgent::new(cfg), std::time::Instant::now())
+        (UserAgent::with_seed(cfg, 1), std::time::Instant::now())
     };
     ua.handle_datagram(t0, Transport::Udp, peer(), base().as_bytes());
     let out = drain(&mut ua);

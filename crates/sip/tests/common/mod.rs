@@ -25,10 +25,9 @@ pub fn ua() -> (UserAgent, Instant) {
     let cfg = UaConfig {
         local_addr: "10.0.0.1:5060".parse().unwrap(),
         contact_host: "10.0.0.1".into(),
-        seed: 42,
         ..UaConfig::default()
     };
-    (UserAgent::new(cfg), Instant::now())
+    (UserAgent::with_seed(cfg, 42), Instant::now())
 }
 
 pub fn local_media() -> LocalMedia {
