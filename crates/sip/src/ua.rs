@@ -1646,7 +1646,22 @@ impl UserAgent {
         }
         match req.method {
             Method::Bye => {
+                // BYE in an early dialog: the pending INVITE gets 487 (RFC 3261 §15.1.2).
+                let pending = if matches!(c.state, CallState::Incoming | CallState::Ringing) {
+                    c.invite.take().zip(c.invite_tx).map(|(inv, tx)| {
+                        let bytes = ResponseBuilder::new(&inv, 487)
+                            .source(Some(c.invite_source))
+                            .to_tag(Some(&c.local_tag))
+                            .build();
+                        (tx, bytes)
+                    })
+                } else {
+                    None
+                };
                 self.respond_stateful(now, transport, source, &req, 200, None, &[], None);
+                if let Some((tx, bytes)) = pending {
+                    self.send_response(now, tx, 487, bytes);
+                }
                 self.end_call(call, EndCause::RemoteBye);
             }
             Method::Info => {

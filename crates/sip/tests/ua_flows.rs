@@ -905,3 +905,26 @@ fn update_and_options_in_dialog() {
     assert!(response(&out[0]).has_sdp());
     assert!(matches!(&events(&mut ua)[0], UaEvent::MediaUpdate { .. }));
 }
+
+#[test]
+fn bye_in_early_dialog_gets_200_and_invite_487() {
+    let (mut ua, t0) = ua();
+    send(&mut ua, t0, &invite("eb", "z9hG4bKeb"));
+    let call = incoming(&events(&mut ua));
+    ua.ring(t0, call).unwrap();
+    let tag = response(&drain(&mut ua)[1]).to_tag().unwrap().to_owned();
+    send(
+        &mut ua,
+        t0,
+        &request("BYE", "eb", "z9hG4bKebb", 2, &tag, "", ""),
+    );
+    let out = drain(&mut ua);
+    assert_eq!(statuses(&out), vec![200, 487]);
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallEnded {
+            call,
+            cause: EndCause::RemoteBye
+        }]
+    );
+}
