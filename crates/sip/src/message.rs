@@ -1113,6 +1113,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         422 => "Session Interval Too Small",
         480 => "Temporarily Unavailable",
         481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
         483 => "Too Many Hops",
         486 => "Busy Here",
         487 => "Request Terminated",

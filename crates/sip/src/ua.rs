@@ -452,6 +452,8 @@ pub struct UserAgent {
     client_keys: HashMap<ClientKey, TxId>,
     calls: HashMap<CallHandle, Call>,
     dialogs: HashMap<String, CallHandle>,
+    /// UAS calls by Call-ID, for merged-request detection (RFC 3261 §8.2.2.2).
+    uas_by_call_id: HashMap<String, CallHandle>,
     heap: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<UaEvent>,
@@ -525,6 +527,7 @@ impl UserAgent {
             client_keys: HashMap::new(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
+            uas_by_call_id: HashMap::new(),
             heap: BinaryHeap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -1138,6 +1141,12 @@ impl UserAgent {
             if self.dialogs.get(&c.local_tag) == Some(&call) {
                 self.dialogs.remove(&c.local_tag);
             }
+            if c.role == Role::Uas
+                && let Some(d) = &c.dialog
+                && self.uas_by_call_id.get(&d.id.call_id.0) == Some(&call)
+            {
+                self.uas_by_call_id.remove(&d.id.call_id.0);
+            }
             if !c.ended {
                 self.events.push_back(UaEvent::CallEnded { call, cause });
             }
@@ -1265,6 +1274,16 @@ impl UserAgent {
         source: SocketAddr,
         req: Request,
     ) {
+        // Same INVITE reaching us twice on different branches (forking upstream): 482.
+        if let Some(h) = self.uas_by_call_id.get(req.call_id())
+            && let Some(c) = self.calls.get(h)
+            && let Some(d) = &c.dialog
+            && req.from_tag() == Some(d.id.remote_tag.as_str())
+            && d.remote_seq == Some(req.cseq().seq)
+        {
+            self.respond_stateful(now, transport, source, &req, 482, None, &[], None);
+            return;
+        }
         if let Some(ra) = self.shedding {
             self.stats.shed += 1;
             let ra = ra.to_string();
@@ -1420,6 +1439,8 @@ impl UserAgent {
         });
         let sdp_id = self.next_rand() >> 1;
         self.dialogs.insert(local_tag.clone(), handle);
+        self.uas_by_call_id
+            .insert(dialog.id.call_id.0.clone(), handle);
         self.calls.insert(
             handle,
             Call {

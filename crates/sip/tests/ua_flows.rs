@@ -928,3 +928,24 @@ fn bye_in_early_dialog_gets_200_and_invite_487() {
         }]
     );
 }
+
+#[test]
+fn merged_request_on_other_branch_gets_482() {
+    let (mut ua, t0) = ua();
+    send(&mut ua, t0, &invite("mg", "z9hG4bKmg1"));
+    let call = incoming(&events(&mut ua));
+    drain(&mut ua);
+    send(&mut ua, t0, &invite("mg", "z9hG4bKmg2"));
+    assert_eq!(statuses(&drain(&mut ua)), vec![482]);
+    assert!(events(&mut ua).is_empty());
+    ua.reject(t0, call, 486, None).unwrap();
+    drain(&mut ua);
+    events(&mut ua);
+    // After the call is gone a new INVITE with that Call-ID is a new call again.
+    send(
+        &mut ua,
+        t0,
+        &invite("mg", "z9hG4bKmg3").replace("CSeq: 1 INVITE", "CSeq: 2 INVITE"),
+    );
+    assert_eq!(statuses(&drain(&mut ua)), vec![100]);
+}
