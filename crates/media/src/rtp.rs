@@ -365,6 +365,21 @@ mod tests {
         }
 
         #[test]
+        fn arbitrary_extensions_never_panic(
+            profile in prop_oneof![Just(0xBEDEu16), Just(0x1000u16), any::<u16>()],
+            ext_words in 0u16..8,
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+            cc in 0u8..16,
+            padding in any::<bool>(),
+        ) {
+            let mut data = vec![0x90 | cc | if padding { 0x20 } else { 0 }, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+            data.extend_from_slice(&profile.to_be_bytes());
+            data.extend_from_slice(&ext_words.to_be_bytes());
+            data.extend_from_slice(&body);
+            let _ = parse_rtp(&data, &pts());
+        }
+
+        #[test]
         fn arbitrary_v2_headers_never_panic(mut data in proptest::collection::vec(any::<u8>(), 12..120)) {
             data[0] = (data[0] & 0x3F) | 0x80;
             let _ = parse_rtp(&data, &pts());

@@ -94,6 +94,8 @@ pub struct InbandDetector {
     reported: Option<Digit>,
     quiet: u32,
     min_power: f32,
+    twist_normal: f32,
+    twist_reverse: f32,
 }
 
 impl std::fmt::Debug for InbandDetector {
@@ -144,6 +146,8 @@ impl InbandDetector {
             reported: None,
             quiet: REARM_WINDOWS,
             min_power: amp * amp / 2.0,
+            twist_normal: 10f32.powf(TWIST_NORMAL_DB / 10.0),
+            twist_reverse: 10f32.powf(TWIST_REVERSE_DB / 10.0),
         }
     }
 
@@ -259,12 +263,13 @@ impl InbandDetector {
         if energy < self.min_power {
             return None;
         }
-        let incoherent = |k: usize| -> f32 { w.iter().map(|s| s.re[k] * s.re[k] + s.im[k] * s.im[k]).sum() };
-        let pick = |range: std::ops::Range<usize>| {
-            range.max_by(|a, b| incoherent(*a).total_cmp(&incoherent(*b))).unwrap_or(0)
-        };
-        let row = pick(0..4);
-        let col = pick(4..8);
+        let mut inc = [0f32; 8];
+        for (k, p) in inc.iter_mut().enumerate() {
+            *p = w.iter().map(|s| s.re[k] * s.re[k] + s.im[k] * s.im[k]).sum();
+        }
+        let argmax = |a: &[f32]| a.iter().enumerate().fold((0, f32::MIN), |b, (i, v)| if *v > b.1 { (i, *v) } else { b }).0;
+        let row = argmax(inc.get(..4).unwrap_or_default());
+        let col = 4 + argmax(inc.get(4..).unwrap_or_default());
         let (pr, dr) = self.analyse(row);
         let (pc, dc) = self.analyse(col);
         if pr < self.min_power || pc < self.min_power {
@@ -273,11 +278,7 @@ impl InbandDetector {
         if dr.abs() > FREQ_LIMIT || dc.abs() > FREQ_LIMIT {
             return None;
         }
-        if pr > pc {
-            if 10.0 * (pr / pc).log10() > TWIST_NORMAL_DB {
-                return None;
-            }
-        } else if 10.0 * (pc / pr).log10() > TWIST_REVERSE_DB {
+        if pr > pc * self.twist_normal || pc > pr * self.twist_reverse {
             return None;
         }
         if (pr + pc) < MIN_ENERGY_RATIO * energy {
