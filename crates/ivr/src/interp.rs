@@ -274,6 +274,22 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// Short name for call records (`hung_up`, `queued`, `transferred`, `abandoned`,
+    /// `input_failed`, `route_failed`, `loop_limit`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::HungUp { .. } => "hung_up",
+            Outcome::Queued { .. } => "queued",
+            Outcome::Transferred { .. } => "transferred",
+            Outcome::Abandoned { .. } => "abandoned",
+            Outcome::InputFailed { .. } => "input_failed",
+            Outcome::RouteFailed { .. } => "route_failed",
+            Outcome::LoopLimit { .. } => "loop_limit",
+        }
+    }
+}
+
 /// The IVR event log (for the JSON event stream). Serialises with `type` = `ivr.*`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type")]

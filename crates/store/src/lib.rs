@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod csv_import;
+pub mod ivr_glue;
 mod number;
 mod sqlite;
 

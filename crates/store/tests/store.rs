@@ -266,3 +266,57 @@ fn concurrent_writes_and_restart_keep_every_record() {
     let r = reopened.call(&CallId("t3-499".into())).unwrap().unwrap();
     assert_eq!(r.digits[1].digits, REDACTED);
 }
+
+#[test]
+fn glue_to_the_ivr_interpreter() {
+    use frontdoor_store::ivr_glue::{CallTimes, call_record, caller_attributes};
+    let s = SqliteStore::open_in_memory().unwrap();
+    let mut c = customer("2125550199", "Grace", true);
+    c.language = Some("zh".into());
+    s.upsert_customer(&c).unwrap();
+    let profile = recognise(&s, CallerIdentity::Number(c.number.clone())).unwrap();
+    let attrs = caller_attributes(&profile);
+    assert!(attrs.vip && attrs.known && !attrs.returning && !attrs.anonymous);
+    assert_eq!(attrs.language.as_deref(), Some("zh"));
+    assert_eq!(attrs.number.as_deref(), Some("+12125550199"));
+
+    // Run a tiny flow and store its record.
+    let src = "[[route]]\ndefault = true\nflow = \"m\"\n[flows.m]\nstart = \"g\"\n[flows.m.steps.g]\nverb = \"gather\"\nmax_digits = 4\nsensitive = true\nnext = \"bye\"\n[flows.m.steps.bye]\nverb = \"hangup\"\n";
+    let plan = frontdoor_ivr::check_str(std::path::Path::new("m.toml"), src, None)
+        .unwrap()
+        .plan;
+    let ctx = frontdoor_ivr::CallContext {
+        call_id: "x1".into(),
+        dialed: "4000".into(),
+        trunk: None,
+        caller: attrs,
+    };
+    let mut call = frontdoor_ivr::Call::new(plan, &frontdoor_ivr::FlowId("m".into()), ctx).unwrap();
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::Instant::now();
+    let wall = Utc.with_ymd_and_hms(2026, 11, 26, 9, 0, 0).unwrap();
+    call.start(now, wall);
+    for d in "4321".chars() {
+        call.handle_event(frontdoor_ivr::Event::Dtmf(d), now, wall);
+    }
+    assert!(call.is_finished());
+    let times = CallTimes {
+        started_at: wall,
+        answered_at: Some(wall),
+        ended_at: Some(wall + Duration::seconds(5)),
+    };
+    let rec = call_record(&profile, "4000", times, call.summary());
+    s.record_call(&rec).unwrap();
+    let got = s.call(&CallId("x1".into())).unwrap().unwrap();
+    assert_eq!(got.outcome, "hung_up");
+    assert_eq!(got.ivr_path, vec!["g", "bye"]);
+    assert_eq!(got.digits[0].digits, REDACTED);
+    assert!(
+        recognise(&s, CallerIdentity::Number(c.number))
+            .unwrap()
+            .returning()
+    );
+
+    let anon = caller_attributes(&recognise(&s, CallerIdentity::Anonymous).unwrap());
+    assert!(anon.anonymous && anon.number.is_none() && anon.name.is_none());
+}
