@@ -315,3 +315,37 @@ proptest! {
         let _ = s.poll_rtp(t + Duration::from_millis(20));
     }
 }
+
+#[test]
+fn pcma_30ms_ptime_end_to_end() {
+    let t = t0();
+    let mut cfg = MediaConfig::new(G711::Pcma, addr(SDP), Ssrc(0xA1));
+    cfg.ptime = Ptime::from_ms(30).unwrap();
+    cfg.telephone_event = None;
+    let mut s = MediaSession::new(t, cfg);
+    s.set_echo(true);
+    let mut audio = vec![0i16; 2400];
+    audio.extend(dtmf_tone('D', 90));
+    audio.extend(vec![0i16; 4800]);
+    let frames = G711::Pcma.encode_frames(&audio, Ptime::from_ms(30).unwrap());
+    let mut tx = RtpSender::new(Ssrc(0xB2), PayloadType::PCMA, 0, 0);
+    let mut sent = Vec::new();
+    let mut digits = Vec::new();
+    for (k, f) in frames.iter().enumerate() {
+        let now = t + Duration::from_millis(30 * k as u64);
+        assert_eq!(s.handle_rtp(now, addr(SDP), &tx.audio_packet(f, 240)), RxOutcome::Audio);
+        while let Some(p) = s.poll_rtp(now) {
+            sent.push(p);
+        }
+        while let Some(MediaEvent::Dtmf(d)) = s.poll_event() {
+            digits.push((d.digit.as_char(), d.source));
+        }
+    }
+    assert_eq!(digits, vec![('D', DtmfSource::Inband)]);
+    assert_eq!(sent.len(), frames.len());
+    let pm = PayloadMap::g711(G711::Pcma, None);
+    let p: Vec<_> = sent.iter().map(|b| parse_rtp(b, &pm).unwrap()).collect();
+    assert!(p.iter().all(|p| p.payload.len() == 240 && p.payload_type == PayloadType::PCMA));
+    assert_eq!(p[1].timestamp - p[0].timestamp, 240);
+    assert_eq!(s.stats().playout_delay, Duration::from_millis(60));
+}
