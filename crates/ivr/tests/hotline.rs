@@ -25,3 +25,22 @@ fn hotline_validates() {
         ),
     }
 }
+
+#[test]
+fn docs_example_validates() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dialplans.md"),
+    )
+    .unwrap();
+    let start = doc.find("```toml\n").unwrap() + "```toml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    if let Err(d) = check_str(Path::new("docs-example.toml"), &doc[start..end], None) {
+        panic!(
+            "{}",
+            d.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
