@@ -13,9 +13,10 @@
 //! next one, and a stray/late stream from a previous call (RTP bleed) cannot steal the
 //! session with a single burst. At 20 ms ptime it costs 40–60 ms of audio at call start.
 //!
-//! Once latched, a different source can take over only after the current one has been
-//! silent for `relatch_after` (default 1 s — the remote's NAT binding changed) and only
-//! through the same probation. A re-INVITE calls [`Latch::reset`] with the new SDP address.
+//! While the current source (the latched one, or the SDP address itself when media does
+//! arrive from it) is live, no other source can take over; only after it has been silent
+//! for `relatch_after` (default 1 s — e.g. the remote's NAT binding changed) can another
+//! source latch, and only through the same probation. A re-INVITE calls [`Latch::reset`] with the new SDP address.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -122,13 +123,11 @@ impl Latch {
         let LatchMode::Nat { probation, relatch_after } = self.mode else {
             return LatchDecision::Foreign;
         };
-        // Once latched, a live current source cannot be displaced.
-        if self.latched {
-            if let Some(t) = self.last_from_current {
-                if now.saturating_duration_since(t) < relatch_after {
-                    self.candidate = None;
-                    return LatchDecision::Foreign;
-                }
+        // A live current source (latched, or the SDP address itself) cannot be displaced.
+        if let Some(t) = self.last_from_current {
+            if now.saturating_duration_since(t) < relatch_after {
+                self.candidate = None;
+                return LatchDecision::Foreign;
             }
         }
         match &mut self.candidate {
@@ -199,6 +198,20 @@ mod tests {
         assert_eq!(l.check(later, evil, Ssrc(9), 600), LatchDecision::Foreign);
         assert_eq!(l.check(later, evil, Ssrc(9), 601), LatchDecision::Foreign);
         assert_eq!(l.check(later, evil, Ssrc(9), 602), LatchDecision::Latched);
+    }
+
+    #[test]
+    fn live_sdp_source_cannot_be_hijacked() {
+        let now = crate::testutil::t0();
+        let sdp = addr("10.0.0.1:4000");
+        let evil = addr("198.51.100.9:5000");
+        let mut l = Latch::new(LatchMode::nat(), sdp);
+        for i in 0..20u16 {
+            let t = now + Duration::from_millis(20 * u64::from(i));
+            assert_eq!(l.check(t, sdp, Ssrc(1), i), LatchDecision::Accept);
+            assert_eq!(l.check(t, evil, Ssrc(2), 100 + i), LatchDecision::Foreign);
+        }
+        assert_eq!(l.remote(), sdp);
     }
 
     #[test]
