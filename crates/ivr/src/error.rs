@@ -63,6 +63,8 @@ pub enum DiagnosticKind {
     DuplicateRoute,
     /// A flow or hours calendar reference that does not exist.
     UnknownReference,
+    /// A `{variable}` or condition variable that is neither built in nor ever set (warning).
+    UnknownVariable,
     /// The file could not be read.
     Io,
 }

@@ -498,6 +498,29 @@ pub fn interpolate(template: &str, vars: &HashMap<String, String>) -> String {
     out
 }
 
+/// Like [`interpolate`], for file paths: substituted values keep only `[A-Za-z0-9._@+-]`
+/// (others become `_`) and never contain `..`, so a hostile Call-ID cannot escape the
+/// recordings directory.
+pub fn interpolate_path(template: &str, vars: &HashMap<String, String>) -> String {
+    let safe: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| {
+            let cleaned: String = v
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "._@+-".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            (k.clone(), cleaned.replace("..", "__"))
+        })
+        .collect();
+    interpolate(template, &safe)
+}
+
 impl Call {
     /// A call in `flow` of `plan`. Nothing happens until [`Call::start`].
     pub fn new(plan: Arc<Dialplan>, flow: &FlowId, ctx: CallContext) -> Result<Self, IvrError> {
@@ -899,7 +922,7 @@ impl Call {
                 self.state = State::WaitTransfer { step: id, spec };
             }
             Verb::Record(spec) => {
-                let path = interpolate(&spec.path, &self.vars);
+                let path = interpolate_path(&spec.path, &self.vars);
                 self.actions.push_back(Action::Record {
                     path: path.clone(),
                     max_duration: spec.max_duration,

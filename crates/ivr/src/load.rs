@@ -71,6 +71,63 @@ struct Cx<'s> {
     src: &'s str,
     diags: Vec<Diagnostic>,
     prompts: Vec<(String, Span)>,
+    /// `{variable}` uses and variable names read by conditions/switches.
+    var_uses: Vec<(String, Span)>,
+    /// Variables set by `set` or gathered.
+    var_defs: BTreeSet<String>,
+}
+
+/// Variables the interpreter always provides.
+pub const BUILTIN_VARS: &[&str] = &[
+    "call.id",
+    "call.dialed",
+    "call.trunk",
+    "caller.number",
+    "caller.name",
+    "caller.tier",
+    "caller.vip",
+    "caller.returning",
+    "caller.known",
+    "caller.anonymous",
+    "caller.language",
+    "lang",
+    "recording.path",
+    "recording.seconds",
+    "speech.intent",
+    "speech.transcript",
+];
+
+/// Names referenced as `{name}` in a template.
+pub fn template_vars(template: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+            }
+            '{' => {
+                let mut name = String::new();
+                for n in chars.by_ref() {
+                    if n == '}' {
+                        out.push(name.trim().to_owned());
+                        break;
+                    }
+                    name.push(n);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+impl Cx<'_> {
+    fn uses_template(&mut self, template: &str, span: &Span) {
+        for v in template_vars(template) {
+            self.var_uses.push((v, span.clone()));
+        }
+    }
 }
 
 impl Cx<'_> {
@@ -305,12 +362,16 @@ fn opt_str_list(cx: &mut Cx<'_>, t: &DeTable<'_>, key: &str) -> Option<Vec<(Stri
 
 fn text_of(cx: &mut Cx<'_>, v: &Val<'_>, key: &str) -> Option<Text> {
     match v.get_ref() {
-        DeValue::String(s) => Some(Text::Plain(s.to_string())),
+        DeValue::String(s) => {
+            cx.uses_template(s, &v.span());
+            Some(Text::Plain(s.to_string()))
+        }
         DeValue::Table(t) => {
             let mut map = BTreeMap::new();
             for (k, item) in t.iter() {
                 match item.get_ref().as_str() {
                     Some(s) => {
+                        cx.uses_template(s, &item.span());
                         map.insert(k.get_ref().to_string(), s.to_owned());
                     }
                     None => type_err(cx, item, key, "a string per language"),
@@ -518,7 +579,10 @@ fn condition(
         return None;
     }
     let t = match v.get_ref() {
-        DeValue::String(s) => return Some(Condition::Truthy(s.to_string())),
+        DeValue::String(s) => {
+            cx.var_uses.push((s.to_string(), v.span()));
+            return Some(Condition::Truthy(s.to_string()));
+        }
         DeValue::Table(t) => t,
         _ => {
             type_err(cx, v, "when", "a variable name or a condition table");
@@ -578,7 +642,7 @@ fn condition(
     if let Some((_, inner)) = find(t, "not") {
         return condition(cx, inner, hours, depth + 1).map(|c| Condition::Not(Box::new(c)));
     }
-    let (var, _) = req_str(
+    let (var, var_span) = req_str(
         cx,
         t,
         &v.span(),
@@ -586,6 +650,7 @@ fn condition(
         "condition",
         "write e.g. `{ var = \"caller.tier\", eq = \"vip\" }` or `{ open = \"office\" }`",
     )?;
+    cx.var_uses.push((var.clone(), var_span));
     if let Some((s, _)) = opt_str(cx, t, "eq") {
         return Some(Condition::Eq(var, s));
     }
@@ -754,7 +819,11 @@ fn step(
                     invalid_prompt,
                     timeout_prompt,
                     validate,
-                    var: opt_str(cx, t, "var").map_or_else(|| id.0.clone(), |(s, _)| s),
+                    var: {
+                        let var = opt_str(cx, t, "var").map_or_else(|| id.0.clone(), |(s, _)| s);
+                        cx.var_defs.insert(var.clone());
+                        var
+                    },
                     on_failure: opt_ref(cx, refs, id, t, "on_failure"),
                     speech,
                 }))
@@ -823,7 +892,10 @@ fn step(
                     Some(vt) => {
                         for (k, val) in vt.iter() {
                             let value = match val.get_ref() {
-                                DeValue::String(s) => s.to_string(),
+                                DeValue::String(s) => {
+                                    cx.uses_template(s, &val.span());
+                                    s.to_string()
+                                }
                                 DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) => {
                                     val.get_ref().to_string_lossy()
                                 }
@@ -832,6 +904,7 @@ fn step(
                                     continue;
                                 }
                             };
+                            cx.var_defs.insert(k.get_ref().to_string());
                             vars.push((k.get_ref().to_string(), value));
                         }
                     }
@@ -861,7 +934,7 @@ fn step(
             }
         }
         "switch" => {
-            let (var, _) = req_str(
+            let (var, var_span) = req_str(
                 cx,
                 t,
                 &key_span,
@@ -869,6 +942,7 @@ fn step(
                 &format!("step `{id}`"),
                 "add `var = \"lang\"`",
             )?;
+            cx.var_uses.push((var.clone(), var_span));
             let mut cases = Vec::new();
             if let Some((_, cv)) = find(t, "cases") {
                 match cv.get_ref().as_table() {
@@ -946,6 +1020,7 @@ fn step(
                 &format!("step `{id}`"),
                 "add `to = \"sip:desk@pbx.example\"`",
             )?;
+            cx.uses_template(&to, &span);
             if !(to.starts_with("sip:") || to.starts_with("sips:") || to.starts_with("tel:")) {
                 cx.err(
                     &span,
@@ -969,12 +1044,19 @@ fn step(
                 &format!("step `{id}`"),
                 "add `path = \"voicemail/{call.id}.wav\"`",
             )?;
-            if !path.ends_with(".wav") {
+            cx.uses_template(&path, &span);
+            let p = Path::new(&path);
+            if !path.ends_with(".wav")
+                || p.is_absolute()
+                || p.components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
                 cx.err(
                     &span,
                     K::InvalidValue,
-                    format!("recording path \"{path}\" must end in .wav"),
-                    None,
+                    format!("recording path \"{path}\" must be a relative path ending in .wav"),
+                    "write e.g. `voicemail/{call.id}.wav` (relative to the recordings directory)"
+                        .to_owned(),
                 );
             }
             Verb::Record(RecordSpec {
@@ -1493,6 +1575,8 @@ pub fn check_str(
         src,
         diags: Vec::new(),
         prompts: Vec::new(),
+        var_uses: Vec::new(),
+        var_defs: BTreeSet::new(),
     };
     let doc = match DeTable::parse(src) {
         Ok(d) => d,
@@ -1608,6 +1692,26 @@ pub fn check_str(
                     format!("add {}/{p} or fix the name", dir.display()),
                 );
             }
+        }
+    }
+
+    let uses = std::mem::take(&mut cx.var_uses);
+    for (name, span) in uses {
+        if !BUILTIN_VARS.contains(&name.as_str()) && !cx.var_defs.contains(&name) {
+            let mut known: Vec<&str> = BUILTIN_VARS.to_vec();
+            known.extend(cx.var_defs.iter().map(String::as_str));
+            let hint = match suggest(&name, known.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`? (unset variables are empty)"),
+                None => "set it with a `set` step or a gather's `var`; unset variables are empty"
+                    .to_owned(),
+            };
+            cx.push(
+                Severity::Warning,
+                &span,
+                K::UnknownVariable,
+                format!("variable `{name}` is never set"),
+                Some(hint),
+            );
         }
     }
 

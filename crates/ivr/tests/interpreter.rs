@@ -894,3 +894,22 @@ fn hotline_silent_caller_is_walked_out_politely() {
         }
     )));
 }
+
+#[test]
+fn record_path_is_safe_from_hostile_call_ids() {
+    let p = flow(
+        "vm",
+        "[flows.main.steps.vm]\nverb = \"record\"\npath = \"voicemail/{call.id}.wav\"\n",
+    );
+    let ctx = CallContext {
+        call_id: "../../etc/passwd x@host".into(),
+        ..Default::default()
+    };
+    let mut call = Call::new(p, &FlowId("main".into()), ctx).unwrap();
+    let now = Instant::now();
+    call.start(now, Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
+    let Some(Action::Record { path, .. }) = call.poll_action() else {
+        panic!()
+    };
+    assert_eq!(path, "voicemail/______etc_passwd_x@host.wav");
+}

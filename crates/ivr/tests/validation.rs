@@ -310,3 +310,37 @@ verb = "hangup"
     assert_eq!(t("123", None), RouteTarget::Builtin(Builtin::Ring));
     assert_eq!(t("999", None), RouteTarget::Flow(FlowId("main".into())));
 }
+
+#[test]
+fn unknown_variable_is_a_warning_with_a_suggestion() {
+    let src = r#"
+[[route]]
+default = true
+flow = "main"
+
+[flows.main]
+start = "hello"
+
+[flows.main.steps.hello]
+verb = "say"
+text = "Hello {caller.nmae}, your code is {code}"
+"#;
+    let loaded = check_str(Path::new("w.toml"), src, None).unwrap();
+    let w = &loaded.warnings;
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert_eq!(w[0].severity, Severity::Warning);
+    assert_eq!(w[0].kind, DiagnosticKind::UnknownVariable);
+    assert_eq!((w[0].line, w[0].column), (11, 8));
+    assert_eq!(w[0].message, "variable `caller.nmae` is never set");
+    assert!(
+        w[0].hint
+            .as_deref()
+            .unwrap()
+            .starts_with("did you mean `caller.name`?")
+    );
+    assert!(
+        w[0].to_string()
+            .contains("w.toml:11:8: warning: variable `caller.nmae` is never set")
+    );
+    assert_eq!(w[1].message, "variable `code` is never set");
+}
