@@ -657,25 +657,37 @@ impl Headers {
 }
 
 /// Split a header value at top-level commas (outside quotes and angle brackets).
-pub fn split_commas(s: &str) -> impl Iterator<Item = &str> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut quoted = false;
-    let mut angle = false;
-    for (i, c) in s.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            '<' if !quoted => angle = true,
-            '>' if !quoted => angle = false,
-            ',' if !quoted && !angle => {
-                out.push(s[start..i].trim());
-                start = i + 1;
+pub fn split_commas(s: &str) -> SplitCommas<'_> {
+    SplitCommas { rest: Some(s) }
+}
+
+/// Iterator returned by [`split_commas`] (no allocation).
+#[derive(Debug, Clone)]
+pub struct SplitCommas<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for SplitCommas<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        let s = self.rest?;
+        let mut quoted = false;
+        let mut angle = false;
+        for (i, b) in s.bytes().enumerate() {
+            match b {
+                b'"' => quoted = !quoted,
+                b'<' if !quoted => angle = true,
+                b'>' if !quoted => angle = false,
+                b',' if !quoted && !angle => {
+                    self.rest = Some(&s[i + 1..]);
+                    return Some(s[..i].trim());
+                }
+                _ => {}
             }
-            _ => {}
         }
+        self.rest = None;
+        Some(s.trim())
     }
-    out.push(s[start..].trim());
-    out.into_iter()
 }
 
 /// Fields every request and response must have, pre-parsed.

@@ -75,3 +75,36 @@ fn calls_per_second() {
     );
     assert_eq!(s.active_calls, 0);
 }
+
+#[test]
+#[ignore]
+fn sdp_answer_per_second() {
+    let n = 50_000;
+    let media = local_media();
+    let start = Instant::now();
+    let mut total = 0;
+    for i in 0..n {
+        let mut s = frontdoor_sip::sdp::SdpSession::with_id(i);
+        let (b, _) = frontdoor_sip::sdp::answer(SDP_OFFER.as_bytes(), &media, &mut s).unwrap();
+        total += b.len();
+    }
+    let el = start.elapsed();
+    println!(
+        "sdp::answer: {:.0}/s ({total} B)",
+        n as f64 / el.as_secs_f64()
+    );
+}
+
+#[test]
+#[ignore]
+fn parse_per_second() {
+    let n = 200_000;
+    let inv = invite("parse", "z9hG4bKparse");
+    let start = Instant::now();
+    for _ in 0..n {
+        let m = frontdoor_sip::message::parse(inv.as_bytes()).unwrap();
+        std::hint::black_box(m);
+    }
+    let el = start.elapsed();
+    println!("parse INVITE: {:.0}/s", n as f64 / el.as_secs_f64());
+}
