@@ -203,9 +203,9 @@ impl CallApp {
                 self.events.emit(
                     Some(&c.call_id),
                     EventBody::CallAnswered {
-                        codec: media.codec.name(),
+                        codec: media.as_ref().map(|m| m.codec.name()),
                         rtp_port: port,
-                        remote_rtp: media.remote,
+                        remote_rtp: media.as_ref().and_then(|m| m.remote),
                         setup_ms: millis(now.saturating_duration_since(c.received_at)),
                     },
                 );

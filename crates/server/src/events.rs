@@ -84,8 +84,8 @@ pub enum EventBody {
     /// 200 OK sent with our SDP.
     #[serde(rename = "call.answered")]
     CallAnswered {
-        /// Negotiated codec.
-        codec: &'static str,
+        /// Negotiated codec (`None` for a late offer: it is settled by the ACK).
+        codec: Option<&'static str>,
         /// Local RTP port of this leg.
         rtp_port: u16,
         /// Where we send RTP (from the SDP), if known.

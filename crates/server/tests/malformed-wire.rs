@@ -19,12 +19,14 @@ fn exchange(sock: &UdpSocket, msg: &[u8]) -> Option<String> {
 }
 
 fn request(method: &str, extra: &str, body: &str, cl: &str) -> Vec<u8> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!(
         "{method} sip:answer@127.0.0.1:25070 SIP/2.0\r\n\
-         Via: SIP/2.0/UDP 127.0.0.1:25170;branch=z9hG4bK-{method}-{cl}\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:25170;branch=z9hG4bK-{method}-{n}\r\n\
          From: <sip:t@127.0.0.1>;tag=abc\r\n\
          To: <sip:answer@127.0.0.1>\r\n\
-         Call-ID: malformed-{method}-{cl}@127.0.0.1\r\n\
+         Call-ID: malformed-{method}-{n}@127.0.0.1\r\n\
          CSeq: 1 {method}\r\n\
          Max-Forwards: 70\r\n\
          {extra}Content-Length: {cl}\r\n\r\n{body}"
