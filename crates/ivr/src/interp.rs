@@ -127,11 +127,12 @@ pub enum Event {
 pub struct EnqueueRequest {
     /// Queue name.
     pub queue: String,
-    /// Required skills and minimum levels.
+    /// Required skills and minimum levels (1..=10, 0 = any); empty: the queue's own
+    /// requirements (`acd::Enqueue::requirements = None`).
     pub skills: Vec<(String, u8)>,
-    /// Priority (higher first); VIP callers get the dialplan's value unchanged: route them
-    /// to a VIP queue or raise `priority` in the dialplan.
-    pub priority: i32,
+    /// ACD priority class (`acd::Enqueue::class`): 0 regular, higher served first. Taken from
+    /// the dialplan as is: route VIPs to a VIP queue or give their step a higher `priority`.
+    pub priority: u8,
     /// Maximum wait.
     pub timeout: Option<Duration>,
     /// Caller is a VIP.

@@ -983,17 +983,15 @@ fn step(
                     Some(st) => {
                         for (k, lvl) in st.iter() {
                             match int_of(lvl.get_ref()) {
-                                Some(l) if (0..=100).contains(&l) => {
-                                    skills.push(SkillRequirement {
-                                        skill: k.get_ref().to_string(),
-                                        min_level: l as u8,
-                                    })
-                                }
+                                Some(l) if (0..=10).contains(&l) => skills.push(SkillRequirement {
+                                    skill: k.get_ref().to_string(),
+                                    min_level: l as u8,
+                                }),
                                 _ => cx.err(
                                     &lvl.span(),
                                     K::InvalidValue,
                                     format!(
-                                        "skill `{}` needs a minimum level from 0 to 100",
+                                        "skill `{}` needs a minimum level from 0 to 10",
                                         k.get_ref()
                                     ),
                                     "write e.g. `skills = { cards = 3 }`".to_owned(),
@@ -1006,7 +1004,7 @@ fn step(
             Verb::Enqueue(EnqueueSpec {
                 queue,
                 skills,
-                priority: opt_int(cx, t, "priority", -1000, 1000).unwrap_or(0) as i32,
+                priority: opt_int(cx, t, "priority", 0, 255).unwrap_or(0) as u8,
                 timeout: opt_secs(cx, t, "timeout"),
                 on_failure: opt_ref(cx, refs, id, t, "on_failure"),
             })

@@ -274,8 +274,8 @@ pub struct EnqueueSpec {
     pub queue: String,
     /// Required skills with minimum levels.
     pub skills: Vec<SkillRequirement>,
-    /// Priority (higher is served first).
-    pub priority: i32,
+    /// ACD priority class: 0 regular, higher classes are served first (0..=255).
+    pub priority: u8,
     /// Maximum wait before the ACD gives up (`None`: the queue's own limit).
     pub timeout: Option<Duration>,
     /// Step when the ACD could not connect an agent (else hang up).
@@ -287,7 +287,7 @@ pub struct EnqueueSpec {
 pub struct SkillRequirement {
     /// Skill name.
     pub skill: String,
-    /// Minimum level (inclusive).
+    /// Minimum level, 1..=10 (0: any level), as the ACD's `SkillReq`.
     pub min_level: u8,
 }
 

@@ -743,9 +743,11 @@ fn hotline_vip_goes_straight_to_vip_queue() {
     let a = h.ev(Event::Answered);
     let (texts, all) = settle(&mut h, a);
     assert_eq!(texts, vec!["Li Wei，欢迎回来。正在为您接通私人银行团队。"]);
-    assert!(all.iter().any(
-        |a| matches!(a, Action::Enqueue(r) if r.queue == "vip" && r.vip && r.priority == 100)
-    ));
+    assert!(
+        all.iter().any(
+            |a| matches!(a, Action::Enqueue(r) if r.queue == "vip" && r.vip && r.priority == 2)
+        )
+    );
     assert!(h.log.iter().any(|e| matches!(
         e,
         IvrEvent::Recognition {
