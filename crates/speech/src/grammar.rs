@@ -1,0 +1,387 @@
+//! What the dialplan expects the caller to say, and the mapping of a free transcript onto it.
+//!
+//! Whisper transcribes freely; a telephone menu only cares about a handful of answers. An
+//! [`Expectation`] lists them (intents with example phrases, a digit string, yes/no). It is used
+//! twice: as Whisper's initial prompt, to bias the decoder towards those words, and afterwards to
+//! score the transcript against every alternative ([`Expectation::interpret`]). The best
+//! alternative is accepted when its score reaches the reject threshold and is not too close to
+//! a different runner-up.
+
+/// One intent: a name reported to the dialplan and the example phrases that express it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Intent {
+    /// Reported in [`Interpretation::Intent`].
+    pub name: String,
+    /// Example utterances ("I lost my card", "my card was stolen").
+    pub phrases: Vec<String>,
+}
+
+/// What a transcript was understood as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interpretation {
+    /// An intent, by name.
+    Intent(String),
+    /// A digit string ("1234").
+    Digits(String),
+    /// Yes / agreement.
+    Yes,
+    /// No / refusal.
+    No,
+}
+
+/// A scored interpretation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hypothesis {
+    /// What was understood.
+    pub interpretation: Interpretation,
+    /// 0..=1: how well the transcript fits it.
+    pub score: f32,
+}
+
+/// The result of interpreting a transcript.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Nothing was said (no speech detected, or a blank transcript).
+    NoInput,
+    /// Something was said but it matched nothing well enough (the best guess, if any).
+    NoMatch(Option<Hypothesis>),
+    /// Accepted.
+    Match(Hypothesis),
+}
+
+/// The answers a prompt expects. Build with the chained methods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expectation {
+    /// Intents, in order of preference for the prompt.
+    pub intents: Vec<Intent>,
+    /// Accept a digit string of this many digits (inclusive range).
+    pub digits: Option<(usize, usize)>,
+    /// Accept yes / no.
+    pub yes_no: bool,
+    /// Reject (no match) below this score.
+    pub reject_below: f32,
+    /// Reject when a different runner-up scores within this margin of the best.
+    pub min_margin: f32,
+}
+
+impl Default for Expectation {
+    fn default() -> Self {
+        Self { intents: Vec::new(), digits: None, yes_no: false, reject_below: 0.6, min_margin: 0.05 }
+    }
+}
+
+const DIGIT_WORDS: &[(&str, char)] = &[
+    ("zero", '0'),
+    ("oh", '0'),
+    ("o", '0'),
+    ("one", '1'),
+    ("won", '1'),
+    ("two", '2'),
+    ("to", '2'),
+    ("too", '2'),
+    ("three", '3'),
+    ("four", '4'),
+    ("for", '4'),
+    ("five", '5'),
+    ("six", '6'),
+    ("seven", '7'),
+    ("eight", '8'),
+    ("ate", '8'),
+    ("nine", '9'),
+];
+const YES_WORDS: &[&str] =
+    &["yes", "yeah", "yep", "yup", "ya", "yea", "sure", "correct", "right", "affirmative", "ok", "okay", "absolutely", "definitely", "certainly"];
+const NO_WORDS: &[&str] = &["no", "nope", "nah", "not", "negative", "incorrect", "wrong", "never", "dont"];
+/// Transcripts Whisper produces for non-speech.
+const NON_SPEECH: &[&str] = &["blank audio", "silence", "music", "noise", "inaudible", "no speech"];
+
+impl Expectation {
+    /// An empty expectation (matches nothing until alternatives are added).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add an intent with example phrases.
+    #[must_use]
+    pub fn intent(mut self, name: &str, phrases: &[&str]) -> Self {
+        self.intents
+            .push(Intent { name: name.to_owned(), phrases: phrases.iter().map(|p| (*p).to_owned()).collect() });
+        self
+    }
+
+    /// Accept a digit string of `min..=max` digits.
+    #[must_use]
+    pub fn digits(mut self, min: usize, max: usize) -> Self {
+        self.digits = Some((min, max.max(min)));
+        self
+    }
+
+    /// Accept yes / no.
+    #[must_use]
+    pub fn yes_no(mut self) -> Self {
+        self.yes_no = true;
+        self
+    }
+
+    /// Set the reject threshold (default 0.6).
+    #[must_use]
+    pub fn reject_below(mut self, threshold: f32) -> Self {
+        self.reject_below = threshold;
+        self
+    }
+
+    /// Whisper initial prompt: the expected wording, as if said before.
+    pub fn prompt(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        for i in &self.intents {
+            for p in &i.phrases {
+                parts.push(sentence(p));
+            }
+        }
+        if self.yes_no {
+            parts.push("Yes.".into());
+            parts.push("No.".into());
+        }
+        if self.digits.is_some() {
+            // Digits as Whisper writes them, space-separated. A fixed, non-sequential example:
+            // "1 2 3 4" made tiny.en read "five nine zero seven" as "5.0.0.0" (see docs/speech.md).
+            parts.push("4 7 0 9.".into());
+        }
+        parts.join(" ")
+    }
+
+    /// Score `transcript` against every alternative, best first.
+    pub fn interpret(&self, transcript: &str) -> Vec<Hypothesis> {
+        let words = normalize(transcript);
+        let mut out = Vec::new();
+        if words.is_empty() {
+            return out;
+        }
+        for intent in &self.intents {
+            let best = intent.phrases.iter().map(|p| phrase_score(&words, &normalize(p))).fold(0.0f32, f32::max);
+            if best > 0.0 {
+                out.push(Hypothesis { interpretation: Interpretation::Intent(intent.name.clone()), score: best });
+            }
+        }
+        if let Some((min, max)) = self.digits
+            && let Some((digits, score)) = digit_score(&words)
+        {
+            // the right number of digits is strong evidence even among filler words ("my pin is ...")
+            let score = if (min..=max).contains(&digits.len()) { 0.75 + 0.25 * score } else { 0.4 * score };
+            out.push(Hypothesis { interpretation: Interpretation::Digits(digits), score });
+        }
+        if self.yes_no {
+            let yes = words.iter().filter(|w| YES_WORDS.contains(&w.as_str())).count();
+            let no = words.iter().filter(|w| NO_WORDS.contains(&w.as_str())).count();
+            let n = words.len() as f32;
+            // a lone "yes" scores 1; extra words lower it gently; mixed yes/no is ambiguous
+            let s = |hits: usize, other: usize| {
+                if hits == 0 {
+                    0.0
+                } else if other > 0 {
+                    0.3
+                } else {
+                    0.6 + 0.4 * (hits as f32 / n)
+                }
+            };
+            if yes > 0 {
+                out.push(Hypothesis { interpretation: Interpretation::Yes, score: s(yes, no) });
+            }
+            if no > 0 {
+                out.push(Hypothesis { interpretation: Interpretation::No, score: s(no, yes) });
+            }
+        }
+        out.sort_by(|a, b| b.score.total_cmp(&a.score));
+        out
+    }
+
+    /// Decide on a transcript: no input, no match, or the accepted interpretation.
+    pub fn decide(&self, transcript: &str) -> Outcome {
+        let words = normalize(transcript);
+        if words.is_empty() || is_non_speech(&words) {
+            return Outcome::NoInput;
+        }
+        let hyps = self.interpret(transcript);
+        let Some(best) = hyps.first().cloned() else {
+            return Outcome::NoMatch(None);
+        };
+        let ambiguous = hyps
+            .iter()
+            .skip(1)
+            .any(|h| h.interpretation != best.interpretation && best.score - h.score < self.min_margin);
+        if best.score < self.reject_below || ambiguous {
+            Outcome::NoMatch(Some(best))
+        } else {
+            Outcome::Match(best)
+        }
+    }
+}
+
+fn sentence(p: &str) -> String {
+    let mut s = p.trim().to_owned();
+    if let Some(f) = s.get(0..1) {
+        s.replace_range(0..1, &f.to_uppercase());
+    }
+    if !s.ends_with(['.', '?', '!']) {
+        s.push('.');
+    }
+    s
+}
+
+/// Lower-case words; punctuation splits words, apostrophes vanish ("I'm" -> "im").
+pub fn normalize(text: &str) -> Vec<String> {
+    let mut cleaned = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\'' || c == '\u{2019}' {
+            continue;
+        }
+        if c.is_alphanumeric() {
+            cleaned.extend(c.to_lowercase());
+        } else {
+            cleaned.push(' ');
+        }
+    }
+    cleaned.split_whitespace().map(str::to_owned).collect()
+}
+
+fn is_non_speech(words: &[String]) -> bool {
+    let joined = words.join(" ");
+    NON_SPEECH.contains(&joined.as_str())
+}
+
+fn levenshtein(a: &[char], b: &[char]) -> usize {
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// 1 - normalised edit distance.
+fn similarity(a: &str, b: &str) -> f32 {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let n = a.len().max(b.len());
+    if n == 0 {
+        return 1.0;
+    }
+    1.0 - levenshtein(&a, &b) as f32 / n as f32
+}
+
+/// Similarity of a transcript to one example phrase: the better of whole-string similarity and
+/// a recall-weighted (F2) fuzzy word overlap, so "uh I think I lost my card" still fits
+/// "I lost my card" well.
+fn phrase_score(words: &[String], phrase: &[String]) -> f32 {
+    if phrase.is_empty() {
+        return 0.0;
+    }
+    let whole = similarity(&words.join(" "), &phrase.join(" "));
+    let word_match = |w: &String, pool: &[String]| {
+        pool.iter().map(|p| similarity(w, p)).fold(0.0f32, f32::max).max(0.0)
+    };
+    let credit = |s: f32| if s >= 0.75 { s } else { 0.0 };
+    let recall = phrase.iter().map(|p| credit(word_match(p, words))).sum::<f32>() / phrase.len() as f32;
+    let precision = words.iter().map(|w| credit(word_match(w, phrase))).sum::<f32>() / words.len() as f32;
+    let f2 = if recall + precision > 0.0 { 5.0 * precision * recall / (4.0 * precision + recall) } else { 0.0 };
+    whole.max(f2)
+}
+
+/// Digits in the transcript and the share of words that were digits.
+fn digit_score(words: &[String]) -> Option<(String, f32)> {
+    let mut digits = String::new();
+    let mut digit_words = 0usize;
+    for w in words {
+        if w.chars().all(|c| c.is_ascii_digit()) {
+            digits.push_str(w);
+            digit_words += 1;
+        } else if let Some((_, d)) = DIGIT_WORDS.iter().find(|(name, _)| name == w) {
+            digits.push(*d);
+            digit_words += 1;
+        }
+    }
+    if digits.is_empty() {
+        return None;
+    }
+    Some((digits, digit_words as f32 / words.len() as f32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bank() -> Expectation {
+        Expectation::new()
+            .intent("lost_card", &["I lost my card", "my card was stolen", "block my card"])
+            .intent("balance", &["check my balance", "how much money do I have"])
+            .intent("agent", &["speak to an agent", "talk to a person"])
+    }
+
+    fn accepted(o: &Outcome) -> Option<&Interpretation> {
+        match o {
+            Outcome::Match(h) => Some(&h.interpretation),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn intents_exact_and_paraphrased() {
+        let e = bank();
+        assert_eq!(accepted(&e.decide("I lost my card.")), Some(&Interpretation::Intent("lost_card".into())));
+        assert_eq!(accepted(&e.decide("Uh, I think I lost my card")), Some(&Interpretation::Intent("lost_card".into())));
+        assert_eq!(accepted(&e.decide("I'd like to check my balance")), Some(&Interpretation::Intent("balance".into())));
+        assert_eq!(accepted(&e.decide("Speak to an agent please")), Some(&Interpretation::Intent("agent".into())));
+        // a near-miss transcription still lands
+        assert_eq!(accepted(&e.decide("I lost my cart")), Some(&Interpretation::Intent("lost_card".into())));
+    }
+
+    #[test]
+    fn unrelated_speech_is_no_match() {
+        let e = bank();
+        assert!(matches!(e.decide("The weather is nice today"), Outcome::NoMatch(_)), "{:?}", e.decide("The weather is nice today"));
+    }
+
+    #[test]
+    fn blank_and_non_speech_are_no_input() {
+        let e = bank().yes_no();
+        assert_eq!(e.decide(""), Outcome::NoInput);
+        assert_eq!(e.decide(" [BLANK_AUDIO]"), Outcome::NoInput);
+        assert_eq!(e.decide("(silence)"), Outcome::NoInput);
+        assert_eq!(e.decide("..."), Outcome::NoInput);
+    }
+
+    #[test]
+    fn digits_in_all_spellings() {
+        let e = Expectation::new().digits(4, 4);
+        for t in ["1234", "1, 2, 3, 4.", "one two three four", "1-2-3-4", "12 34", "One, two, three, four."] {
+            assert_eq!(accepted(&e.decide(t)), Some(&Interpretation::Digits("1234".into())), "{t}");
+        }
+        assert_eq!(accepted(&e.decide("oh eight one five")), Some(&Interpretation::Digits("0815".into())));
+        assert_eq!(accepted(&e.decide("My pin is 4 4 1 2.")), Some(&Interpretation::Digits("4412".into())));
+        assert!(matches!(e.decide("5.0.0.0.0.0.0.0.0"), Outcome::NoMatch(Some(_))));
+        // wrong length: best guess reported but rejected
+        assert!(matches!(e.decide("1 2 3"), Outcome::NoMatch(Some(_))));
+    }
+
+    #[test]
+    fn yes_no() {
+        let e = Expectation::new().yes_no();
+        assert_eq!(accepted(&e.decide("Yes.")), Some(&Interpretation::Yes));
+        assert_eq!(accepted(&e.decide("Yeah, that's right")), Some(&Interpretation::Yes));
+        assert_eq!(accepted(&e.decide("No.")), Some(&Interpretation::No));
+        assert_eq!(accepted(&e.decide("Nope")), Some(&Interpretation::No));
+        assert!(matches!(e.decide("yes no"), Outcome::NoMatch(_)));
+        assert!(matches!(e.decide("banana"), Outcome::NoMatch(None)));
+    }
+
+    #[test]
+    fn prompt_lists_the_expected_wording() {
+        let p = bank().yes_no().digits(4, 4).prompt();
+        assert!(p.starts_with("I lost my card. My card was stolen."), "{p}");
+        assert!(p.contains("Yes. No."), "{p}");
+        assert!(p.ends_with("4 7 0 9."), "{p}");
+    }
+}

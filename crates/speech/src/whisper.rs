@@ -1,0 +1,239 @@
+//! [`Recognizer`] on whisper.cpp (via whisper-rs).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
+
+use crate::audio::{PrepConfig, WHISPER_RATE, prepare};
+use crate::error::SpeechError;
+use crate::grammar::{Expectation, Outcome};
+use crate::model::{GgmlHeader, validate_ggml};
+use crate::{Recognition, Recognizer};
+
+#[cfg(test)]
+mod tests {
+    use super::collapse_repeats;
+
+    #[test]
+    fn repeats_collapse() {
+        assert_eq!(collapse_repeats("Yes. Yes. Yes. Yes"), "Yes.");
+        assert_eq!(collapse_repeats("1 2 3 4. 1 2 3 4. 1 2 3"), "1 2 3 4.");
+        assert_eq!(collapse_repeats("I lost my card. I lost my card. I lost my"), "I lost my card.");
+        assert_eq!(collapse_repeats("no no"), "no");
+        assert_eq!(collapse_repeats("I lost my card"), "I lost my card");
+        assert_eq!(collapse_repeats("one two one"), "one two one");
+    }
+}
+
+/// Encoder frames per second of audio (whisper: 1500 frames per 30 s).
+const FRAMES_PER_SECOND: f32 = 50.0;
+
+/// A loaded ggml Whisper model; cheap to clone and share between recognizers (threads).
+#[derive(Clone)]
+pub struct WhisperModel {
+    ctx: Arc<WhisperContext>,
+    header: GgmlHeader,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for WhisperModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhisperModel").field("path", &self.path).field("header", &self.header).finish()
+    }
+}
+
+impl WhisperModel {
+    /// Validate and load a ggml model (CPU). Errors name the file and the fix.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, SpeechError> {
+        let path = path.as_ref();
+        let header = validate_ggml(path)?;
+        // route whisper.cpp's stderr chatter into `tracing`
+        whisper_rs::install_logging_hooks();
+        let mut params = WhisperContextParameters::default();
+        params.use_gpu(false);
+        let ctx = WhisperContext::new_with_params(path, params).map_err(|e| SpeechError::ModelCorrupt {
+            path: path.to_owned(),
+            reason: format!("whisper.cpp could not load it ({e})"),
+        })?;
+        Ok(Self { ctx: Arc::new(ctx), header, path: path.to_owned() })
+    }
+
+    /// The model's header.
+    pub fn header(&self) -> &GgmlHeader {
+        &self.header
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Decoder settings of [`WhisperRecognizer`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct WhisperConfig {
+    /// CPU threads per recognition.
+    pub threads: u16,
+    /// Language code ("en"); English-only models ignore it.
+    pub language: String,
+    /// Bias the decoder with the expectation's wording (initial prompt).
+    pub use_prompt: bool,
+    /// Encoder context = audio length x 50 frames/s + this margin (frames), at least `min_audio_ctx`.
+    pub audio_ctx_margin: u32,
+    /// Lower bound of the encoder context (frames); very short contexts degrade accuracy.
+    pub min_audio_ctx: u32,
+    /// Longest transcript, tokens (also limited to `4 + 8 x speech seconds`, which stops
+    /// repetition loops early).
+    pub max_tokens: u32,
+    /// Let Whisper predict timestamp tokens (helps it end the segment at the end of speech).
+    pub timestamps: bool,
+    /// Audio preparation (VAD, padding, level).
+    pub prep: PrepConfig,
+}
+
+impl Default for WhisperConfig {
+    fn default() -> Self {
+        Self {
+            threads: 1,
+            language: "en".into(),
+            use_prompt: true,
+            audio_ctx_margin: 32,
+            min_audio_ctx: 128,
+            max_tokens: 48,
+            timestamps: true,
+            prep: PrepConfig::default(),
+        }
+    }
+}
+
+/// A recognizer: one whisper state (scratch buffers) over a shared [`WhisperModel`].
+pub struct WhisperRecognizer {
+    model: WhisperModel,
+    state: WhisperState,
+    config: WhisperConfig,
+}
+
+impl std::fmt::Debug for WhisperRecognizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhisperRecognizer").field("model", &self.model).field("config", &self.config).finish()
+    }
+}
+
+impl WhisperRecognizer {
+    /// A recognizer with default settings.
+    pub fn new(model: &WhisperModel) -> Result<Self, SpeechError> {
+        Self::with_config(model, WhisperConfig::default())
+    }
+
+    /// A recognizer with explicit settings.
+    pub fn with_config(model: &WhisperModel, config: WhisperConfig) -> Result<Self, SpeechError> {
+        let state = model.ctx.create_state().map_err(|e| engine(&e))?;
+        Ok(Self { model: model.clone(), state, config })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &WhisperConfig {
+        &self.config
+    }
+
+    /// Transcribe 16 kHz samples (already prepared) with `prompt`; returns (text, mean token probability).
+    pub fn transcribe(&mut self, samples16k: &[f32], speech_ms: u32, prompt: &str) -> Result<(String, f32), SpeechError> {
+        let cfg = &self.config;
+        // greedy, single pass: no temperature fallback (temperature_inc = 0)
+        let mut p = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        p.set_n_threads(i32::from(cfg.threads.max(1)));
+        p.set_translate(false);
+        if self.model.header.is_multilingual() {
+            p.set_language(Some(cfg.language.as_str()));
+        }
+        p.set_no_context(true);
+        p.set_single_segment(true);
+        p.set_no_timestamps(!cfg.timestamps);
+        p.set_print_special(false);
+        p.set_print_progress(false);
+        p.set_print_realtime(false);
+        p.set_print_timestamps(false);
+        p.set_suppress_blank(true);
+        p.set_suppress_nst(true);
+        p.set_temperature(0.0);
+        p.set_temperature_inc(0.0);
+        let by_speech = 4 + speech_ms.div_ceil(125);
+        p.set_max_tokens(i32::try_from(cfg.max_tokens.min(by_speech)).unwrap_or(48));
+        let seconds = samples16k.len() as f32 / WHISPER_RATE as f32;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let ctx = ((seconds * FRAMES_PER_SECOND).ceil() as u32 + cfg.audio_ctx_margin)
+            .max(cfg.min_audio_ctx)
+            .min(self.model.header.n_audio_ctx);
+        p.set_audio_ctx(i32::try_from(ctx).unwrap_or(1500));
+        if cfg.use_prompt && !prompt.is_empty() {
+            p.set_initial_prompt(prompt);
+        }
+        self.state.full(p, samples16k).map_err(|e| engine(&e))?;
+        let eot = self.model.ctx.token_eot();
+        let mut text = String::new();
+        let (mut psum, mut pn) = (0.0f32, 0u32);
+        for seg in self.state.as_iter() {
+            text.push_str(&seg.to_str_lossy().map_err(|e| engine(&e))?);
+            for i in 0..seg.n_tokens() {
+                if let Some(tok) = seg.get_token(i)
+                    && tok.token_id() < eot
+                {
+                    psum += tok.token_probability();
+                    pn += 1;
+                }
+            }
+        }
+        let prob = if pn == 0 { 0.0 } else { psum / pn as f32 };
+        Ok((collapse_repeats(text.trim()), prob))
+    }
+}
+
+/// Whisper on short clips sometimes loops ("Yes. Yes. Yes."): keep one period of a transcript
+/// that is the same word sequence repeated (ignoring case and punctuation).
+pub fn collapse_repeats(text: &str) -> String {
+    let raw: Vec<&str> = text.split_whitespace().collect();
+    let norm: Vec<String> = raw
+        .iter()
+        .map(|w| w.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect())
+        .collect();
+    let n = norm.len();
+    for period in 1..=n / 2 {
+        if (period..n).all(|i| norm[i] == norm[i - period]) {
+            return raw[..period].join(" ").trim_end_matches([',', ' ']).to_owned();
+        }
+    }
+    text.to_owned()
+}
+
+fn engine(e: &whisper_rs::WhisperError) -> SpeechError {
+    SpeechError::Engine { engine: "whisper", message: e.to_string() }
+}
+
+impl Recognizer for WhisperRecognizer {
+    fn recognize(&mut self, pcm: &[i16], sample_rate: u32, expect: &Expectation) -> Result<Recognition, SpeechError> {
+        let started = Instant::now();
+        let audio_ms = u32::try_from(pcm.len() as u64 * 1000 / u64::from(sample_rate.max(1))).unwrap_or(u32::MAX);
+        let Some(prepared) = prepare(pcm, sample_rate, &self.config.prep)? else {
+            return Ok(Recognition {
+                outcome: Outcome::NoInput,
+                transcript: String::new(),
+                asr_probability: 0.0,
+                speech_ms: 0,
+                audio_ms,
+                elapsed: started.elapsed(),
+            });
+        };
+        let (transcript, asr_probability) = self.transcribe(&prepared.samples, prepared.speech_ms, &expect.prompt())?;
+        let outcome = expect.decide(&transcript);
+        Ok(Recognition {
+            outcome,
+            transcript,
+            asr_probability,
+            speech_ms: prepared.speech_ms,
+            audio_ms,
+            elapsed: started.elapsed(),
+        })
+    }
+}
