@@ -45,6 +45,9 @@ const PROMPT_KEYS: &[&str] = &[
     "expect",
     "retries",
     "timeout",
+    "prompt",
+    "invalid_prompt",
+    "timeout_prompt",
 ];
 const DTMF_KEYS: &str = "0123456789*#ABCD";
 
@@ -432,6 +435,54 @@ fn prompts(
                 text,
                 language: language.clone(),
             });
+        }
+    }
+    // `prompt = [{ say = "...", language = "en" }, { play = "x.wav" }]`: a sequence.
+    let key = format!("{prefix}prompt");
+    if let Some((_, v)) = find(t, &key) {
+        let Some(arr) = v.get_ref().as_array() else {
+            type_err(
+                cx,
+                v,
+                &key,
+                "an array of { say = ..., language = ... } / { play = ... }",
+            );
+            return out;
+        };
+        for item in arr.iter() {
+            let Some(it) = item.get_ref().as_table() else {
+                type_err(
+                    cx,
+                    item,
+                    &key,
+                    "an array of { say = ..., language = ... } / { play = ... }",
+                );
+                continue;
+            };
+            check_keys(cx, it, &["say", "play", "language"], "a prompt");
+            let lang = opt_str(cx, it, "language")
+                .map(|(s, _)| s)
+                .or_else(|| language.clone());
+            match (find(it, "say"), opt_str(cx, it, "play")) {
+                (Some((_, sv)), None) => {
+                    if let Some(text) = text_of(cx, sv, "say") {
+                        out.push(Prompt::Say {
+                            text,
+                            language: lang,
+                        });
+                    }
+                }
+                (None, Some((file, span))) => {
+                    prompt_file(cx, &file, &span);
+                    out.push(Prompt::Play(file));
+                }
+                _ => cx.err(
+                    &item.span(),
+                    K::InvalidValue,
+                    "a prompt needs exactly one of `say` or `play`".to_owned(),
+                    "write `{ say = \"...\" }` or `{ play = \"file.wav\" }`".to_owned(),
+                ),
+            }
         }
     }
     out

@@ -915,3 +915,23 @@ fn record_path_is_safe_from_hostile_call_ids() {
     };
     assert_eq!(path, "voicemail/______etc_passwd_x@host.wav");
 }
+
+#[test]
+fn prompt_sequences_and_send_sync() {
+    fn assert_send<T: Send + 'static>() {}
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send::<Call>();
+    assert_send_sync::<DialplanSet>();
+    assert_send_sync::<Dialplan>();
+    let steps = "[flows.main.steps.m]\nverb = \"menu\"\nprompt = [{ say = \"English 1\", language = \"en\" }, { say = \"中文 2\", language = \"zh\" }, { play = \"beep.wav\" }]\noptions = { \"1\" = \"m\" }\n";
+    let mut h = H::new(flow("m", steps), CallerAttributes::default());
+    let a = h.actions();
+    assert_eq!(said(&a), vec![("English 1".into(), "en".into())]);
+    let a = h.done(&a);
+    assert_eq!(said(&a), vec![("中文 2".into(), "zh".into())]);
+    let a = h.done(&a);
+    assert!(matches!(&a[0], Action::Play { file, .. } if file == "beep.wav"));
+    assert!(h.call.poll_timeout().is_none());
+    h.done(&a);
+    assert!(h.call.poll_timeout().is_some());
+}

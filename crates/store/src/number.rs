@@ -82,20 +82,28 @@ impl Region {
 }
 
 /// Why a number could not be normalised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// (A reason carried by `StoreError::InvalidNumber`, not an error type of its own.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NumberError {
     /// Nothing left after removing separators.
-    #[error("empty number")]
     Empty,
     /// Characters other than digits, `+` and separators.
-    #[error("number contains characters other than digits")]
     NotDigits,
     /// Wrong number of digits for the country.
-    #[error("wrong number of digits")]
     BadLength,
     /// Structure invalid for the country (e.g. NANP area code starting with 0/1).
-    #[error("not a valid number for its country")]
     BadFormat,
+}
+
+impl fmt::Display for NumberError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Empty => "empty number",
+            Self::NotDigits => "number contains characters other than digits",
+            Self::BadLength => "wrong number of digits",
+            Self::BadFormat => "not a valid number for its country",
+        })
+    }
 }
 
 fn strip_uri(raw: &str) -> &str {
