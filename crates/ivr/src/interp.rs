@@ -749,6 +749,14 @@ impl Call {
                 .hours
                 .get(h)
                 .is_some_and(|h| h.is_holiday(self.wall)),
+            Condition::TimeOfDay { timezone, from, to } => {
+                let t = self.wall.with_timezone(timezone).time();
+                if from < to {
+                    *from <= t && t < *to
+                } else {
+                    t >= *from || t < *to
+                }
+            }
             Condition::All(cs) => cs.iter().all(|c| self.eval(c)),
             Condition::Any(cs) => cs.iter().any(|c| self.eval(c)),
             Condition::Not(c) => !self.eval(c),

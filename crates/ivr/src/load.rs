@@ -644,7 +644,8 @@ fn condition(
         cx,
         t,
         &[
-            "var", "eq", "ne", "in", "matches", "open", "holiday", "all", "any", "not",
+            "var", "eq", "ne", "in", "matches", "open", "holiday", "all", "any", "not", "time",
+            "timezone",
         ],
         "a condition",
     );
@@ -667,6 +668,49 @@ fn condition(
         }
         Some(name)
     };
+    if let Some((range, span)) = opt_str(cx, t, "time") {
+        let parsed = range
+            .split_once('-')
+            .and_then(|(a, b)| Some((parse_time(a.trim())?, parse_time(b.trim())?)));
+        let tz = match opt_str(cx, t, "timezone") {
+            None => {
+                cx.err(
+                    &v.span(),
+                    K::MissingKey,
+                    "a `time` condition needs a `timezone`".to_owned(),
+                    "add e.g. `timezone = \"Asia/Shanghai\"`".to_owned(),
+                );
+                None
+            }
+            Some((z, zspan)) => match Tz::from_str(&z) {
+                Ok(tz) => Some(tz),
+                Err(_) => {
+                    cx.err(
+                        &zspan,
+                        K::InvalidValue,
+                        format!("unknown time zone \"{z}\""),
+                        "use an IANA name such as \"America/New_York\" or \"Asia/Shanghai\""
+                            .to_owned(),
+                    );
+                    None
+                }
+            },
+        };
+        let Some((from, to)) = parsed.filter(|(a, b)| a != b) else {
+            cx.err(
+                &span,
+                K::InvalidValue,
+                format!("bad time range \"{range}\""),
+                "write \"12:00-14:00\" (24h clock; \"22:00-06:00\" spans midnight)".to_owned(),
+            );
+            return None;
+        };
+        return Some(Condition::TimeOfDay {
+            timezone: tz?,
+            from,
+            to,
+        });
+    }
     if find(t, "open").is_some() {
         return hours_ref(cx, "open").map(Condition::Open);
     }

@@ -259,6 +259,15 @@ pub enum Condition {
     Open(String),
     /// Today (in the hours' time zone) is a holiday of the named calendar.
     Holiday(String),
+    /// Local time of day is within `[from, to)`; `from > to` spans midnight.
+    TimeOfDay {
+        /// Time zone of the times.
+        timezone: Tz,
+        /// Start (inclusive).
+        from: NaiveTime,
+        /// End (exclusive).
+        to: NaiveTime,
+    },
     /// All hold.
     All(Vec<Condition>),
     /// Any holds.

@@ -935,3 +935,22 @@ fn prompt_sequences_and_send_sync() {
     h.done(&a);
     assert!(h.call.poll_timeout().is_some());
 }
+
+#[test]
+fn time_of_day_condition_with_time_zone_and_midnight_wrap() {
+    let steps = "[flows.main.steps.c]\nverb = \"if\"\nwhen = { any = [{ time = \"12:00-14:00\", timezone = \"Asia/Shanghai\" }, { time = \"22:00-06:00\", timezone = \"Europe/London\" }] }\nthen = \"yes\"\nelse = \"no\"\n\
+                 [flows.main.steps.yes]\nverb = \"say\"\ntext = \"yes\"\n[flows.main.steps.no]\nverb = \"say\"\ntext = \"no\"\n";
+    let at = |h: u32, m: u32| {
+        let mut x = H::at(
+            flow("c", steps),
+            CallerAttributes::default(),
+            Utc.with_ymd_and_hms(2026, 7, 1, h, m, 0).unwrap(),
+        );
+        said(&x.actions())[0].0.clone()
+    };
+    assert_eq!(at(4, 30), "yes"); // 12:30 Shanghai
+    assert_eq!(at(6, 0), "no"); // 14:00 Shanghai (end exclusive), 07:00 London
+    assert_eq!(at(21, 30), "yes"); // 22:30 London (BST)
+    assert_eq!(at(3, 0), "yes"); // 04:00 London, 11:00 Shanghai
+    assert_eq!(at(9, 0), "no");
+}

@@ -344,3 +344,15 @@ text = "Hello {caller.nmae}, your code is {code}"
     );
     assert_eq!(w[1].message, "variable `code` is never set");
 }
+
+#[test]
+fn time_condition_errors() {
+    let src = "[[route]]\ndefault = true\nflow = \"m\"\n[flows.m]\nstart = \"c\"\n[flows.m.steps.c]\nverb = \"if\"\nwhen = { time = \"25:00-26:00\", timezone = \"Asia/Shanghai\" }\nthen = \"c\"\n";
+    let d = check_str(Path::new("t.toml"), src, None).unwrap_err();
+    assert!(
+        d.iter().any(|x| x.kind == DiagnosticKind::InvalidValue
+            && x.message.contains("bad time range")
+            && x.line == 8),
+        "{d:?}"
+    );
+}
