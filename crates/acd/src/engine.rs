@@ -1132,15 +1132,19 @@ impl Acd {
             }
             Strategy::BestSkill => {
                 let reqs = profiles.get(p)?;
+                let ceiling = u32::from(SKILL_MAX) * reqs.len() as u32;
                 let mut best: Option<(u32, AgentId)> = None;
                 for &(_, _, aid) in &q.free {
-                    let Some(a) = agents.get(&aid) else { continue };
-                    if (reserved && !a.vip) || !meets(&a.skills, reqs) {
+                    let Some(a) = agents.get_mut(&aid) else { continue };
+                    if (reserved && !a.vip) || !eligible(&mut a.elig, &a.skills, profiles, p) {
                         continue;
                     }
                     let score: u32 = reqs.iter().map(|r| u32::from(level_of(&a.skills, r).unwrap_or(0))).sum();
                     if best.is_none_or(|(s, _)| score > s) {
                         best = Some((score, aid));
+                        if score >= ceiling {
+                            break; // nobody can beat it; earlier agents idled longer
+                        }
                     }
                 }
                 best.map(|(_, a)| a)
