@@ -80,8 +80,9 @@ struct SubBlock {
 /// Goertzel-based in-band DTMF detector for one 8 kHz audio stream.
 #[derive(Clone)]
 pub struct InbandDetector {
-    cos: [[f32; SUB_BLOCK]; 8],
-    sin: [[f32; SUB_BLOCK]; 8],
+    /// `cos[n][k]`: sample-major so the inner loop runs over the 8 frequencies (SIMD lanes).
+    cos: [[f32; 8]; SUB_BLOCK],
+    sin: [[f32; 8]; SUB_BLOCK],
     /// Expected per-sub-block phase advance (cos, sin) of each nominal frequency.
     adv: [(f32, f32); 8],
     buf: [f32; SUB_BLOCK],
@@ -96,6 +97,8 @@ pub struct InbandDetector {
     min_power: f32,
     twist_normal: f32,
     twist_reverse: f32,
+    /// cos of the largest accepted per-sub-block phase deviation, per frequency.
+    cos_limit: [f32; 8],
 }
 
 impl std::fmt::Debug for InbandDetector {
@@ -119,17 +122,23 @@ const KEYPAD: [[u8; 4]; 4] = [[1, 2, 3, 12], [4, 5, 6, 13], [7, 8, 9, 14], [10, 
 impl InbandDetector {
     /// A detector in the idle state.
     pub fn new() -> Self {
-        let mut cos = [[0f32; SUB_BLOCK]; 8];
-        let mut sin = [[0f32; SUB_BLOCK]; 8];
+        let mut cos = [[0f32; 8]; SUB_BLOCK];
+        let mut sin = [[0f32; 8]; SUB_BLOCK];
         let mut adv = [(0f32, 0f32); 8];
         for (k, f) in ROW_FREQS.iter().chain(COL_FREQS.iter()).enumerate() {
             let w = 2.0 * std::f64::consts::PI * f64::from(*f) / f64::from(SAMPLE_RATE);
             for n in 0..SUB_BLOCK {
-                cos[k][n] = (w * n as f64).cos() as f32;
-                sin[k][n] = (w * n as f64).sin() as f32;
+                cos[n][k] = (w * n as f64).cos() as f32;
+                sin[n][k] = (w * n as f64).sin() as f32;
             }
             let a = w * SUB_BLOCK as f64;
             adv[k] = (a.cos() as f32, a.sin() as f32);
+        }
+        let mut cos_limit = [0f32; 8];
+        for (c, f) in cos_limit.iter_mut().zip(ROW_FREQS.iter().chain(COL_FREQS.iter())) {
+            let phi = 2.0 * std::f64::consts::PI * f64::from(*f) * f64::from(FREQ_LIMIT) * SUB_BLOCK as f64
+                / f64::from(SAMPLE_RATE);
+            *c = phi.cos() as f32;
         }
         let amp = DBM0_REF_AMPLITUDE * 10f32.powf(MIN_TONE_LEVEL_DBM0 / 20.0);
         InbandDetector {
@@ -148,6 +157,7 @@ impl InbandDetector {
             min_power: amp * amp / 2.0,
             twist_normal: 10f32.powf(TWIST_NORMAL_DB / 10.0),
             twist_reverse: 10f32.powf(TWIST_REVERSE_DB / 10.0),
+            cos_limit,
         }
     }
 
@@ -187,17 +197,19 @@ impl InbandDetector {
     fn sub_block(&mut self) {
         let mut sb = SubBlock::default();
         let x = &self.buf;
-        sb.energy = x.iter().map(|v| v * v).sum();
-        for k in 0..8 {
-            let (c, s) = (&self.cos[k], &self.sin[k]);
-            let mut re = 0.0f32;
-            let mut im = 0.0f32;
-            for n in 0..SUB_BLOCK {
-                re += x[n] * c[n];
-                im -= x[n] * s[n];
+        // 8 independent accumulators per quantity: vectorises (one lane per frequency)
+        let mut en = [0f32; 8];
+        for xs in x.chunks_exact(8) {
+            for (a, v) in en.iter_mut().zip(xs) {
+                *a += v * v;
             }
-            sb.re[k] = re;
-            sb.im[k] = im;
+        }
+        sb.energy = en.iter().sum();
+        for ((xn, c), s) in x.iter().zip(self.cos.iter()).zip(self.sin.iter()) {
+            for k in 0..8 {
+                sb.re[k] += xn * c[k];
+                sb.im[k] -= xn * s[k];
+            }
         }
         if let Some(slot) = self.hist.get_mut(self.hist_pos) {
             *slot = sb;
@@ -213,8 +225,9 @@ impl InbandDetector {
         [&h[p % 4], &h[(p + 1) % 4], &h[(p + 2) % 4], &h[(p + 3) % 4]]
     }
 
-    /// Measured (coherent power normalised to A²/2, relative frequency deviation) of bin k.
-    fn analyse(&self, k: usize) -> (f32, f32) {
+    /// Measured coherent power of bin k (normalised to A²/2) and whether the measured
+    /// frequency is within ±[`FREQ_LIMIT`] of nominal.
+    fn analyse(&self, k: usize) -> (f32, bool) {
         let w = self.window();
         // phase advance between consecutive sub-blocks: z = Σ conj(S_m) S_{m+1}
         let (mut zr, mut zi) = (0.0f32, 0.0f32);
@@ -226,7 +239,7 @@ impl InbandDetector {
         }
         let mag = (zr * zr + zi * zi).sqrt();
         if mag <= f32::MIN_POSITIVE {
-            return (0.0, 1.0);
+            return (0.0, false);
         }
         let (ur, ui) = (zr / mag, zi / mag);
         // coherent sum de-rotated by the measured advance: C = Σ S_m · conj(u)^m
@@ -245,11 +258,9 @@ impl InbandDetector {
         // deviation: angle of u relative to the nominal advance
         let (er, ei) = self.adv[k];
         let dr = ur * er + ui * ei;
-        let di = ui * er - ur * ei;
-        let dphi = di.atan2(dr);
-        let freq = if k < 4 { ROW_FREQS[k] } else { COL_FREQS[k - 4] };
-        let df = dphi * SAMPLE_RATE / (2.0 * std::f32::consts::PI * SUB_BLOCK as f32);
-        (power, df / freq)
+        // |Δφ| ≤ φ_limit  ⇔  cos Δφ ≥ cos φ_limit (φ_limit < π for every DTMF frequency),
+        // and the de-rotated phasor u·conj(e) is a unit vector whose real part is cos Δφ.
+        (power, dr >= self.cos_limit[k])
     }
 
     /// Which digit (if any) the current window holds.
@@ -270,12 +281,20 @@ impl InbandDetector {
         let argmax = |a: &[f32]| a.iter().enumerate().fold((0, f32::MIN), |b, (i, v)| if *v > b.1 { (i, *v) } else { b }).0;
         let row = argmax(inc.get(..4).unwrap_or_default());
         let col = 4 + argmax(inc.get(4..).unwrap_or_default());
+        // The coherent power can never exceed the incoherent mean (Cauchy–Schwarz), so
+        // windows that fail the level or energy-ratio tests on the incoherent figures are
+        // rejected without the (costlier) coherent analysis. Exact pruning.
+        let norm = 2.0 / (WINDOW_SUBS * SUB_BLOCK * SUB_BLOCK) as f32;
+        let (ir, ic) = (inc.get(row).copied().unwrap_or(0.0) * norm, inc.get(col).copied().unwrap_or(0.0) * norm);
+        if ir < self.min_power || ic < self.min_power || ir + ic < MIN_ENERGY_RATIO * energy {
+            return None;
+        }
         let (pr, dr) = self.analyse(row);
         let (pc, dc) = self.analyse(col);
         if pr < self.min_power || pc < self.min_power {
             return None;
         }
-        if dr.abs() > FREQ_LIMIT || dc.abs() > FREQ_LIMIT {
+        if !dr || !dc {
             return None;
         }
         if pr > pc * self.twist_normal || pc > pr * self.twist_reverse {
@@ -375,6 +394,30 @@ mod tests {
             for (dev_r, dev_c) in [(FREQ_REJECT, 0.0), (-FREQ_REJECT, 0.0), (0.0, FREQ_REJECT), (0.0, -FREQ_REJECT)] {
                 let pcm = pcmu(&tone(fr * (1.0 + dev_r), fc * (1.0 + dev_c), AMP, AMP, 100, 13));
                 assert_eq!(detect(&pcm), Vec::<char>::new(), "{d} at {dev_r}/{dev_c} must be rejected");
+            }
+        }
+    }
+
+    #[test]
+    fn frequency_sweep_each_tone() {
+        // every DTMF frequency, deviated alone, paired with a nominal partner tone
+        for (r, fr) in ROW_FREQS.iter().enumerate() {
+            for (c, fc) in COL_FREQS.iter().enumerate() {
+                let d = Digit::from_event(KEYPAD[r][c]).unwrap().as_char();
+                for dev in [0.0f32, 0.005, 0.01, 0.015] {
+                    for sign in [1.0f32, -1.0] {
+                        let a = detect(&tone(fr * (1.0 + sign * dev), *fc, AMP, AMP, 50, 7));
+                        let b = detect(&tone(*fr, fc * (1.0 + sign * dev), AMP, AMP, 50, 7));
+                        assert_eq!((a, b), (vec![d], vec![d]), "{d} dev {}", sign * dev);
+                    }
+                }
+                for dev in [0.035f32, 0.045, 0.06] {
+                    for sign in [1.0f32, -1.0] {
+                        let a = detect(&tone(fr * (1.0 + sign * dev), *fc, AMP, AMP, 100, 7));
+                        let b = detect(&tone(*fr, fc * (1.0 + sign * dev), AMP, AMP, 100, 7));
+                        assert!(a.is_empty() && b.is_empty(), "{d} dev {}: {a:?} {b:?}", sign * dev);
+                    }
+                }
             }
         }
     }
