@@ -2,6 +2,7 @@
 
 use crate::config::{AcdConfig, AgentSkill, OverflowAction, SkillReq, Strategy};
 use crate::error::AcdError;
+use crate::hash::IdMap;
 use crate::ids::{AgentId, EntryId, QueueId, WrapUpCode};
 use crate::io::{
     Action, AgentProfile, AgentState, CancelReason, Enqueue, EntryKind, EntryStatus, EntryView,
@@ -205,9 +206,9 @@ struct Timer {
 pub struct Acd {
     settings: Settings,
     queues: Vec<Queue>,
-    queue_index: HashMap<QueueId, usize>,
-    agents: HashMap<AgentId, Agent>,
-    entries: HashMap<EntryId, Entry>,
+    queue_index: IdMap<QueueId, usize>,
+    agents: IdMap<AgentId, Agent>,
+    entries: IdMap<EntryId, Entry>,
     profiles: Vec<Vec<SkillReq>>,
     profile_index: HashMap<Vec<SkillReq>, ProfileIdx>,
     timers: BinaryHeap<Reverse<Timer>>,
@@ -240,9 +241,9 @@ impl Acd {
         let mut acd = Acd {
             settings,
             queues: Vec::new(),
-            queue_index: HashMap::new(),
-            agents: HashMap::new(),
-            entries: HashMap::new(),
+            queue_index: IdMap::default(),
+            agents: IdMap::default(),
+            entries: IdMap::default(),
             profiles: Vec::new(),
             profile_index: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -450,7 +451,32 @@ impl Acd {
             Event::WrapUpEnded { agent, code } => self.wrap_up_ended(agent, code),
         };
         self.dispatch();
+        self.prune_stale_timers();
         r
+    }
+
+    /// Drops timers at the head of the heap that can no longer do anything, so that
+    /// [`Acd::next_deadline`] does not wake the host for nothing.
+    fn prune_stale_timers(&mut self) {
+        while let Some(Reverse(t)) = self.timers.peek() {
+            let stale = match t.kind {
+                TimerKind::OfferTimeout { agent, epoch } | TimerKind::WrapUpEnd { agent, epoch } => {
+                    self.agents.get(&agent).is_none_or(|a| a.epoch != epoch)
+                }
+                TimerKind::VipWiden { entry, epoch } => {
+                    self.entries.get(&entry).is_none_or(|e| e.epoch != epoch || !e.reserved)
+                }
+                TimerKind::Promote { entry, epoch }
+                | TimerKind::Overflow { entry, epoch, .. }
+                | TimerKind::Announce { entry, epoch } => {
+                    self.entries.get(&entry).is_none_or(|e| e.epoch != epoch)
+                }
+            };
+            if !stale {
+                break;
+            }
+            self.timers.pop();
+        }
     }
 
     fn run_timers(&mut self, now: Time) {

@@ -15,6 +15,7 @@
 mod config;
 mod engine;
 mod error;
+mod hash;
 mod ids;
 mod io;
 mod time;
