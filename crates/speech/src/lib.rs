@@ -9,12 +9,17 @@
 //!   resampled to 16 kHz (rubato) and padded with silence; Whisper's encoder context is sized to
 //!   the clip instead of its 30 s window.
 //!
+//! * Synthesis (feature `piper`): [`Synthesizer`], implemented by `PiperSynthesizer` (piper
+//!   voices on ONNX Runtime), resampled to the call's rate (8 kHz).
+//!
 //! See docs/speech.md for the pipeline, the model conversion and measured timings.
 
 pub mod audio;
 pub mod error;
 pub mod grammar;
 pub mod model;
+#[cfg(feature = "piper")]
+pub mod synth;
 pub mod whisper;
 
 use std::path::PathBuf;
@@ -22,6 +27,8 @@ use std::time::Duration;
 
 pub use error::SpeechError;
 pub use grammar::{Expectation, Hypothesis, Interpretation, Outcome};
+#[cfg(feature = "piper")]
+pub use synth::{PiperPaths, PiperSynthesizer};
 pub use whisper::{WhisperConfig, WhisperModel, WhisperRecognizer};
 
 /// Environment variable naming the models folder (default: `models/` in the repository).
@@ -64,4 +71,10 @@ impl Recognition {
 pub trait Recognizer: Send {
     /// Recognise mono 16-bit PCM at `sample_rate` (8000 for G.711 calls) against `expect`.
     fn recognize(&mut self, pcm: &[i16], sample_rate: u32, expect: &Expectation) -> Result<Recognition, SpeechError>;
+}
+
+/// Text to speech.
+pub trait Synthesizer: Send {
+    /// Synthesise `text` as mono 16-bit PCM at `sample_rate` (8000 for G.711 calls).
+    fn synthesize(&mut self, text: &str, sample_rate: u32) -> Result<Vec<i16>, SpeechError>;
 }
