@@ -114,11 +114,27 @@ pub struct MediaSection {
     pub public_address: Option<IpAddr>,
     /// RTP port range `LO-HI`; one even port per call leg.
     pub rtp_ports: String,
+    /// Latch to the source the caller's RTP really comes from (NAT), after several
+    /// consecutive in-sequence packets from it; otherwise send only to the SDP address.
+    pub nat_latching: bool,
+    /// Hang up (BYE) a call whose RTP stopped for this long, seconds (not while on hold).
+    pub rtp_timeout_s: u64,
+    /// Media worker threads; 0 = one per CPU.
+    pub threads: usize,
+    /// Directory of prompt audio files.
+    pub prompts: String,
 }
 
 impl Default for MediaSection {
     fn default() -> Self {
-        Self { public_address: None, rtp_ports: "10000-59999".to_owned() }
+        Self {
+            public_address: None,
+            rtp_ports: "10000-59999".to_owned(),
+            nat_latching: false,
+            rtp_timeout_s: 30,
+            threads: 0,
+            prompts: "prompts".to_owned(),
+        }
     }
 }
 
@@ -133,8 +149,13 @@ pub struct TrunksSection {
 impl Default for TrunksSection {
     fn default() -> Self {
         let loopback_v4: IpNet = IpNet::V4(ipnet::Ipv4Net::new_assert([127, 0, 0, 0].into(), 8));
-        let loopback_v6: IpNet = IpNet::V6(ipnet::Ipv6Net::new_assert(std::net::Ipv6Addr::LOCALHOST, 128));
-        Self { allow: vec![loopback_v4, loopback_v6] }
+        let loopback_v6: IpNet = IpNet::V6(ipnet::Ipv6Net::new_assert(
+            std::net::Ipv6Addr::LOCALHOST,
+            128,
+        ));
+        Self {
+            allow: vec![loopback_v4, loopback_v6],
+        }
     }
 }
 
@@ -157,7 +178,10 @@ pub struct CallsSection {
 
 impl Default for CallsSection {
     fn default() -> Self {
-        Self { ring_seconds: 10, max_calls: 20_000 }
+        Self {
+            ring_seconds: 10,
+            max_calls: 20_000,
+        }
     }
 }
 
@@ -173,23 +197,32 @@ pub struct OverloadSection {
 
 impl Default for OverloadSection {
     fn default() -> Self {
-        Self { backlog_datagrams: 4096, retry_after_s: 5 }
+        Self {
+            backlog_datagrams: 4096,
+            retry_after_s: 5,
+        }
     }
 }
 
 impl Config {
     /// Reads `path`, or returns the defaults when `path` is `None`.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let Some(path) = path else { return Ok(Self::default()) };
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Parses configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text)
-            .map_err(|source| ConfigError::Parse { path: origin.to_owned(), source: Box::new(source) })
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: origin.to_owned(),
+            source: Box::new(source),
+        })
     }
 }
 

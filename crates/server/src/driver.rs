@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::calls::CallApp;
 use crate::config::Config;
 use crate::events::{EventBody, EventSink};
+use crate::media::MediaEngine;
 use crate::ports::PortPool;
 
 /// Most datagrams read in one go before the loop looks at its other inputs.
@@ -43,6 +44,9 @@ pub enum ServeError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The media engine could not start.
+    #[error("cannot start the media engine: {0}")]
+    Media(std::io::Error),
 }
 
 /// What `frontdoor serve` runs with.
@@ -56,11 +60,16 @@ pub struct ServeOptions {
     pub rtp_ports: (u16, u16),
     /// Where events go.
     pub events: EventSink,
+    /// Prompts, decoded and pre-encoded.
+    pub prompts: Arc<frontdoor_media::prompt::PromptLibrary>,
 }
 
 enum TcpEvent {
     /// A connection is up; send its messages to `writer`.
-    Connected { peer: SocketAddr, writer: mpsc::Sender<Bytes> },
+    Connected {
+        peer: SocketAddr,
+        writer: mpsc::Sender<Bytes>,
+    },
     /// A complete message from `peer`.
     Message { peer: SocketAddr, data: Bytes },
     /// The connection closed.
@@ -82,9 +91,13 @@ fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> std::io::Result<UdpSocket> 
 
 /// Reads the host's UDP `RcvbufErrors` counter from `/proc/net/snmp` (0 when unavailable).
 pub fn udp_rcvbuf_errors() -> u64 {
-    let Ok(text) = std::fs::read_to_string("/proc/net/snmp") else { return 0 };
+    let Ok(text) = std::fs::read_to_string("/proc/net/snmp") else {
+        return 0;
+    };
     let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
-    let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return 0 };
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
     names
         .split_whitespace()
         .zip(values.split_whitespace())
@@ -95,12 +108,25 @@ pub fn udp_rcvbuf_errors() -> u64 {
 
 /// Runs the server until SIGINT/SIGTERM, then ends the calls and returns.
 pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
-    let ServeOptions { sip, config, rtp_ports, events } = opts;
-    let udp = bind_udp(sip, config.sip.udp_recv_buffer)
-        .map_err(|source| ServeError::Bind { what: "UDP", addr: sip, source })?;
+    let ServeOptions {
+        sip,
+        config,
+        rtp_ports,
+        events,
+        prompts,
+    } = opts;
+    let udp = bind_udp(sip, config.sip.udp_recv_buffer).map_err(|source| ServeError::Bind {
+        what: "UDP",
+        addr: sip,
+        source,
+    })?;
     let tcp = TcpListener::bind(sip)
         .await
-        .map_err(|source| ServeError::Bind { what: "TCP", addr: sip, source })?;
+        .map_err(|source| ServeError::Bind {
+            what: "TCP",
+            addr: sip,
+            source,
+        })?;
     let local = udp.local_addr().unwrap_or(sip);
 
     let public_ip = config.media.public_address.unwrap_or(local.ip());
@@ -117,11 +143,20 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         min_se: config.sip.min_se,
     };
     let mut ua = UserAgent::new(ua_config);
+    let threads = match config.media.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let (media_tx, mut media_rx) = mpsc::unbounded_channel();
+    let media = MediaEngine::start(threads, media_tx).map_err(ServeError::Media)?;
     let mut app = CallApp::new(
         config.clone(),
         public_ip,
+        local.ip(),
         PortPool::new(rtp_ports.0, rtp_ports.1),
         events.clone(),
+        media,
+        prompts,
     );
 
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(4096);
@@ -145,7 +180,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     );
     tracing::info!(sip = %local, rtp = ?rtp_ports, "frontdoor listening (UDP and TCP)");
 
-    let backlog_batches = (config.overload.backlog_datagrams as usize).div_ceil(BATCH).max(2);
+    let backlog_batches = (config.overload.backlog_datagrams as usize)
+        .div_ceil(BATCH)
+        .max(2);
     let mut full_batches = 0usize;
     let mut shedding_since: Option<Instant> = None;
     let mut stopping_at: Option<Instant> = None;
@@ -154,7 +191,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     loop {
         let now = Instant::now();
         if let Some(at) = stopping_at {
-            if app.active_calls() == 0 || now >= at + SHUTDOWN_GRACE {
+            if (app.active_calls() == 0 && app.media_draining() == 0) || now >= at + SHUTDOWN_GRACE
+            {
                 break;
             }
         }
@@ -220,6 +258,13 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                     }
                 }
             }
+            Some(note) = media_rx.recv() => {
+                let now = Instant::now();
+                app.handle_media(now, &mut ua, note);
+                while let Ok(note) = media_rx.try_recv() {
+                    app.handle_media(now, &mut ua, note);
+                }
+            }
             Some(ev) = tcp_rx.recv() => {
                 match ev {
                     TcpEvent::Connected { peer, writer } => {
@@ -245,7 +290,16 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                 app.handle_timeout(now, &mut ua);
             }
         }
-        pump(&mut ua, &mut app, &udp, &mut tcp_writers, &mut tcp_pending, &tcp_tx, max_msg).await;
+        pump(
+            &mut ua,
+            &mut app,
+            &udp,
+            &mut tcp_writers,
+            &mut tcp_pending,
+            &tcp_tx,
+            max_msg,
+        )
+        .await;
     }
 
     acceptor.abort();
@@ -260,7 +314,10 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     );
     events.emit(
         None,
-        EventBody::ServerStopped { calls_total: app.total_calls(), udp_rcvbuf_errors: rcvbuf_errors },
+        EventBody::ServerStopped {
+            calls_total: app.total_calls(),
+            udp_rcvbuf_errors: rcvbuf_errors,
+        },
     );
     Ok(())
 }
@@ -273,8 +330,16 @@ fn begin_shutdown(
     config: &Config,
 ) {
     let now = Instant::now();
-    tracing::info!(active_calls = app.active_calls(), "shutting down: ending calls");
-    events.emit(None, EventBody::ServerStopping { active_calls: app.active_calls() });
+    tracing::info!(
+        active_calls = app.active_calls(),
+        "shutting down: ending calls"
+    );
+    events.emit(
+        None,
+        EventBody::ServerStopping {
+            active_calls: app.active_calls(),
+        },
+    );
     ua.set_shedding(Some(config.overload.retry_after_s));
     app.hangup_all(now, ua);
     *stopping_at = Some(now);
@@ -332,7 +397,10 @@ async fn send(
                 return;
             }
             let first = !tcp_pending.contains_key(&t.destination);
-            tcp_pending.entry(t.destination).or_default().push(t.payload);
+            tcp_pending
+                .entry(t.destination)
+                .or_default()
+                .push(t.payload);
             if first {
                 tokio::spawn(connect(t.destination, tcp_tx.clone(), max_msg));
             }
@@ -373,10 +441,19 @@ async fn connect(peer: SocketAddr, tx: mpsc::Sender<TcpEvent>, max_msg: usize) {
 }
 
 /// One TCP connection: frames inbound bytes into messages, writes outbound ones.
-async fn connection(stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<TcpEvent>, max_msg: usize) {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tx: mpsc::Sender<TcpEvent>,
+    max_msg: usize,
+) {
     let (mut rd, mut wr) = stream.into_split();
     let (wtx, mut wrx) = mpsc::channel::<Bytes>(1024);
-    if tx.send(TcpEvent::Connected { peer, writer: wtx }).await.is_err() {
+    if tx
+        .send(TcpEvent::Connected { peer, writer: wtx })
+        .await
+        .is_err()
+    {
         return;
     }
     let writer = tokio::spawn(async move {

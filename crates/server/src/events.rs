@@ -104,6 +104,52 @@ pub enum EventBody {
         /// Where we send RTP now.
         remote_rtp: Option<SocketAddr>,
     },
+    /// A key press, de-duplicated across sources.
+    #[serde(rename = "dtmf")]
+    Dtmf {
+        /// The key: `0`-`9`, `*`, `#`, `A`-`D`.
+        digit: char,
+        /// Where it came from: `rfc4733`, `info` or `inband`.
+        source: &'static str,
+        /// How long it was held, when known.
+        duration_ms: Option<u64>,
+    },
+    /// A prompt started playing to the caller.
+    #[serde(rename = "media.play")]
+    MediaPlay {
+        /// Prompt names, in order.
+        prompts: Vec<String>,
+    },
+    /// The call's media statistics, at its end.
+    #[serde(rename = "media.stats")]
+    MediaStats {
+        /// RTP packets accepted from the caller.
+        packets_in: u64,
+        /// Bytes accepted from the caller.
+        bytes_in: u64,
+        /// RTP packets sent.
+        packets_out: u64,
+        /// Bytes sent.
+        bytes_out: u64,
+        /// Packets lost (RFC 3550 expected − received).
+        lost: i64,
+        /// Interarrival jitter, milliseconds.
+        jitter_ms: f64,
+        /// Dropped: from a source we do not take media from (no RTP bleed).
+        dropped_foreign: u64,
+        /// Dropped: malformed (short, wrong version, unknown payload type, ...).
+        dropped_malformed: u64,
+        /// Of those, with a payload type that was not negotiated.
+        dropped_unknown_pt: u64,
+        /// Dropped by the jitter buffer as late or duplicate.
+        dropped_late: u64,
+        /// Comfort-noise packets received.
+        comfort_noise: u64,
+        /// Frames concealed at playout.
+        concealed: u64,
+        /// Where the media went at the end.
+        remote: SocketAddr,
+    },
     /// The call ended.
     #[serde(rename = "call.ended")]
     CallEnded {
@@ -178,7 +224,13 @@ impl EventWriter {
 impl EventSink {
     /// A sink that discards everything (no `--events`).
     pub fn disabled() -> Self {
-        Self { tx: None, shared: Arc::new(Shared { seq: AtomicU64::new(0), dropped: AtomicU64::new(0) }) }
+        Self {
+            tx: None,
+            shared: Arc::new(Shared {
+                seq: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+            }),
+        }
     }
 
     /// Opens `target` and starts the writer thread.
@@ -186,16 +238,30 @@ impl EventSink {
         let out: Box<dyn Write + Send> = match &target {
             EventTarget::Stdout => Box::new(std::io::stdout()),
             EventTarget::File(path) => Box::new(
-                std::fs::OpenOptions::new().create(true).append(true).open(path)?,
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
             ),
         };
         let (tx, rx) = sync_channel(QUEUE);
-        let shared = Arc::new(Shared { seq: AtomicU64::new(0), dropped: AtomicU64::new(0) });
+        let shared = Arc::new(Shared {
+            seq: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        });
         let writer_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("events".into())
             .spawn(move || write_loop(rx, out, &writer_shared))?;
-        Ok((Self { tx: Some(tx), shared }, EventWriter { handle: Some(handle) }))
+        Ok((
+            Self {
+                tx: Some(tx),
+                shared,
+            },
+            EventWriter {
+                handle: Some(handle),
+            },
+        ))
     }
 
     /// Whether events are written anywhere.
@@ -207,7 +273,12 @@ impl EventSink {
     pub fn emit(&self, call_id: Option<&Arc<str>>, body: EventBody) {
         let Some(tx) = &self.tx else { return };
         let seq = self.shared.seq.fetch_add(1, Ordering::Relaxed);
-        let ev = Queued { seq, ts: SystemTime::now(), call_id: call_id.cloned(), body };
+        let ev = Queued {
+            seq,
+            ts: SystemTime::now(),
+            call_id: call_id.cloned(),
+            body,
+        };
         match tx.try_send(ev) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
@@ -302,13 +373,20 @@ mod tests {
         sink.emit(Some(&cid), EventBody::CallRinging {});
         sink.emit(
             Some(&cid),
-            EventBody::CallEnded { cause: "remote_bye", status: None, duration_ms: 5, talk_ms: 3 },
+            EventBody::CallEnded {
+                cause: "remote_bye",
+                status: None,
+                duration_ms: 5,
+                talk_ms: 3,
+            },
         );
         drop(sink);
         writer.finish();
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["v"], 1);
         assert_eq!(lines[0]["seq"], 0);
@@ -324,8 +402,14 @@ mod tests {
     fn a_full_queue_counts_drops_and_reports_them() {
         // A sink whose writer never runs: fill the queue, the rest is counted.
         let (tx, rx) = sync_channel(2);
-        let shared = Arc::new(Shared { seq: AtomicU64::new(0), dropped: AtomicU64::new(0) });
-        let sink = EventSink { tx: Some(tx), shared: shared.clone() };
+        let shared = Arc::new(Shared {
+            seq: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        });
+        let sink = EventSink {
+            tx: Some(tx),
+            shared: shared.clone(),
+        };
         for _ in 0..5 {
             sink.emit(None, EventBody::CallRinging {});
         }
@@ -334,8 +418,10 @@ mod tests {
         let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
         write_loop(rx, Box::new(SharedBuf(buf.clone())), &shared);
         let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 3, "{text}");
         assert_eq!(lines[2]["type"], "events.dropped");
         assert_eq!(lines[2]["total"], 3);

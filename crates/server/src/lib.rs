@@ -9,4 +9,5 @@ pub mod calls;
 pub mod config;
 pub mod driver;
 pub mod events;
+pub mod media;
 pub mod ports;

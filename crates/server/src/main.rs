@@ -10,9 +10,14 @@ use clap::{Parser, Subcommand};
 use frontdoor::config::{Config, parse_port_range};
 use frontdoor::driver::{ServeOptions, serve};
 use frontdoor::events::{EventSink, EventTarget};
+use frontdoor_media::prompt::PromptLibrary;
 
 #[derive(Debug, Parser)]
-#[command(name = "frontdoor", version, about = "SIP/RTP telephony engine with an IVR and an ACD")]
+#[command(
+    name = "frontdoor",
+    version,
+    about = "SIP/RTP telephony engine with an IVR and an ACD"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,6 +39,9 @@ enum Command {
         /// RTP port range LO-HI (overrides the config file).
         #[arg(long)]
         rtp_ports: Option<String>,
+        /// Directory of prompt audio files (overrides the config file).
+        #[arg(long)]
+        prompts: Option<PathBuf>,
     },
 }
 
@@ -47,15 +55,19 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { sip, config, events, rtp_ports } => {
-            match run_serve(sip, config, events, rtp_ports) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("frontdoor: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::Serve {
+            sip,
+            config,
+            events,
+            rtp_ports,
+            prompts,
+        } => match run_serve(sip, config, events, rtp_ports, prompts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("frontdoor: {e}");
+                ExitCode::FAILURE
             }
-        }
+        },
     }
 }
 
@@ -64,9 +76,21 @@ fn run_serve(
     config: Option<PathBuf>,
     events: Option<String>,
     rtp_ports: Option<String>,
+    prompts: Option<PathBuf>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(config.as_deref())?;
-    let range = rtp_ports.as_deref().unwrap_or(&config.media.rtp_ports).to_owned();
+    let prompt_dir = prompts.unwrap_or_else(|| PathBuf::from(&config.media.prompts));
+    let (library, warnings) =
+        PromptLibrary::load_dir(&prompt_dir, frontdoor::calls::REQUIRED_PROMPTS)
+            .map_err(|e| format!("prompts in {}: {e}", prompt_dir.display()))?;
+    for (path, why) in warnings {
+        tracing::warn!(path = %path.display(), error = %why, "prompt skipped");
+    }
+    tracing::info!(count = library.len(), dir = %prompt_dir.display(), "prompts loaded");
+    let range = rtp_ports
+        .as_deref()
+        .unwrap_or(&config.media.rtp_ports)
+        .to_owned();
     let rtp_ports = parse_port_range(&range)?;
     let (sink, writer) = match events.as_deref() {
         None => (EventSink::disabled(), None),
@@ -79,12 +103,15 @@ fn run_serve(
             (s, Some(w))
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let result = runtime.block_on(serve(ServeOptions {
         sip,
         config: Arc::new(config),
         rtp_ports,
         events: sink,
+        prompts: Arc::new(library),
     }));
     drop(runtime);
     if let Some(w) = writer {

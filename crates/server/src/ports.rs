@@ -19,9 +19,13 @@ impl PortPool {
     /// All even ports `p` with `lo <= p` and `p + 1 <= hi`.
     pub fn new(lo: u16, hi: u16) -> Self {
         let first = lo + (lo % 2);
-        let free: VecDeque<u16> =
-            (first..hi).step_by(2).collect();
-        Self { free, lo, hi, in_use: 0 }
+        let free: VecDeque<u16> = (first..hi).step_by(2).collect();
+        Self {
+            free,
+            lo,
+            hi,
+            in_use: 0,
+        }
     }
 
     /// Takes a port, or `None` when the range is exhausted.

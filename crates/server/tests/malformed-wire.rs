@@ -39,17 +39,20 @@ fn malformed_requests_get_400_or_are_dropped_and_the_server_survives() {
     let server = Server::start("malformed", 25070, (36000, 36999), "");
     let sock = UdpSocket::bind("127.0.0.1:25170").unwrap();
     sock.connect("127.0.0.1:25070").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(400))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
 
     // Binary garbage: dropped, no answer.
     assert_eq!(exchange(&sock, &[0xff, 0x00, 0x13, 0x37, 0x80, 0x81]), None);
     // A start line and nothing else: dropped.
     assert_eq!(exchange(&sock, b"INVITE sip:x SIP/2.0\r\n\r\n"), None);
     // Negative Content-Length: answerable, 400.
-    let r = exchange(&sock, &request("OPTIONS", "", "", "-5")).expect("a 400 for a negative Content-Length");
+    let r = exchange(&sock, &request("OPTIONS", "", "", "-5"))
+        .expect("a 400 for a negative Content-Length");
     assert!(r.starts_with("SIP/2.0 400"), "{r}");
     // Content-Length larger than the body: 400.
-    let r = exchange(&sock, &request("OPTIONS", "", "abc", "9999")).expect("a 400 for a truncated body");
+    let r = exchange(&sock, &request("OPTIONS", "", "abc", "9999"))
+        .expect("a 400 for a truncated body");
     assert!(r.starts_with("SIP/2.0 400"), "{r}");
     // Unknown method: 501.
     let r = exchange(&sock, &request("FROB", "", "", "0")).expect("a 501");
@@ -61,12 +64,20 @@ fn malformed_requests_get_400_or_are_dropped_and_the_server_survives() {
     let r = exchange(&sock, invite.as_bytes()).expect("a 483");
     assert!(r.starts_with("SIP/2.0 483"), "{r}");
     // ACK the 483 (same branch, the To tag from the response) so it is not retransmitted.
-    let to = r.lines().find(|l| l.starts_with("To:")).expect("To in the 483").to_owned();
+    let to = r
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .expect("To in the 483")
+        .to_owned();
     let ack = invite
         .replace("INVITE sip:", "ACK sip:")
         .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
         .replace("To: <sip:answer@127.0.0.1>", &to);
-    assert_eq!(exchange(&sock, ack.as_bytes()), None, "nothing answers an ACK");
+    assert_eq!(
+        exchange(&sock, ack.as_bytes()),
+        None,
+        "nothing answers an ACK"
+    );
     // BYE for a dialog that does not exist: 481.
     let r = exchange(&sock, &request("BYE", "", "", "0").replace_to_tag())
         .expect("a 481 for an unknown dialog");
@@ -87,6 +98,12 @@ trait ToTag {
 }
 impl ToTag for Vec<u8> {
     fn replace_to_tag(self) -> Vec<u8> {
-        String::from_utf8(self).unwrap().replace("To: <sip:answer@127.0.0.1>", "To: <sip:answer@127.0.0.1>;tag=nosuch").into_bytes()
+        String::from_utf8(self)
+            .unwrap()
+            .replace(
+                "To: <sip:answer@127.0.0.1>",
+                "To: <sip:answer@127.0.0.1>;tag=nosuch",
+            )
+            .into_bytes()
     }
 }

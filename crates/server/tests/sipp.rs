@@ -17,7 +17,20 @@ fn smoke_uac_udp_300_calls() {
         &server,
         25160,
         26000,
-        &["-sf", &scenario("uac.xml"), "-s", "answer", "-m", "300", "-r", "100", "-l", "100", "-d", "200"],
+        &[
+            "-sf",
+            &scenario("uac.xml"),
+            "-s",
+            "answer",
+            "-m",
+            "300",
+            "-r",
+            "100",
+            "-l",
+            "100",
+            "-d",
+            "200",
+        ],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Successful call"), "{stdout}");
@@ -28,8 +41,14 @@ fn smoke_uac_udp_300_calls() {
     assert_eq!(received.len(), 300);
     assert_eq!(answered.len(), 300);
     assert_eq!(ended.len(), 300);
-    assert!(ended.iter().all(|e| e["cause"] == "remote_bye"), "{ended:?}");
-    let ids: HashSet<&str> = ended.iter().map(|e| e["call_id"].as_str().unwrap()).collect();
+    assert!(
+        ended.iter().all(|e| e["cause"] == "remote_bye"),
+        "{ended:?}"
+    );
+    let ids: HashSet<&str> = ended
+        .iter()
+        .map(|e| e["call_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 300, "each call ends exactly once");
     // Sequence numbers are unique and increasing.
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
@@ -47,31 +66,87 @@ fn uac_over_tcp() {
         &server,
         25161,
         26010,
-        &["-sf", &scenario("uac.xml"), "-s", "answer", "-t", "t1", "-m", "50", "-r", "50", "-d", "100"],
+        &[
+            "-sf",
+            &scenario("uac.xml"),
+            "-s",
+            "answer",
+            "-t",
+            "t1",
+            "-m",
+            "50",
+            "-r",
+            "50",
+            "-d",
+            "100",
+        ],
     );
     let ended = server.wait_count(Duration::from_secs(10), 50, |e| e["type"] == "call.ended");
     assert!(ended.iter().all(|e| e["cause"] == "remote_bye"));
     let received = of_type(&server.events(), "call.received").len();
     assert_eq!(received, 50);
-    assert!(of_type(&server.events(), "call.received").iter().all(|e| e["transport"] == "tcp"));
+    assert!(
+        of_type(&server.events(), "call.received")
+            .iter()
+            .all(|e| e["transport"] == "tcp")
+    );
 }
 
 /// CANCEL while the `ring` number rings: 200 for the CANCEL, 487 for the INVITE.
 #[test]
 fn cancel_while_ringing() {
     let server = Server::start("cancel", 25062, (32000, 32999), "");
-    sipp(&server, 25162, 26020, &["-sf", &scenario("cancel.xml"), "-s", "ring", "-m", "20", "-r", "20"]);
+    sipp(
+        &server,
+        25162,
+        26020,
+        &[
+            "-sf",
+            &scenario("cancel.xml"),
+            "-s",
+            "ring",
+            "-m",
+            "20",
+            "-r",
+            "20",
+        ],
+    );
     let ended = server.wait_count(Duration::from_secs(10), 20, |e| e["type"] == "call.ended");
-    assert!(ended.iter().all(|e| e["cause"] == "cancelled" && e["status"] == 487), "{ended:?}");
-    assert!(of_type(&server.events(), "call.answered").is_empty(), "a cancelled call is never answered");
+    assert!(
+        ended
+            .iter()
+            .all(|e| e["cause"] == "cancelled" && e["status"] == 487),
+        "{ended:?}"
+    );
+    assert!(
+        of_type(&server.events(), "call.answered").is_empty(),
+        "a cancelled call is never answered"
+    );
 }
 
 /// OPTIONS with Max-Forwards 0 is answered 200 with Allow (checked by the scenario).
 #[test]
 fn options_ping() {
     let server = Server::start("options", 25063, (33000, 33999), "");
-    sipp(&server, 25163, 26030, &["-sf", &scenario("options.xml"), "-s", "frontdoor", "-m", "20", "-r", "50"]);
-    assert!(of_type(&server.events(), "call.received").is_empty(), "OPTIONS creates no call");
+    sipp(
+        &server,
+        25163,
+        26030,
+        &[
+            "-sf",
+            &scenario("options.xml"),
+            "-s",
+            "frontdoor",
+            "-m",
+            "20",
+            "-r",
+            "50",
+        ],
+    );
+    assert!(
+        of_type(&server.events(), "call.received").is_empty(),
+        "OPTIONS creates no call"
+    );
 }
 
 /// SIGTERM with calls ringing: the server ends them and exits 0.
@@ -81,8 +156,27 @@ fn sigterm_ends_calls_and_exits_zero() {
     // Start 3 ringing calls in the background and let them ring.
     let mut child = std::process::Command::new("sipp")
         .arg("127.0.0.1:25064")
-        .args(["-i", "127.0.0.1", "-p", "25164", "-mp", "26040", "-nostdin", "-timeout", "30s"])
-        .args(["-sf", &scenario("uac.xml"), "-s", "ring", "-m", "3", "-r", "10"])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "25164",
+            "-mp",
+            "26040",
+            "-nostdin",
+            "-timeout",
+            "30s",
+        ])
+        .args([
+            "-sf",
+            &scenario("uac.xml"),
+            "-s",
+            "ring",
+            "-m",
+            "3",
+            "-r",
+            "10",
+        ])
         .current_dir(&server.dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -95,24 +189,58 @@ fn sigterm_ends_calls_and_exits_zero() {
     let _ = child.kill();
     let _ = child.wait();
     let text = std::fs::read_to_string(events_path).unwrap();
-    let events: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(of_type(&events, "server.stopping").len(), 1);
-    assert_eq!(of_type(&events, "call.ended").len(), 3, "every ringing call ended at shutdown");
+    assert_eq!(
+        of_type(&events, "call.ended").len(),
+        3,
+        "every ringing call ended at shutdown"
+    );
     assert_eq!(of_type(&events, "server.stopped").len(), 1);
 }
 
 /// INVITEs from a source outside the trunk allow-list are refused with 403.
 #[test]
 fn trunk_allow_list_refuses_others() {
-    let server = Server::start("trunks", 25065, (35000, 35999), "[trunks]\nallow = [\"192.0.2.0/24\"]\n");
+    let server = Server::start(
+        "trunks",
+        25065,
+        (35000, 35999),
+        "[trunks]\nallow = [\"192.0.2.0/24\"]\n",
+    );
     let out = std::process::Command::new("sipp")
         .arg("127.0.0.1:25065")
-        .args(["-i", "127.0.0.1", "-p", "25165", "-mp", "26050", "-nostdin", "-timeout", "20s"])
-        .args(["-sf", &scenario("uac.xml"), "-s", "answer", "-m", "5", "-r", "10"])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "25165",
+            "-mp",
+            "26050",
+            "-nostdin",
+            "-timeout",
+            "20s",
+        ])
+        .args([
+            "-sf",
+            &scenario("uac.xml"),
+            "-s",
+            "answer",
+            "-m",
+            "5",
+            "-r",
+            "10",
+        ])
         .current_dir(&server.dir)
         .output()
         .expect("sipp");
-    assert!(!out.status.success(), "calls from a non-allowed source must fail");
+    assert!(
+        !out.status.success(),
+        "calls from a non-allowed source must fail"
+    );
     let events = server.events();
     let rejected = of_type(&events, "call.rejected");
     assert_eq!(rejected.len(), 5);

@@ -1,0 +1,552 @@
+//! The media engine: worker threads that own the RTP sockets of the calls given to them.
+//!
+//! Each worker is one thread with one `mio` poll over all of its calls' sockets and a timer
+//! wheel with 1 ms slots: a packet is routed by its socket's token straight to the call that
+//! owns it (a slab index, no map lookup, no lock), and pacing needs no timer or task per call —
+//! each call sits in the wheel slot of its next 20 ms tick, so the work of thousands of calls is
+//! spread evenly over every millisecond. The control plane (the SIP task) talks to a worker
+//! over a channel plus a `mio::Waker`; the worker reports back (digits, prompt done, RTP
+//! timeout, final statistics) over an unbounded tokio channel. The per-call logic is the
+//! sans-IO [`MediaSession`] of `frontdoor-media`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use frontdoor_media::call::{MediaEvent, MediaSession, MediaStats};
+use frontdoor_media::dtmf::{Digit, DtmfSource};
+use frontdoor_media::prompt::Prompt;
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Identifies a call leg between the control plane and the media engine.
+pub type LegKey = u64;
+
+const WAKER: Token = Token(usize::MAX);
+/// Wheel slots, 1 ms each; must exceed the longest ptime (60 ms) for one lap per tick.
+const WHEEL: usize = 128;
+const SLOT: Duration = Duration::from_millis(1);
+
+/// A new call leg for the engine.
+#[derive(Debug)]
+pub struct LegSpec {
+    /// The control plane's key for this leg.
+    pub key: LegKey,
+    /// RTP socket (bound, the even port).
+    pub rtp: std::net::UdpSocket,
+    /// RTCP socket (the odd port above).
+    pub rtcp: Option<std::net::UdpSocket>,
+    /// The session (negotiated codec, remote, latching, ...).
+    pub session: Box<MediaSession>,
+}
+
+/// Commands from the control plane.
+#[derive(Debug)]
+pub enum Command {
+    /// Start a leg.
+    Add(Box<LegSpec>),
+    /// Queue prompts to play, in order.
+    Play(LegKey, Vec<Prompt>),
+    /// Stop playing (barge-in); queued prompts are dropped.
+    StopPlayback(LegKey),
+    /// What to play when nothing is queued (hold audio); `None` = silence.
+    SetIdle(LegKey, Option<Prompt>),
+    /// Return the caller's audio to them.
+    SetEcho(LegKey, bool),
+    /// New remote address from a re-INVITE.
+    SetRemote(LegKey, SocketAddr),
+    /// Hold (no RTP expected, no timeout) or resume.
+    SetHold(LegKey, bool),
+    /// A SIP INFO body carrying DTMF.
+    Info(LegKey, String, bytes::Bytes),
+    /// Send a DTMF digit as RFC 4733.
+    SendDtmf(LegKey, Digit),
+    /// End the leg; its final statistics come back as [`Note::Ended`].
+    Remove(LegKey),
+}
+
+/// What a worker reports.
+#[derive(Debug)]
+pub enum Note {
+    /// A key press, de-duplicated across sources.
+    Dtmf {
+        /// Leg.
+        key: LegKey,
+        /// The key.
+        digit: char,
+        /// `rfc4733`, `info` or `inband`.
+        source: &'static str,
+        /// How long it was held, when known.
+        duration_ms: Option<u64>,
+    },
+    /// The prompts queued with `Play` finished.
+    PromptDone {
+        /// Leg.
+        key: LegKey,
+    },
+    /// No RTP for the configured time (and not on hold).
+    Timeout {
+        /// Leg.
+        key: LegKey,
+    },
+    /// Latched to a new source (NAT).
+    Latched {
+        /// Leg.
+        key: LegKey,
+        /// The source now used.
+        addr: SocketAddr,
+    },
+    /// The leg is gone; its final statistics.
+    Ended {
+        /// Leg.
+        key: LegKey,
+        /// Statistics.
+        stats: Box<MediaStats>,
+    },
+    /// A command named a leg that does not exist, or the leg's sockets failed.
+    Failed {
+        /// Leg.
+        key: LegKey,
+        /// Why.
+        reason: String,
+    },
+}
+
+struct WorkerHandle {
+    tx: Sender<Command>,
+    waker: Arc<Waker>,
+    join: Option<JoinHandle<()>>,
+}
+
+/// The engine: a fixed set of worker threads; legs are spread over them.
+pub struct MediaEngine {
+    workers: Vec<WorkerHandle>,
+    placement: HashMap<LegKey, usize>,
+    next: usize,
+}
+
+impl std::fmt::Debug for MediaEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaEngine")
+            .field("workers", &self.workers.len())
+            .field("legs", &self.placement.len())
+            .finish()
+    }
+}
+
+impl MediaEngine {
+    /// Starts `threads` workers reporting to `notes`.
+    pub fn start(threads: usize, notes: UnboundedSender<Note>) -> std::io::Result<Self> {
+        let mut workers = Vec::new();
+        for i in 0..threads.max(1) {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let (tx, rx) = channel();
+            let notes = notes.clone();
+            let join = std::thread::Builder::new()
+                .name(format!("media-{i}"))
+                .spawn(move || Worker::new(poll, rx, notes).run())?;
+            workers.push(WorkerHandle {
+                tx,
+                waker,
+                join: Some(join),
+            });
+        }
+        Ok(Self {
+            workers,
+            placement: HashMap::new(),
+            next: 0,
+        })
+    }
+
+    /// Legs running.
+    pub fn legs(&self) -> usize {
+        self.placement.len()
+    }
+
+    /// Sends a command to the worker that owns its leg (a new leg goes round-robin).
+    pub fn send(&mut self, cmd: Command) {
+        let (idx, remove) = match &cmd {
+            Command::Add(spec) => {
+                let idx = self.next % self.workers.len();
+                self.next = self.next.wrapping_add(1);
+                self.placement.insert(spec.key, idx);
+                (Some(idx), None)
+            }
+            Command::Remove(key) => (self.placement.get(key).copied(), Some(*key)),
+            Command::Play(k, _)
+            | Command::StopPlayback(k)
+            | Command::SetIdle(k, _)
+            | Command::SetEcho(k, _)
+            | Command::SetRemote(k, _)
+            | Command::SetHold(k, _)
+            | Command::Info(k, _, _)
+            | Command::SendDtmf(k, _) => (self.placement.get(k).copied(), None),
+        };
+        if let Some(key) = remove {
+            self.placement.remove(&key);
+        }
+        let Some(w) = idx.and_then(|i| self.workers.get(i)) else {
+            return;
+        };
+        if w.tx.send(cmd).is_ok() {
+            let _ = w.waker.wake();
+        }
+    }
+}
+
+impl Drop for MediaEngine {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            // Closing the channel stops the worker.
+            let (dead_tx, _) = channel();
+            w.tx = dead_tx;
+            let _ = w.waker.wake();
+        }
+        for w in &mut self.workers {
+            if let Some(j) = w.join.take() {
+                let _ = j.join();
+            }
+        }
+    }
+}
+
+struct Leg {
+    key: LegKey,
+    generation: u64,
+    rtp: UdpSocket,
+    rtcp: Option<UdpSocket>,
+    rtcp_remote: Option<SocketAddr>,
+    session: Box<MediaSession>,
+    playing: bool,
+    timed_out: bool,
+}
+
+struct Worker {
+    poll: Poll,
+    rx: Receiver<Command>,
+    notes: UnboundedSender<Note>,
+    legs: Slab<Leg>,
+    by_key: HashMap<LegKey, usize>,
+    wheel: Vec<Vec<(usize, u64)>>,
+    base: Instant,
+    /// The next wheel slot (ms since base) not yet processed.
+    cursor: u64,
+    generation: u64,
+    buf: Vec<u8>,
+}
+
+impl Worker {
+    fn new(poll: Poll, rx: Receiver<Command>, notes: UnboundedSender<Note>) -> Self {
+        let base = Instant::now();
+        Self {
+            poll,
+            rx,
+            notes,
+            legs: Slab::new(),
+            by_key: HashMap::new(),
+            wheel: vec![Vec::new(); WHEEL],
+            base,
+            cursor: 0,
+            generation: 0,
+            buf: vec![0u8; 2048],
+        }
+    }
+
+    fn ms(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn schedule(&mut self, idx: usize, generation: u64, due: Instant) {
+        // Never schedule into a slot already passed: the earliest is the cursor.
+        let slot = self.ms(due).max(self.cursor);
+        let lap_end = self.cursor + WHEEL as u64 - 1;
+        let slot = slot.min(lap_end);
+        if let Some(s) = self.wheel.get_mut((slot % WHEEL as u64) as usize) {
+            s.push((idx, generation));
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            let timeout = if self.legs.is_empty() {
+                None
+            } else {
+                let next = self.base + SLOT * u32::try_from(self.cursor).unwrap_or(u32::MAX);
+                Some(next.saturating_duration_since(now))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "media poll failed");
+                    return;
+                }
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    continue;
+                }
+                self.readable(now, ev.token().0);
+            }
+            if !self.commands(now) {
+                return;
+            }
+            self.advance(Instant::now());
+        }
+    }
+
+    /// Applies queued commands; false when the engine is gone.
+    fn commands(&mut self, now: Instant) -> bool {
+        loop {
+            match self.rx.try_recv() {
+                Ok(cmd) => self.command(now, cmd),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return true,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn with_leg(&mut self, key: LegKey, f: impl FnOnce(&mut Leg, Instant), now: Instant) {
+        if let Some(leg) = self.by_key.get(&key).and_then(|&i| self.legs.get_mut(i)) {
+            f(leg, now);
+        }
+    }
+
+    fn command(&mut self, now: Instant, cmd: Command) {
+        match cmd {
+            Command::Add(spec) => self.add(now, *spec),
+            Command::Play(key, prompts) => self.with_leg(
+                key,
+                |leg, _| {
+                    for p in prompts {
+                        leg.session.play(p);
+                    }
+                    leg.playing = leg.session.is_playing();
+                },
+                now,
+            ),
+            Command::StopPlayback(key) => {
+                self.with_leg(key, |leg, _| leg.session.stop_prompts(), now)
+            }
+            Command::SetIdle(key, p) => {
+                self.with_leg(key, |leg, _| leg.session.set_idle_audio(p), now)
+            }
+            Command::SetEcho(key, on) => self.with_leg(key, |leg, _| leg.session.set_echo(on), now),
+            Command::SetRemote(key, addr) => self.with_leg(
+                key,
+                |leg, _| {
+                    leg.session.set_remote(addr);
+                    leg.rtcp_remote = Some(SocketAddr::new(addr.ip(), addr.port().wrapping_add(1)));
+                },
+                now,
+            ),
+            Command::SetHold(key, on) => {
+                self.with_leg(key, |leg, now| leg.session.set_hold(on, now), now)
+            }
+            Command::Info(key, ct, body) => {
+                let notes = self.notes.clone();
+                self.with_leg(
+                    key,
+                    |leg, now| {
+                        if let Err(e) = leg.session.handle_info(now, &ct, &body) {
+                            tracing::debug!(error = %e, "SIP INFO without a usable digit");
+                        }
+                        drain_events(leg, &notes);
+                    },
+                    now,
+                );
+            }
+            Command::SendDtmf(key, d) => self.with_leg(
+                key,
+                |leg, _| {
+                    if let Err(e) = leg.session.send_dtmf(d, None) {
+                        tracing::debug!(error = %e, "cannot send DTMF");
+                    }
+                },
+                now,
+            ),
+            Command::Remove(key) => {
+                if let Some(idx) = self.by_key.remove(&key) {
+                    if self.legs.contains(idx) {
+                        let mut leg = self.legs.remove(idx);
+                        let _ = self.poll.registry().deregister(&mut leg.rtp);
+                        if let Some(s) = leg.rtcp.as_mut() {
+                            let _ = self.poll.registry().deregister(s);
+                        }
+                        let stats = Box::new(leg.session.stats());
+                        let _ = self.notes.send(Note::Ended { key, stats });
+                    }
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, now: Instant, spec: LegSpec) {
+        let LegSpec {
+            key,
+            rtp,
+            rtcp,
+            session,
+        } = spec;
+        let fail = |notes: &UnboundedSender<Note>, e: std::io::Error| {
+            let _ = notes.send(Note::Failed {
+                key,
+                reason: e.to_string(),
+            });
+        };
+        if let Err(e) = rtp.set_nonblocking(true) {
+            return fail(&self.notes, e);
+        }
+        let mut rtp = UdpSocket::from_std(rtp);
+        let mut rtcp = rtcp.and_then(|s| {
+            s.set_nonblocking(true)
+                .ok()
+                .map(|()| UdpSocket::from_std(s))
+        });
+        let entry = self.legs.vacant_entry();
+        let idx = entry.key();
+        let Some(tok) = idx.checked_mul(2) else {
+            return;
+        };
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut rtp, Token(tok), Interest::READABLE)
+        {
+            return fail(&self.notes, e);
+        }
+        if let Some(s) = rtcp.as_mut() {
+            if self
+                .poll
+                .registry()
+                .register(s, Token(tok + 1), Interest::READABLE)
+                .is_err()
+            {
+                rtcp = None;
+            }
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        let remote = session.remote_addr();
+        entry.insert(Leg {
+            key,
+            generation,
+            rtp,
+            rtcp,
+            rtcp_remote: Some(SocketAddr::new(remote.ip(), remote.port().wrapping_add(1))),
+            session,
+            playing: false,
+            timed_out: false,
+        });
+        self.by_key.insert(key, idx);
+        self.schedule(idx, generation, now);
+    }
+
+    fn readable(&mut self, now: Instant, token: usize) {
+        let idx = token / 2;
+        let is_rtcp = token % 2 == 1;
+        let Some(leg) = self.legs.get_mut(idx) else {
+            return;
+        };
+        let buf = &mut self.buf;
+        loop {
+            let sock = if is_rtcp {
+                match leg.rtcp.as_ref() {
+                    Some(s) => s,
+                    None => return,
+                }
+            } else {
+                &leg.rtp
+            };
+            match sock.recv_from(buf) {
+                Ok((n, src)) => {
+                    let data = buf.get(..n).unwrap_or_default();
+                    if is_rtcp {
+                        let _ = leg.session.handle_rtcp(now, src, data);
+                    } else {
+                        let _ = leg.session.handle_rtp(now, src, data);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => break, // ICMP errors and the like: the next read goes on
+            }
+        }
+        drain_events(leg, &self.notes);
+    }
+
+    /// Runs every wheel slot up to `now`.
+    fn advance(&mut self, now: Instant) {
+        let target = self.ms(now);
+        while self.cursor <= target {
+            let slot_idx = (self.cursor % WHEEL as u64) as usize;
+            let due = std::mem::take(self.wheel.get_mut(slot_idx).map_or(&mut Vec::new(), |v| v));
+            let slot_time = self.base + SLOT * u32::try_from(self.cursor).unwrap_or(u32::MAX);
+            self.cursor += 1;
+            for (idx, generation) in due {
+                let next = match self.legs.get_mut(idx) {
+                    Some(leg) if leg.generation == generation => {
+                        tick(leg, now.max(slot_time), &self.notes)
+                    }
+                    _ => continue,
+                };
+                self.schedule(idx, generation, next);
+            }
+        }
+    }
+}
+
+/// One pacing tick of a leg: send what is due, run its timers, report. Returns the next due time.
+fn tick(leg: &mut Leg, now: Instant, notes: &UnboundedSender<Note>) -> Instant {
+    leg.session.handle_timeout(now);
+    while let Some(pkt) = leg.session.poll_rtp(now) {
+        if let Err(e) = leg.rtp.send_to(&pkt, leg.session.remote_addr()) {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                tracing::trace!(error = %e, "RTP send failed");
+            }
+        }
+    }
+    if let Some(pkt) = leg.session.poll_rtcp(now) {
+        if let (Some(sock), Some(to)) = (leg.rtcp.as_ref(), leg.rtcp_remote) {
+            let _ = sock.send_to(&pkt, to);
+        }
+    }
+    drain_events(leg, notes);
+    if leg.playing && !leg.session.is_playing() {
+        leg.playing = false;
+        let _ = notes.send(Note::PromptDone { key: leg.key });
+    }
+    if !leg.timed_out && leg.session.media_timeout(now) {
+        leg.timed_out = true;
+        let _ = notes.send(Note::Timeout { key: leg.key });
+    }
+    leg.session.poll_timeout()
+}
+
+fn drain_events(leg: &mut Leg, notes: &UnboundedSender<Note>) {
+    while let Some(ev) = leg.session.poll_event() {
+        let note = match ev {
+            MediaEvent::Dtmf(d) => Note::Dtmf {
+                key: leg.key,
+                digit: d.digit.as_char(),
+                source: match d.source {
+                    DtmfSource::Rfc4733 => "rfc4733",
+                    DtmfSource::Info => "info",
+                    DtmfSource::Inband => "inband",
+                },
+                duration_ms: d
+                    .duration
+                    .map(|x| u64::try_from(x.as_millis()).unwrap_or(u64::MAX)),
+            },
+            MediaEvent::Latched(addr) => Note::Latched { key: leg.key, addr },
+            MediaEvent::SsrcChanged(_) => continue,
+        };
+        let _ = notes.send(note);
+    }
+}
