@@ -126,3 +126,34 @@ fn seeds() -> Vec<u64> {
         .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| vec![1])
 }
+
+/// Exponential patience: the simulator against Erlang A (M/M/N+M), including overload.
+fn check_erlang_a(agents: u32, offered_load: f64, patience_s: f64, calls_per_run: u64, seed: u64) {
+    let mut cfg = config(agents, offered_load, calls_per_run);
+    cfg.traffic[0].patience_s = Some(patience_s);
+    let r1 = sim::run(&cfg, seed).unwrap();
+    cfg.antithetic = true;
+    let r2 = sim::run(&cfg, seed).unwrap();
+    let th = r1.theory.unwrap();
+    assert!(th.exact);
+    let p = th.prediction;
+    assert_eq!(p.model, frontdoor_acd::erlang::Model::ErlangA);
+    let sl = (r1.service_level + r2.service_level) / 2.0;
+    let asa = (r1.asa_s + r2.asa_s) / 2.0;
+    let ab = (r1.abandon_rate + r2.abandon_rate) / 2.0;
+    println!(
+        "Erlang A N={agents} load={offered_load} patience={patience_s}: SL {sl:.4} vs {:.4}, ASA {asa:.2} vs {:.2}, abandon {ab:.4} vs {:.4}",
+        p.service_level, p.asa_s, p.abandon_rate
+    );
+    assert!((sl - p.service_level).abs() <= 0.02, "SL {sl} vs {}", p.service_level);
+    assert!((asa - p.asa_s).abs() <= 0.10 * p.asa_s, "ASA {asa} vs {}", p.asa_s);
+    assert!((ab - p.abandon_rate).abs() <= 0.01, "abandonment {ab} vs {}", p.abandon_rate);
+}
+
+#[test]
+fn erlang_a_with_patience() {
+    for s in seeds() {
+        check_erlang_a(10, 0.9, 120.0, 50_000, s);
+        check_erlang_a(10, 1.1, 120.0, 50_000, s);
+    }
+}
