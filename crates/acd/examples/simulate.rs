@@ -17,9 +17,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let wall = start.elapsed();
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
+        eprintln!("wall time: {:.3} s", wall.as_secs_f64());
     } else {
         print!("{report}");
+        println!("wall time: {:.3} s", wall.as_secs_f64());
     }
-    eprintln!("wall time: {:.3} s", wall.as_secs_f64());
     Ok(())
 }

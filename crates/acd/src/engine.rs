@@ -660,7 +660,7 @@ impl Acd {
 
     fn convert(&mut self, id: EntryId) -> Result<(), AcdError> {
         let e = self.entries.get_mut(&id).ok_or(AcdError::UnknownEntry(id))?;
-        if e.kind != EntryKind::Live || matches!(e.status, EntryStatus::InService { .. }) {
+        if e.kind != EntryKind::Live || e.status != EntryStatus::Waiting {
             return Err(AcdError::InvalidEntryState { entry: id, op: "convert to callback" });
         }
         e.kind = EntryKind::Callback { attempts: 0 };

@@ -156,7 +156,8 @@ pub enum Event {
         entry: EntryId,
     },
     /// The host agrees to turn a waiting live caller into a queued callback in place (it keeps
-    /// its enqueue time and class).
+    /// its enqueue time and class). Refused unless the entry is a live caller and waiting (not
+    /// ringing or in service).
     ConvertToCallback {
         /// The entry.
         entry: EntryId,

@@ -10,7 +10,7 @@ use crate::engine::Acd;
 use crate::erlang::{self, Prediction};
 use crate::error::AcdError;
 use crate::ids::{AgentId, EntryId, QueueId};
-use crate::io::{Action, AgentProfile, Enqueue, EntryKind, EntryStatus, Event};
+use crate::io::{Action, AgentProfile, AgentState, Enqueue, EntryKind, EntryStatus, Event};
 use crate::time::Time;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -308,6 +308,10 @@ impl Sim<'_> {
     fn react(&mut self, now: Time, a: Action) -> Result<(), AcdError> {
         match a {
             Action::Offer { entry, agent, kind, queue } => {
+                // Robustness: only answer offers that are still ringing.
+                if self.acd.agent_state(agent) != (AgentState::Offered { entry }) {
+                    return Ok(());
+                }
                 self.events += 1;
                 self.acd.handle(now, Event::OfferAccepted { agent, entry })?;
                 let Some(call) = self.calls.get(&entry) else { return Ok(()) };
@@ -359,7 +363,11 @@ impl Sim<'_> {
             }
             Action::OfferCallback { entry } => {
                 let Some(call) = self.calls.get(&entry) else { return Ok(()) };
-                if call.accepts_callback {
+                let waiting_live = self
+                    .acd
+                    .entry(entry)
+                    .is_some_and(|e| e.kind == EntryKind::Live && e.status == EntryStatus::Waiting);
+                if call.accepts_callback && waiting_live {
                     if call.measured {
                         self.stats.cb_accepted += 1;
                     }
