@@ -449,6 +449,7 @@ impl Acd {
             Event::CallEnded { agent } => self.call_ended(agent, false),
             Event::CallbackFailed { agent } => self.call_ended(agent, true),
             Event::WrapUpEnded { agent, code } => self.wrap_up_ended(agent, code),
+            Event::SetWrapUpCode { agent, code } => self.set_wrap_up_code(agent, code),
         };
         self.dispatch();
         self.prune_stale_timers();
@@ -760,10 +761,12 @@ impl Acd {
     /// Makes an agent available (`fresh`: a new idle period starts now).
     fn make_available(&mut self, id: AgentId, fresh: bool) {
         let now = self.now;
-        if let Some(a) = self.agents.get_mut(&id) {
-            if fresh {
-                a.idle_since = now;
-            }
+        let Some(a) = self.agents.get_mut(&id) else { return };
+        if a.status == Status::Available {
+            return; // already free: its free-set keys must not change
+        }
+        if fresh {
+            a.idle_since = now;
         }
         self.set_status(id, Status::Available);
     }
@@ -948,6 +951,17 @@ impl Acd {
         }
     }
 
+    fn set_wrap_up_code(&mut self, agent: AgentId, code: WrapUpCode) -> Result<(), AcdError> {
+        let a = self.agents.get_mut(&agent).ok_or(AcdError::UnknownAgent(agent))?;
+        if !matches!(a.status, Status::WrapUp { .. }) {
+            return Err(self.agent_err(agent, "set a wrap-up code"));
+        }
+        // Same state, same epoch: the wrap-up timer stays valid.
+        a.status = Status::WrapUp { code: Some(code) };
+        self.emit_state(agent);
+        Ok(())
+    }
+
     fn wrap_up_ended(&mut self, agent: AgentId, code: Option<WrapUpCode>) -> Result<(), AcdError> {
         let a = self.agents.get_mut(&agent).ok_or(AcdError::UnknownAgent(agent))?;
         if !matches!(a.status, Status::WrapUp { .. }) {
@@ -955,6 +969,7 @@ impl Acd {
         }
         if code.is_some() {
             a.status = Status::WrapUp { code };
+            self.emit_state(agent);
         }
         self.record_handle(agent);
         self.settle(agent, true);

@@ -220,6 +220,13 @@ pub enum Event {
         /// The agent.
         agent: AgentId,
     },
+    /// The agent records a disposition code during wrap-up (wrap-up continues).
+    SetWrapUpCode {
+        /// The agent.
+        agent: AgentId,
+        /// Disposition.
+        code: WrapUpCode,
+    },
     /// The agent finished wrap-up (optionally with a code).
     WrapUpEnded {
         /// The agent.

@@ -193,15 +193,25 @@ fn wrap_up_by_timer_and_by_agent() {
     h.enqueue(101.0, 2, Q1, 0);
     assert!(offers(&h.tick(129.0)).is_empty());
     assert_eq!(offers(&h.tick(130.0)), vec![(2, 7)]);
-    h.accept(131.0, 7, 2);
-    h.end(140.0, 7);
-    h.ev(145.0, Event::WrapUpEnded { agent: AgentId(7), code: Some(WrapUpCode(42)) });
+    // a code recorded during wrap-up keeps the timer
+    h.ev(131.0, Event::OfferAccepted { agent: AgentId(7), entry: EntryId(2) });
+    h.end(132.0, 7);
+    let a = h.ev(133.0, Event::SetWrapUpCode { agent: AgentId(7), code: WrapUpCode(7) });
+    assert!(a.contains(&Action::AgentStateChanged { agent: AgentId(7), state: AgentState::WrapUp { code: Some(WrapUpCode(7)) } }));
+    h.tick(162.0);
+    assert_eq!(h.state(7), AgentState::Available);
+    h.enqueue(163.0, 3, Q1, 0);
+    h.accept(163.0, 7, 3);
+    h.end(140.0 + 30.0, 7);
+    let a = h.ev(175.0, Event::WrapUpEnded { agent: AgentId(7), code: Some(WrapUpCode(42)) });
+    assert!(a.contains(&Action::AgentStateChanged { agent: AgentId(7), state: AgentState::WrapUp { code: Some(WrapUpCode(42)) } }));
     assert_eq!(h.state(7), AgentState::Available);
     // handle-time average moved from its prior (180 s) towards the observed ~128 s/14 s
     let aht = h.acd.average_handle_time(Q1).unwrap().as_secs_f64();
     assert!(aht < 180.0, "{aht}");
     // ending wrap-up when not in wrap-up is refused
-    assert!(h.try_ev(146.0, Event::WrapUpEnded { agent: AgentId(7), code: None }).is_err());
+    assert!(h.try_ev(176.0, Event::WrapUpEnded { agent: AgentId(7), code: None }).is_err());
+    assert!(h.try_ev(176.0, Event::SetWrapUpCode { agent: AgentId(7), code: WrapUpCode(1) }).is_err());
 }
 
 #[test]

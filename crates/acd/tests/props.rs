@@ -29,6 +29,7 @@ enum Op {
     End(u8),
     CallbackFailed(u8),
     WrapUpEnded(u8),
+    SetCode(u8),
     Advance(u16),
 }
 
@@ -49,6 +50,7 @@ fn op() -> impl PropStrategy<Value = Op> {
         3 => (0..6u8).prop_map(Op::End),
         1 => (0..6u8).prop_map(Op::CallbackFailed),
         1 => (0..6u8).prop_map(Op::WrapUpEnded),
+        1 => (0..6u8).prop_map(Op::SetCode),
         3 => (0..400u16).prop_map(Op::Advance),
     ]
 }
@@ -148,6 +150,7 @@ impl Model {
             Op::End(a) => Event::CallEnded { agent: self.agent(a) },
             Op::CallbackFailed(a) => Event::CallbackFailed { agent: self.agent(a) },
             Op::WrapUpEnded(a) => Event::WrapUpEnded { agent: self.agent(a), code: Some(WrapUpCode(1)) },
+            Op::SetCode(a) => Event::SetWrapUpCode { agent: self.agent(a), code: WrapUpCode(2) },
         };
         // Entries that leave through this input (call end).
         let ending = match *op {
