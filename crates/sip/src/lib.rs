@@ -5,7 +5,8 @@
 //! the current time in, and drains messages to send, application events and the next timer
 //! deadline out.
 //!
-//! * [`message`]: parsing (with our own framing/Content-Length checks) and serializers;
+//! * [`message`]: parsing (rsip parses; we frame and check Content-Length first, and still
+//!   answer 400 when rsip rejects a request whose core headers are readable) and serializers;
 //! * [`framing`]: UDP datagram handling and the TCP [`framing::StreamFramer`];
 //! * [`transaction`]: the four RFC 3261 §17 machines (with RFC 6026), timers as data;
 //! * [`dialog`]: dialog state and in-dialog request building;

@@ -1,10 +1,25 @@
-//! SIP message model: parsing (with our own framing and Content-Length checks),
-//! typed accessors for the headers the core needs, and lean serializers for the
-//! messages we send.
+//! SIP message model: parsing, typed accessors for the headers the core needs, and lean
+//! serializers for the messages we send.
 //!
-//! The parser is a small hand-written one: it never panics, tolerates a single
-//! broken header line (so the UA can still answer 400) and does all framing
-//! checks itself (RFC 3261 §18.3, §7.5).
+//! Parsing is split in two:
+//!
+//! * **we frame**: leading CRLFs, size limit, the blank line that ends the header section,
+//!   UTF-8, and Content-Length (RFC 3261 §18.3, §7.5: missing, negative, non-numeric,
+//!   conflicting or larger than what arrived; the body is cut to it). rsip ignores all of
+//!   this, so it only ever sees a section our framing accepted;
+//! * **rsip parses** that header section: start line and header lines
+//!   (`rsip::message::sip_message::Tokenizer`, rsip's own nom parser, zero-copy; the
+//!   Request-URI also goes through rsip's typed `Uri`). Sections rsip cannot read as sent
+//!   (bare LF line ends, folded lines, `Name :`) are handed to it in canonical form.
+//!
+//! rsip stays behind this module's own types ([`Request`], [`Response`], [`Header`], ...):
+//! header values are copied once out of rsip's tokens, and the core headers (Via, From, To,
+//! Call-ID, CSeq, Max-Forwards) are read from them. When rsip rejects a message, a light
+//! line pre-scan still recovers the request line and core headers so the UA can answer 400
+//! ([`ParseError::Answerable`]); anything else is [`ParseError::Unparsable`] and dropped.
+//! Nothing here panics on wire data.
+//!
+//! Building requests and responses is plain string writing (no parsing involved).
 
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
@@ -899,6 +914,129 @@ fn parse_start_line(line: &str) -> Option<StartLine> {
     Some(StartLine::Request(Method::parse(m)?, uri.to_owned()))
 }
 
+/// Start line and header lines of a framed header section (`head CRLF CRLF`), parsed by rsip.
+/// `None` when rsip rejects it, or when a value would swallow a bare LF line end (a section
+/// that is not in canonical form; see [`canonical_head`]).
+fn rsip_parse(section: &[u8]) -> Option<(StartLine, Vec<Header>)> {
+    use rsip::message::sip_message::Tokenizer;
+    let (_, tokens) = Tokenizer::tokenize(section).ok()?;
+    let (start_line, raw) = match tokens {
+        Tokenizer::Request(r) => {
+            if r.version.major != b"2" || r.version.minor != b"0" {
+                return None;
+            }
+            let method = Method::parse(std::str::from_utf8(r.method.value).ok()?)?;
+            // rsip's typed URI checks what its tokenizer leaves open (port range, host).
+            let _: rsip::Uri = r.uri.try_into().ok()?;
+            // rsip has split `method SP Request-URI SP version`: take the URI as sent.
+            let line = section.split(|b| *b == b'\r').next()?;
+            let line = std::str::from_utf8(line).ok()?;
+            let (_, rest) = line.split_once(' ')?;
+            let (uri, _) = rest.rsplit_once(' ')?;
+            if uri.is_empty() || !uri.contains(':') {
+                return None;
+            }
+            (StartLine::Request(method, uri.to_owned()), r.headers)
+        }
+        Tokenizer::Response(r) => {
+            if r.version.major != b"2" || r.version.minor != b"0" {
+                return None;
+            }
+            let code = r.status_code.code;
+            if !code.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let status: u16 = std::str::from_utf8(code).ok()?.parse().ok()?;
+            if !(100..=699).contains(&status) {
+                return None;
+            }
+            let reason = std::str::from_utf8(r.status_code.reason).ok()?.trim();
+            (StartLine::Response(status, reason.to_owned()), r.headers)
+        }
+    };
+    let mut headers = Vec::with_capacity(raw.len());
+    for h in raw {
+        if h.value.contains(&b'\n') {
+            // A bare LF that rsip took for part of a value: see `canonical_head`.
+            return None;
+        }
+        let name = std::str::from_utf8(h.name).ok()?;
+        let value = std::str::from_utf8(h.value).ok()?;
+        headers.push(Header {
+            name: HeaderName::parse(name),
+            value: value.trim().to_owned(),
+        });
+    }
+    Some((start_line, headers))
+}
+
+/// The header section in the form rsip reads: CRLF line ends, folded lines joined
+/// (RFC 3261 §7.3.1), no white space before a header colon, closed by a blank line.
+/// Lines that are beyond repair are kept as they are (and rsip rejects them).
+fn canonical_head(head: &str) -> String {
+    let mut out = String::with_capacity(head.len() + 8);
+    for (i, line) in head.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if i == 0 {
+            out.push_str(line);
+            continue;
+        }
+        if line.starts_with([' ', '\t']) && i > 1 {
+            out.push(' ');
+            out.push_str(line.trim());
+            continue;
+        }
+        out.push_str("\r\n");
+        match line.split_once(':') {
+            Some((name, value)) if !name.is_empty() => {
+                out.push_str(name.trim_end());
+                out.push_str(": ");
+                out.push_str(value.trim());
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out.push_str("\r\n\r\n");
+    out
+}
+
+/// Best-effort line scan of a header section rsip rejected (or one with broken framing),
+/// enough to answer 400: the start line, the well-formed header lines, and the first fault.
+fn prescan(head: &str) -> (Option<StartLine>, Vec<Header>, Option<ParseFault>) {
+    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let start_line = parse_start_line(lines.next().unwrap_or(""));
+    let mut fault = None;
+    let mut headers: Vec<Header> = Vec::with_capacity(16);
+    if start_line.is_none() {
+        return (None, headers, fault);
+    }
+    for line in lines {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = headers.last_mut() {
+                last.value.push(' ');
+                last.value.push_str(line.trim());
+            } else {
+                fault.get_or_insert(ParseFault::BadHeaderLine);
+            }
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            fault.get_or_insert(ParseFault::BadHeaderLine);
+            continue;
+        };
+        let name = name.trim_end();
+        if name.is_empty() || !name.bytes().all(is_token_char) {
+            fault.get_or_insert(ParseFault::BadHeaderLine);
+            continue;
+        }
+        headers.push(Header {
+            name: HeaderName::parse(name),
+            value: value.trim().to_owned(),
+        });
+    }
+    (start_line, headers, fault)
+}
+
 /// Whether a line looks like a SIP start line (used by the stream framer to resync).
 pub fn looks_like_start_line(line: &[u8]) -> bool {
     match std::str::from_utf8(line) {
@@ -958,37 +1096,36 @@ pub fn parse_with_limit(data: &[u8], max_size: usize) -> Result<SipMessage, Pars
             String::from_utf8_lossy(head_bytes)
         }
     };
-    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let first = lines.next().unwrap_or("");
-    let start_line = match parse_start_line(first) {
-        Some(s) => s,
-        None => return Err(ParseError::Unparsable(ParseFault::BadStartLine)),
-    };
-    let mut headers: Vec<Header> = Vec::with_capacity(16);
-    for line in lines {
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = headers.last_mut() {
-                last.value.push(' ');
-                last.value.push_str(line.trim());
-            } else {
-                fault.get_or_insert(ParseFault::BadHeaderLine);
-            }
-            continue;
+
+    // rsip parses the framed header section (start line, header lines). It only sees a
+    // section that our framing accepted: it does not check the blank line or Content-Length.
+    let mut parsed = None;
+    if fault.is_none() {
+        if data[head_end..].starts_with(b"\r\n\r\n") {
+            parsed = rsip_parse(&data[..body_start]);
         }
-        let Some((name, value)) = line.split_once(':') else {
-            fault.get_or_insert(ParseFault::BadHeaderLine);
-            continue;
-        };
-        let name = name.trim_end();
-        if name.is_empty() || !name.bytes().all(is_token_char) {
-            fault.get_or_insert(ParseFault::BadHeaderLine);
-            continue;
+        if parsed.is_none() {
+            // Bare LF line ends, folded lines or `Name :` (all legal or tolerated, RFC 3261
+            // §7.3.1, §7.5) are not understood by rsip: hand it the canonical form.
+            parsed = rsip_parse(canonical_head(&head).as_bytes());
         }
-        headers.push(Header {
-            name: HeaderName::parse(name),
-            value: value.trim().to_owned(),
-        });
     }
+    let (start_line, headers) = match parsed {
+        Some(p) => p,
+        None => {
+            // Rejected by rsip (or broken framing): a light pre-scan still recovers what a 400
+            // needs (request line, Via, Call-ID, CSeq, From, To); otherwise the message is dropped.
+            let (start_line, headers, scan_fault) = prescan(&head);
+            let Some(start_line) = start_line else {
+                return Err(ParseError::Unparsable(ParseFault::BadStartLine));
+            };
+            if fault.is_none() {
+                // The pre-scan found the header lines fine, so rsip refused the start line.
+                fault = Some(scan_fault.unwrap_or(ParseFault::BadStartLine));
+            }
+            (start_line, headers)
+        }
+    };
     let headers = Headers(headers);
 
     // Content-Length.
@@ -1358,6 +1495,62 @@ Content-Length: 4\r\n\r\nv=0\nEXTRA";
             parse(m.as_bytes()).unwrap_err().fault(),
             ParseFault::BadHeaderLine
         );
+    }
+
+    #[test]
+    fn non_canonical_sections_are_handed_to_rsip_canonically() {
+        // Folded line, `Name :`, compact form, bare LF line ends: all legal or tolerated.
+        let folded = INVITE
+            .replace("Max-Forwards: 70", "Max-Forwards :\r\n 70")
+            .replace("Call-ID: ", "i: ");
+        let lf = INVITE.replace("\r\n", "\n");
+        for m in [folded, lf] {
+            let SipMessage::Request(r) = parse(m.as_bytes()).unwrap() else {
+                panic!()
+            };
+            assert_eq!(r.max_forwards(), Some(70));
+            assert_eq!(r.call_id(), "a84b4c76e66710");
+            assert_eq!(&r.body[..], b"v=0\n");
+        }
+        // A bare LF inside the header section must not glue two headers together.
+        let m = INVITE.replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\nSubject: x\r\n");
+        let SipMessage::Request(r) = parse(m.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.max_forwards(), Some(70));
+        assert_eq!(r.header(&HeaderName::parse("Subject")), Some("x"));
+    }
+
+    #[test]
+    fn unknown_methods_and_rsip_rejections() {
+        let m = INVITE.replace("INVITE", "FOO");
+        let SipMessage::Request(r) = parse(m.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.method, Method::Other("FOO".into()));
+        // Methods are case-sensitive (RFC 3261 §7.1).
+        let m = INVITE.replacen("INVITE", "invite", 1);
+        assert_eq!(
+            parse(m.as_bytes()).unwrap_err().fault(),
+            ParseFault::CSeqMethodMismatch
+        );
+        // A Request-URI rsip refuses: still answerable with 400.
+        let m = INVITE.replacen("sip:ring@10.0.0.1", "sip:ring@10.0.0.1:99999", 1);
+        let e = parse(m.as_bytes()).unwrap_err();
+        assert!(e.is_answerable(), "{e:?}");
+        assert_eq!(e.fault(), ParseFault::BadStartLine);
+    }
+
+    #[test]
+    fn response_status_line() {
+        let SipMessage::Response(r) = parse(
+            b"SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!((r.status, r.reason.as_str()), (486, "Busy Here"));
+        assert_eq!(r.to_tag(), Some("2"));
     }
 
     #[test]
