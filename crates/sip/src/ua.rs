@@ -1202,6 +1202,14 @@ impl UserAgent {
             }
             _ => {}
         }
+        // RFC 3261 §8.2.2.3: any other request requiring an option tag we do not support gets
+        // 420, OPTIONS and in-dialog requests included. Methods we do not implement get their
+        // 501/405 first (§8.2.1).
+        if ALLOW.split(", ").any(|m| m == req.method.as_str())
+            && self.reject_unsupported(now, transport, source, &req)
+        {
+            return;
+        }
         if req.method == Method::Options {
             let tag = if req.to_tag().is_none() {
                 Some(self.options_tag.clone())
@@ -1260,11 +1268,34 @@ impl UserAgent {
         }
     }
 
-    fn unsupported_required(req: &Request) -> Vec<&str> {
-        req.require()
+    /// Answers 420 with Unsupported when `req` requires option tags we do not support.
+    fn reject_unsupported(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        source: SocketAddr,
+        req: &Request,
+    ) -> bool {
+        let unsupported: Vec<&str> = req
+            .require()
             .into_iter()
             .filter(|t| !t.eq_ignore_ascii_case("timer"))
-            .collect()
+            .collect();
+        if unsupported.is_empty() {
+            return false;
+        }
+        let list = unsupported.join(", ");
+        self.respond_stateful(
+            now,
+            transport,
+            source,
+            req,
+            420,
+            None,
+            &[("Unsupported", &list)],
+            None,
+        );
+        true
     }
 
     fn handle_new_invite(
@@ -1295,21 +1326,6 @@ impl UserAgent {
                 503,
                 None,
                 &[("Retry-After", &ra)],
-                None,
-            );
-            return;
-        }
-        let unsupported = Self::unsupported_required(&req);
-        if !unsupported.is_empty() {
-            let list = unsupported.join(", ");
-            self.respond_stateful(
-                now,
-                transport,
-                source,
-                &req,
-                420,
-                None,
-                &[("Unsupported", &list)],
                 None,
             );
             return;
@@ -1814,21 +1830,6 @@ impl UserAgent {
         };
         if c.state != CallState::Confirmed || c.ok.is_some() || c.local.is_none() {
             self.respond_stateful(now, transport, source, &req, 491, None, &[], None);
-            return;
-        }
-        let unsupported = Self::unsupported_required(&req);
-        if !unsupported.is_empty() {
-            let list = unsupported.join(", ");
-            self.respond_stateful(
-                now,
-                transport,
-                source,
-                &req,
-                420,
-                None,
-                &[("Unsupported", &list)],
-                None,
-            );
             return;
         }
         let offer = if req.has_sdp() {

@@ -281,6 +281,101 @@ fn error_responses_481_483_501_420_405() {
     assert_eq!(ua.stats().active_calls, 0);
 }
 
+/// RFC 3261 §8.2.2.3: every request but ACK and CANCEL is checked against Require, OPTIONS
+/// and in-dialog requests included; known methods only (unknown ones get 501 first, §8.2.1).
+#[test]
+fn require_with_unknown_option_tag_is_420_for_every_method() {
+    let (mut ua, t0) = ua();
+    send(
+        &mut ua,
+        t0,
+        &request("OPTIONS", "r1", "z9hG4bKr1", 1, "", "Require: foo\r\n", ""),
+    );
+    let out = drain(&mut ua);
+    assert_eq!(statuses(&out), vec![420]);
+    let r = response(&out[0]);
+    assert_eq!(r.header(&HeaderName::Unsupported), Some("foo"));
+    assert!(r.to_tag().is_some());
+    // Understood option tags are fine.
+    send(
+        &mut ua,
+        t0,
+        &request(
+            "OPTIONS",
+            "r2",
+            "z9hG4bKr2",
+            1,
+            "",
+            "Require: timer\r\n",
+            "",
+        ),
+    );
+    assert_eq!(statuses(&drain(&mut ua)), vec![200]);
+    // Unknown method: 501 before the Require check.
+    send(
+        &mut ua,
+        t0,
+        &request("FOO", "r3", "z9hG4bKr3", 1, "", "Require: foo\r\n", ""),
+    );
+    assert_eq!(statuses(&drain(&mut ua)), vec![501]);
+
+    // In a dialog: BYE and INFO with an unknown Require get 420 and leave the call up.
+    let (call, tag) = established(&mut ua, t0, "r4", "");
+    send(
+        &mut ua,
+        t0,
+        &request(
+            "BYE",
+            "r4",
+            "z9hG4bKr4b",
+            2,
+            &tag,
+            "Require: foo, bar\r\n",
+            "",
+        ),
+    );
+    let out = drain(&mut ua);
+    assert_eq!(statuses(&out), vec![420]);
+    assert_eq!(
+        response(&out[0]).header(&HeaderName::Unsupported),
+        Some("foo, bar")
+    );
+    send(
+        &mut ua,
+        t0,
+        &request("INFO", "r4", "z9hG4bKr4i", 3, &tag, "Require: foo\r\n", ""),
+    );
+    assert_eq!(statuses(&drain(&mut ua)), vec![420]);
+    assert!(events(&mut ua).is_empty());
+    assert_eq!(ua.stats().active_calls, 1);
+    // ACK and CANCEL are never checked: an ACK with Require is absorbed, a CANCEL matching no
+    // transaction gets its usual 481.
+    send(
+        &mut ua,
+        t0,
+        &request("ACK", "r4", "z9hG4bKr4a", 2, &tag, "Require: foo\r\n", ""),
+    );
+    assert!(statuses(&drain(&mut ua)).is_empty());
+    send(
+        &mut ua,
+        t0,
+        &request("CANCEL", "r5", "z9hG4bKr5", 1, "", "Require: foo\r\n", ""),
+    );
+    assert_eq!(statuses(&drain(&mut ua)), vec![481]);
+    // Without the Require the BYE ends the call.
+    send(
+        &mut ua,
+        t0,
+        &request("BYE", "r4", "z9hG4bKr4c", 4, &tag, "", ""),
+    );
+    assert_eq!(statuses(&drain(&mut ua)), vec![200]);
+    assert!(
+        events(&mut ua)
+            .iter()
+            .any(|e| matches!(e, frontdoor_sip::UaEvent::CallEnded { call: c, .. } if *c == call))
+    );
+}
+
 fn established(
     ua: &mut frontdoor_sip::UserAgent,
     t0: std::time::Instant,
