@@ -98,6 +98,12 @@ pub struct RtpPacketRef<'a> {
     pub payload: &'a [u8],
 }
 
+/// RFC 5761 demultiplexing for rtcp-mux: a datagram whose second byte is 192..=223
+/// (RTCP packet types 192–223, i.e. RTP "payload types" 64–95 with the marker) is RTCP.
+pub fn is_rtcp(data: &[u8]) -> bool {
+    data.len() >= 4 && data.first().is_some_and(|b| b >> 6 == 2) && data.get(1).is_some_and(|b| (192..=223).contains(b))
+}
+
 /// Parse and validate one RTP datagram against the negotiated payload types.
 ///
 /// Rejects: datagrams shorter than the header (including CSRCs / extension / padding they
@@ -334,6 +340,15 @@ mod tests {
         assert_eq!(ts, vec![0, 240, 480]);
         assert!(parse_rtp(&pkts[0], &p).unwrap().marker);
         assert_eq!(parse_rtp(&pkts[1], &p).unwrap().payload.len(), 240);
+    }
+
+    #[test]
+    fn rtcp_mux_demux() {
+        let mut s = RtpSender::new(Ssrc(1), PayloadType::PCMU, 0, 0);
+        assert!(!is_rtcp(&s.audio_packet(&[0xFF; 160], 160)));
+        assert!(is_rtcp(&[0x80, 200, 0, 6, 0, 0, 0, 1]));
+        assert!(is_rtcp(&[0x81, 201, 0, 1]));
+        assert!(!is_rtcp(&[0x80, 200]));
     }
 
     #[test]
