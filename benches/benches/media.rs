@@ -7,7 +7,12 @@
 //!   frame, RTP packetisation);
 //! * `jitter_push_pop`: jitter buffer insert + playout;
 //! * `tx_packetize`: `RtpSender::audio_packet` for a 160-byte PCMU frame.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, clippy::disallowed_methods)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    clippy::disallowed_methods
+)]
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -29,7 +34,9 @@ fn frames() -> Vec<bytes::Bytes> {
         .map(|i| {
             let t = i as f32 / 8000.0;
             let f0 = 140.0 + 20.0 * (2.0 * std::f32::consts::PI * 3.0 * t).sin();
-            let s: f32 = (1..8).map(|h| (2.0 * std::f32::consts::PI * f0 * h as f32 * t).sin() * 3000.0 / h as f32).sum();
+            let s: f32 = (1..8)
+                .map(|h| (2.0 * std::f32::consts::PI * f0 * h as f32 * t).sin() * 3000.0 / h as f32)
+                .sum();
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
             s as i16 + ((x >> 16) as i16 >> 6)
         })
@@ -70,11 +77,17 @@ fn bench(c: &mut Criterion) {
         let tone: Vec<i16> = (0..8000)
             .map(|i| {
                 let t = i as f32 / 8000.0;
-                (6000.0 * (2.0 * std::f32::consts::PI * 770.0 * t).sin() + 6000.0 * (2.0 * std::f32::consts::PI * 1336.0 * t).sin()) as i16
+                (6000.0 * (2.0 * std::f32::consts::PI * 770.0 * t).sin()
+                    + 6000.0 * (2.0 * std::f32::consts::PI * 1336.0 * t).sin())
+                    as i16
             })
             .collect();
         let mut tx = RtpSender::new(Ssrc(1), PayloadType::PCMU, 0, 0);
-        let pkts: Vec<_> = G711::Pcmu.encode_frames(&tone, Ptime::DEFAULT).iter().map(|f| tx.audio_packet(f, 160)).collect();
+        let pkts: Vec<_> = G711::Pcmu
+            .encode_frames(&tone, Ptime::DEFAULT)
+            .iter()
+            .map(|f| tx.audio_packet(f, 160))
+            .collect();
         let mut det = InbandDetector::new();
         let now = Instant::now();
         let mut pcm = [0i16; 160];
@@ -89,7 +102,10 @@ fn bench(c: &mut Criterion) {
                 det.process(now, &pcm, |_| digits += 1);
             })
         });
-        assert!(digits <= 1, "one continuous tone = at most one digit (0 when filtered out)");
+        assert!(
+            digits <= 1,
+            "one continuous tone = at most one digit (0 when filtered out)"
+        );
     }
 
     // A whole MediaSession tick with in-band DTMF on (no telephone-event negotiated)
@@ -128,7 +144,13 @@ fn bench(c: &mut Criterion) {
         g.bench_function("jitter_push_pop", |b| {
             b.iter(|| {
                 let now = t0 + Duration::from_millis(20 * k);
-                jb.push(now, SeqNo(k + 1), (k as u32) * 160, PayloadType::PCMU, black_box(&payload));
+                jb.push(
+                    now,
+                    SeqNo(k + 1),
+                    (k as u32) * 160,
+                    PayloadType::PCMU,
+                    black_box(&payload),
+                );
                 black_box(jb.pop(now));
                 k += 1;
             })
@@ -139,7 +161,9 @@ fn bench(c: &mut Criterion) {
     {
         let mut tx = RtpSender::new(Ssrc(3), PayloadType::PCMU, 0, 0);
         let f = &frames[0];
-        g.bench_function("tx_packetize", |b| b.iter(|| black_box(tx.audio_packet(black_box(f), 160))));
+        g.bench_function("tx_packetize", |b| {
+            b.iter(|| black_box(tx.audio_packet(black_box(f), 160)))
+        });
     }
     g.finish();
 }

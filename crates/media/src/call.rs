@@ -26,7 +26,9 @@ use bytes::Bytes;
 
 use crate::dtmf::info::parse_info;
 use crate::dtmf::rfc4733::{DEFAULT_DURATION, DEFAULT_VOLUME};
-use crate::dtmf::{Digit, DtmfDedup, DtmfEvent, DtmfSender, DtmfSource, InbandDetector, TelephoneEventReceiver};
+use crate::dtmf::{
+    Digit, DtmfDedup, DtmfEvent, DtmfSender, DtmfSource, InbandDetector, TelephoneEventReceiver,
+};
 use crate::g711::{G711, MAX_FRAME_SAMPLES, Ptime};
 use crate::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout, Plc, PushOutcome};
 use crate::latch::{Latch, LatchDecision, LatchMode};
@@ -196,11 +198,19 @@ impl MediaSession {
             InbandMode::Always => true,
             InbandMode::Off => false,
         };
-        let jcfg = JitterConfig { ptime: cfg.ptime, ..cfg.jitter };
+        let jcfg = JitterConfig {
+            ptime: cfg.ptime,
+            ..cfg.jitter
+        };
         MediaSession {
             pts,
             latch: Latch::new(cfg.latch, cfg.remote),
-            sender: RtpSender::new(cfg.ssrc, cfg.codec.payload_type(), cfg.initial_seq, cfg.initial_ts),
+            sender: RtpSender::new(
+                cfg.ssrc,
+                cfg.codec.payload_type(),
+                cfg.initial_seq,
+                cfg.initial_ts,
+            ),
             rx_ssrc: None,
             unwrap: SeqUnwrapper::new(),
             rx_stats: ReceiveStats::new(crate::g711::SAMPLE_RATE),
@@ -262,23 +272,42 @@ impl MediaSession {
 
     /// Loop `prompt` (hold music) when no prompt is playing; `None` = silence.
     pub fn set_idle_audio(&mut self, prompt: Option<Prompt>) {
-        self.player.set_idle(prompt.map_or(Idle::Silence, Idle::Loop));
+        self.player
+            .set_idle(prompt.map_or(Idle::Silence, Idle::Loop));
     }
 
     /// Send a digit as RFC 4733 (requires a negotiated telephone-event PT).
-    pub fn send_dtmf(&mut self, digit: Digit, duration: Option<Duration>) -> Result<(), MediaError> {
+    pub fn send_dtmf(
+        &mut self,
+        digit: Digit,
+        duration: Option<Duration>,
+    ) -> Result<(), MediaError> {
         if self.cfg.telephone_event.is_none() {
-            return Err(MediaError::UnknownPayloadType(PayloadType::TELEPHONE_EVENT_DEFAULT.get()));
+            return Err(MediaError::UnknownPayloadType(
+                PayloadType::TELEPHONE_EVENT_DEFAULT.get(),
+            ));
         }
-        self.dtmf_tx.send(digit, duration.unwrap_or(DEFAULT_DURATION), DEFAULT_VOLUME);
+        self.dtmf_tx
+            .send(digit, duration.unwrap_or(DEFAULT_DURATION), DEFAULT_VOLUME);
         Ok(())
     }
 
     /// A SIP INFO with a DTMF body arrived: parse it and, unless it duplicates a digit from
     /// another source, queue a [`MediaEvent::Dtmf`].
-    pub fn handle_info(&mut self, now: Instant, content_type: &str, body: &[u8]) -> Result<(), MediaError> {
+    pub fn handle_info(
+        &mut self,
+        now: Instant,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(), MediaError> {
         let info = parse_info(content_type, body)?;
-        let ev = DtmfEvent { digit: info.digit, source: DtmfSource::Info, at: now, duration: info.duration, volume: None };
+        let ev = DtmfEvent {
+            digit: info.digit,
+            source: DtmfSource::Info,
+            at: now,
+            duration: info.duration,
+            volume: None,
+        };
         self.offer_dtmf(ev);
         Ok(())
     }
@@ -324,33 +353,40 @@ impl MediaSession {
         self.stats.bytes_received += data.len() as u64;
         self.last_rx = now;
         match pkt.kind {
-            PayloadKind::Audio(_) => match self.jb.push(now, seq, pkt.timestamp, pkt.payload_type, pkt.payload) {
-                PushOutcome::Queued | PushOutcome::Resync => RxOutcome::Audio,
-                PushOutcome::Late => {
-                    self.stats.dropped_late += 1;
-                    RxOutcome::Dropped(DropReason::Late)
-                }
-                PushOutcome::Duplicate => {
-                    self.stats.dropped_late += 1;
-                    RxOutcome::Dropped(DropReason::Duplicate)
-                }
-                PushOutcome::TooLarge => {
-                    self.stats.dropped_malformed += 1;
-                    RxOutcome::Dropped(DropReason::Malformed)
-                }
-            },
-            PayloadKind::TelephoneEvent => match self.te_rx.on_packet(now, pkt.timestamp, pkt.payload) {
-                Ok(evs) => {
-                    for ev in evs.into_iter().flatten() {
-                        self.offer_dtmf(ev);
+            PayloadKind::Audio(_) => {
+                match self
+                    .jb
+                    .push(now, seq, pkt.timestamp, pkt.payload_type, pkt.payload)
+                {
+                    PushOutcome::Queued | PushOutcome::Resync => RxOutcome::Audio,
+                    PushOutcome::Late => {
+                        self.stats.dropped_late += 1;
+                        RxOutcome::Dropped(DropReason::Late)
                     }
-                    RxOutcome::TelephoneEvent
+                    PushOutcome::Duplicate => {
+                        self.stats.dropped_late += 1;
+                        RxOutcome::Dropped(DropReason::Duplicate)
+                    }
+                    PushOutcome::TooLarge => {
+                        self.stats.dropped_malformed += 1;
+                        RxOutcome::Dropped(DropReason::Malformed)
+                    }
                 }
-                Err(_) => {
-                    self.stats.dropped_malformed += 1;
-                    RxOutcome::Dropped(DropReason::Malformed)
+            }
+            PayloadKind::TelephoneEvent => {
+                match self.te_rx.on_packet(now, pkt.timestamp, pkt.payload) {
+                    Ok(evs) => {
+                        for ev in evs.into_iter().flatten() {
+                            self.offer_dtmf(ev);
+                        }
+                        RxOutcome::TelephoneEvent
+                    }
+                    Err(_) => {
+                        self.stats.dropped_malformed += 1;
+                        RxOutcome::Dropped(DropReason::Malformed)
+                    }
                 }
-            },
+            }
             PayloadKind::ComfortNoise => {
                 self.stats.comfort_noise += 1;
                 RxOutcome::ComfortNoise
@@ -359,7 +395,12 @@ impl MediaSession {
     }
 
     /// Process one RTCP datagram (RTCP port, or muxed). Only the remote's IP is accepted.
-    pub fn handle_rtcp(&mut self, now: Instant, source: SocketAddr, data: &[u8]) -> Result<(), MediaError> {
+    pub fn handle_rtcp(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        data: &[u8],
+    ) -> Result<(), MediaError> {
         if source.ip() != self.latch.remote().ip() {
             return Err(MediaError::ForeignSource);
         }
@@ -394,12 +435,20 @@ impl MediaSession {
         let n = self.cfg.ptime.samples();
         let samples = n as u32;
         let pkt = if let Some(ev) = self.dtmf_tx.next(self.sender.timestamp()) {
-            let te = self.cfg.telephone_event.unwrap_or(PayloadType::TELEPHONE_EVENT_DEFAULT);
-            let p = self.sender.event_packet(te, ev.marker, ev.timestamp, &ev.payload);
+            let te = self
+                .cfg
+                .telephone_event
+                .unwrap_or(PayloadType::TELEPHONE_EVENT_DEFAULT);
+            let p = self
+                .sender
+                .event_packet(te, ev.marker, ev.timestamp, &ev.payload);
             self.sender.skip(samples);
             p
         } else if self.echo {
-            let (pcm, enc) = (self.pcm.get(..n).unwrap_or_default(), self.enc.get_mut(..n).unwrap_or_default());
+            let (pcm, enc) = (
+                self.pcm.get(..n).unwrap_or_default(),
+                self.enc.get_mut(..n).unwrap_or_default(),
+            );
             let len = self.cfg.codec.encode_into(pcm, enc);
             let payload = self.enc.get(..len).unwrap_or_default();
             self.sender.audio_packet(payload, samples)

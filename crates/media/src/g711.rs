@@ -173,10 +173,21 @@ mod tests {
             (0x9F, 8316),
         ];
         for &(code, lin) in cases {
-            assert_eq!(G711::Pcmu.decode(&[code])[0], lin, "ulaw decode {code:#04x}");
+            assert_eq!(
+                G711::Pcmu.decode(&[code])[0],
+                lin,
+                "ulaw decode {code:#04x}"
+            );
         }
         // encode: linear -> code
-        let enc: &[(i16, u8)] = &[(0, 0xFF), (-1, 0x7F), (32767, 0x80), (-32768, 0x00), (100, 0xF2), (1000, 0xCE)];
+        let enc: &[(i16, u8)] = &[
+            (0, 0xFF),
+            (-1, 0x7F),
+            (32767, 0x80),
+            (-32768, 0x00),
+            (100, 0xF2),
+            (1000, 0xCE),
+        ];
         for &(lin, code) in enc {
             assert_eq!(G711::Pcmu.encode(&[lin])[0], code, "ulaw encode {lin}");
         }
@@ -197,11 +208,21 @@ mod tests {
             (0x95, 2112),
         ];
         for &(code, lin) in cases {
-            assert_eq!(G711::Pcma.decode(&[code])[0], lin, "alaw decode {code:#04x}");
+            assert_eq!(
+                G711::Pcma.decode(&[code])[0],
+                lin,
+                "alaw decode {code:#04x}"
+            );
         }
         // Note: audio-codec maps -8..=-1 to 0xD5 (+8) where the ITU reference gives 0x55 (-8);
         // that 1-LSB sign difference around zero is inaudible, so it is not asserted here.
-        let enc: &[(i16, u8)] = &[(0, 0xD5), (-9, 0x55), (32767, 0xAA), (-32768, 0x2A), (1000, 0xFA)];
+        let enc: &[(i16, u8)] = &[
+            (0, 0xD5),
+            (-9, 0x55),
+            (32767, 0xAA),
+            (-32768, 0x2A),
+            (1000, 0xFA),
+        ];
         for &(lin, code) in enc {
             assert_eq!(G711::Pcma.encode(&[lin])[0], code, "alaw encode {lin}");
         }
@@ -228,7 +249,10 @@ mod tests {
                     worst_rel = worst_rel.max(f64::from(err) / f64::from(mag));
                 }
             }
-            assert!(worst_rel < 0.0625, "{law:?} worst relative error {worst_rel}");
+            assert!(
+                worst_rel < 0.0625,
+                "{law:?} worst relative error {worst_rel}"
+            );
         }
     }
 

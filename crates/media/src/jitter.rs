@@ -49,7 +49,11 @@ pub struct JitterConfig {
 
 impl Default for JitterConfig {
     fn default() -> Self {
-        JitterConfig { ptime: Ptime::DEFAULT, min_delay: Duration::from_millis(40), max_delay: Duration::from_millis(200) }
+        JitterConfig {
+            ptime: Ptime::DEFAULT,
+            min_delay: Duration::from_millis(40),
+            max_delay: Duration::from_millis(200),
+        }
     }
 }
 
@@ -115,8 +119,13 @@ struct Slot {
 }
 
 impl Slot {
-    const EMPTY: Slot =
-        Slot { seq: None, pt: PayloadType::PCMU, timestamp: 0, len: 0, data: [0; MAX_FRAME_SAMPLES] };
+    const EMPTY: Slot = Slot {
+        seq: None,
+        pt: PayloadType::PCMU,
+        timestamp: 0,
+        len: 0,
+        data: [0; MAX_FRAME_SAMPLES],
+    };
 }
 
 /// The adaptive jitter buffer (see the module docs for the policy).
@@ -226,7 +235,9 @@ impl JitterBuffer {
 
     fn update_jitter(&mut self, now: Instant, timestamp: u32) {
         let epoch = *self.epoch.get_or_insert(now);
-        let arrival = now.saturating_duration_since(epoch).as_micros() as i64 * i64::from(SAMPLE_RATE) / 1_000_000;
+        let arrival = now.saturating_duration_since(epoch).as_micros() as i64
+            * i64::from(SAMPLE_RATE)
+            / 1_000_000;
         // transit is only used in differences, so 32-bit wrap of the timestamp is handled by
         // computing the difference in wrapping u32 arithmetic.
         let transit = arrival.wrapping_sub(i64::from(timestamp));
@@ -239,12 +250,21 @@ impl JitterBuffer {
         }
         self.last_transit = Some(transit);
         let jitter_ms = self.jitter * 1000.0 / f64::from(SAMPLE_RATE);
-        let frames = (JITTER_MULTIPLIER * jitter_ms / f64::from(self.cfg.ptime.ms().max(1))).ceil() as usize + 1;
+        let frames = (JITTER_MULTIPLIER * jitter_ms / f64::from(self.cfg.ptime.ms().max(1))).ceil()
+            as usize
+            + 1;
         self.target = frames.clamp(self.min_frames(), self.max_frames());
     }
 
     /// Insert a packet that arrived at `now`.
-    pub fn push(&mut self, now: Instant, seq: SeqNo, timestamp: u32, pt: PayloadType, payload: &[u8]) -> PushOutcome {
+    pub fn push(
+        &mut self,
+        now: Instant,
+        seq: SeqNo,
+        timestamp: u32,
+        pt: PayloadType,
+        payload: &[u8],
+    ) -> PushOutcome {
         if payload.len() > MAX_FRAME_SAMPLES {
             return PushOutcome::TooLarge;
         }
@@ -279,7 +299,9 @@ impl JitterBuffer {
             self.next = Some(seq);
         }
         let idx = (seq.0 % CAPACITY as u64) as usize;
-        let Some(slot) = self.slots.get_mut(idx) else { return PushOutcome::TooLarge };
+        let Some(slot) = self.slots.get_mut(idx) else {
+            return PushOutcome::TooLarge;
+        };
         if slot.seq == Some(seq) {
             self.stats.duplicate += 1;
             return PushOutcome::Duplicate;
@@ -329,7 +351,11 @@ impl JitterBuffer {
 
     /// Lowest buffered sequence number ≥ `from`.
     fn lowest_from(&self, from: SeqNo) -> Option<SeqNo> {
-        self.slots.iter().filter_map(|s| s.seq).filter(|s| *s >= from).min()
+        self.slots
+            .iter()
+            .filter_map(|s| s.seq)
+            .filter(|s| *s >= from)
+            .min()
     }
 
     /// Take the frame for this playout tick (call once per ptime).
@@ -395,13 +421,20 @@ pub struct Plc {
 
 impl std::fmt::Debug for Plc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plc").field("len", &self.len).field("consecutive", &self.consecutive).finish()
+        f.debug_struct("Plc")
+            .field("len", &self.len)
+            .field("consecutive", &self.consecutive)
+            .finish()
     }
 }
 
 impl Default for Plc {
     fn default() -> Self {
-        Plc { last: [0; MAX_FRAME_SAMPLES], len: 0, consecutive: 0 }
+        Plc {
+            last: [0; MAX_FRAME_SAMPLES],
+            len: 0,
+            consecutive: 0,
+        }
     }
 }
 
@@ -473,7 +506,16 @@ mod tests {
         // arrival order 1, 3, 2, 4, 6, 5 (all within the buffer depth)
         let order = [1u64, 3, 2, 4, 6, 5, 7, 8];
         for (i, s) in order.iter().enumerate() {
-            assert_eq!(jb.push(at(t0, 20 * i as u64), SeqNo(*s), (*s as u32) * 160, PT, &frame(*s)), PushOutcome::Queued);
+            assert_eq!(
+                jb.push(
+                    at(t0, 20 * i as u64),
+                    SeqNo(*s),
+                    (*s as u32) * 160,
+                    PT,
+                    &frame(*s)
+                ),
+                PushOutcome::Queued
+            );
         }
         let mut out = Vec::new();
         for i in 0..8 {
@@ -495,7 +537,10 @@ mod tests {
                 jb.push(at(t0, t), SeqNo(s), s as u32 * 160, PT, &frame(s));
             }
             if s == 11 {
-                assert_eq!(jb.push(at(t0, t), SeqNo(7), 7 * 160, PT, &frame(7)), PushOutcome::Late);
+                assert_eq!(
+                    jb.push(at(t0, t), SeqNo(7), 7 * 160, PT, &frame(7)),
+                    PushOutcome::Late
+                );
             }
             match jb.pop(at(t0, t)) {
                 Playout::Frame { seq, .. } => {
@@ -521,7 +566,10 @@ mod tests {
         assert_eq!(jb.stats().late, 1);
         assert_eq!(jb.stats().concealed, 2);
         // duplicates
-        assert_eq!(jb.push(at(t0, t), SeqNo(12), 12 * 160, PT, &frame(12)), PushOutcome::Duplicate);
+        assert_eq!(
+            jb.push(at(t0, t), SeqNo(12), 12 * 160, PT, &frame(12)),
+            PushOutcome::Duplicate
+        );
     }
 
     #[test]
@@ -547,7 +595,13 @@ mod tests {
         // packets every 20 ms of media but arrivals alternate ±30 ms around nominal
         for s in 0u64..200 {
             let jitter_ms = if s % 2 == 0 { 0 } else { 60 };
-            jb.push(at(t0, s * 20 + jitter_ms), SeqNo(s + 1), s as u32 * 160, PT, &frame(s + 1));
+            jb.push(
+                at(t0, s * 20 + jitter_ms),
+                SeqNo(s + 1),
+                s as u32 * 160,
+                PT,
+                &frame(s + 1),
+            );
             let _ = jb.pop(at(t0, s * 20 + jitter_ms));
         }
         let high = jb.target_frames();
@@ -555,11 +609,25 @@ mod tests {
         assert!(high <= 10, "clamped to 200 ms, got {high}");
         // then a quiet network: the target comes back down
         for s in 200u64..600 {
-            jb.push(at(t0, s * 20 + 60), SeqNo(s + 1), s as u32 * 160, PT, &frame(s + 1));
+            jb.push(
+                at(t0, s * 20 + 60),
+                SeqNo(s + 1),
+                s as u32 * 160,
+                PT,
+                &frame(s + 1),
+            );
             let _ = jb.pop(at(t0, s * 20 + 60));
         }
-        assert!(jb.target_frames() < high, "{} !< {high}", jb.target_frames());
-        assert!(jb.len() <= jb.target_frames() + SHRINK_SLACK + 1, "shrunk to target: {}", jb.len());
+        assert!(
+            jb.target_frames() < high,
+            "{} !< {high}",
+            jb.target_frames()
+        );
+        assert!(
+            jb.len() <= jb.target_frames() + SHRINK_SLACK + 1,
+            "shrunk to target: {}",
+            jb.len()
+        );
     }
 
     #[test]
@@ -569,9 +637,15 @@ mod tests {
         for s in 1u64..=3 {
             jb.push(at(t0, s * 20), SeqNo(s), 0, PT, &frame(s));
         }
-        assert_eq!(jb.push(at(t0, 80), SeqNo(5000), 0, PT, &frame(5000)), PushOutcome::Resync);
+        assert_eq!(
+            jb.push(at(t0, 80), SeqNo(5000), 0, PT, &frame(5000)),
+            PushOutcome::Resync
+        );
         assert_eq!(jb.len(), 1);
-        assert_eq!(jb.push(at(t0, 80), SeqNo(1), 0, PT, &[0; 481]), PushOutcome::TooLarge);
+        assert_eq!(
+            jb.push(at(t0, 80), SeqNo(1), 0, PT, &[0; 481]),
+            PushOutcome::TooLarge
+        );
         // a sender that jumps backwards is resynchronised after LATE_RESYNC late packets
         for s in 5000u64..5010 {
             jb.push(at(t0, 100), SeqNo(s), 0, PT, &frame(s));
@@ -581,7 +655,11 @@ mod tests {
         for s in 100u64..100 + u64::from(LATE_RESYNC) {
             outcomes.push(jb.push(at(t0, 300), SeqNo(s), 0, PT, &frame(s)));
         }
-        assert!(outcomes[..outcomes.len() - 1].iter().all(|o| *o == PushOutcome::Late));
+        assert!(
+            outcomes[..outcomes.len() - 1]
+                .iter()
+                .all(|o| *o == PushOutcome::Late)
+        );
         assert_eq!(outcomes.last(), Some(&PushOutcome::Resync));
     }
 }

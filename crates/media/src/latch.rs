@@ -46,7 +46,10 @@ pub enum LatchMode {
 impl LatchMode {
     /// NAT mode with the defaults.
     pub const fn nat() -> Self {
-        LatchMode::Nat { probation: DEFAULT_PROBATION, relatch_after: DEFAULT_RELATCH_AFTER }
+        LatchMode::Nat {
+            probation: DEFAULT_PROBATION,
+            relatch_after: DEFAULT_RELATCH_AFTER,
+        }
     }
 }
 
@@ -84,12 +87,23 @@ impl Latch {
     /// A latch that starts out sending to `sdp_addr`.
     pub fn new(mode: LatchMode, sdp_addr: SocketAddr) -> Self {
         let mode = match mode {
-            LatchMode::Nat { probation, relatch_after } => {
-                LatchMode::Nat { probation: probation.max(2), relatch_after }
-            }
+            LatchMode::Nat {
+                probation,
+                relatch_after,
+            } => LatchMode::Nat {
+                probation: probation.max(2),
+                relatch_after,
+            },
             m => m,
         };
-        Latch { mode, sdp: sdp_addr, current: sdp_addr, latched: false, last_from_current: None, candidate: None }
+        Latch {
+            mode,
+            sdp: sdp_addr,
+            current: sdp_addr,
+            latched: false,
+            last_from_current: None,
+            candidate: None,
+        }
     }
 
     /// New SDP address (re-INVITE): forget any latch.
@@ -113,14 +127,24 @@ impl Latch {
     }
 
     /// Decide about a packet from `source` with `ssrc`/`seq` (already parsed and valid).
-    pub fn check(&mut self, now: Instant, source: SocketAddr, ssrc: Ssrc, seq: u16) -> LatchDecision {
+    pub fn check(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        ssrc: Ssrc,
+        seq: u16,
+    ) -> LatchDecision {
         if source == self.current {
             self.last_from_current = Some(now);
             // a packet from the current source clears any half-way candidate only if it
             // is the same address; other candidates keep their probation count.
             return LatchDecision::Accept;
         }
-        let LatchMode::Nat { probation, relatch_after } = self.mode else {
+        let LatchMode::Nat {
+            probation,
+            relatch_after,
+        } = self.mode
+        else {
             return LatchDecision::Foreign;
         };
         // A live current source (latched, or the SDP address itself) cannot be displaced.
@@ -144,7 +168,12 @@ impl Latch {
             }
             _ => {
                 // first packet from this source (or out of sequence): start probation
-                self.candidate = Some(Candidate { addr: source, ssrc, last_seq: seq, count: 1 });
+                self.candidate = Some(Candidate {
+                    addr: source,
+                    ssrc,
+                    last_seq: seq,
+                    count: 1,
+                });
             }
         }
         LatchDecision::Foreign
@@ -156,7 +185,8 @@ mod tests {
     use super::*;
 
     fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        s.parse()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     #[test]

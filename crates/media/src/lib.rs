@@ -26,9 +26,9 @@ pub mod latch;
 pub mod prompt;
 pub mod rtcp;
 pub mod rtp;
-mod types;
 #[cfg(test)]
 mod testutil;
+mod types;
 
 pub use error::MediaError;
 pub use types::{PayloadType, SeqNo, SeqUnwrapper, Ssrc};

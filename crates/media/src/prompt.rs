@@ -42,20 +42,33 @@ pub struct Prompt {
 }
 
 fn perr(path: &Path, reason: impl std::fmt::Display) -> MediaError {
-    MediaError::Prompt { path: path.to_path_buf(), reason: reason.to_string() }
+    MediaError::Prompt {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Decode an audio file to mono `f32` samples and its sample rate.
-fn decode_mono(path: &Path, source: Box<dyn symphonia::core::io::MediaSource>) -> Result<(Vec<f32>, u32), MediaError> {
+fn decode_mono(
+    path: &Path,
+    source: Box<dyn symphonia::core::io::MediaSource>,
+) -> Result<(Vec<f32>, u32), MediaError> {
     let mss = MediaSourceStream::new(source, Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(ext);
     }
     let mut format = symphonia::default::get_probe()
-        .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+        .probe(
+            &hint,
+            mss,
+            FormatOptions::default(),
+            MetadataOptions::default(),
+        )
         .map_err(|e| perr(path, format!("unrecognised format: {e}")))?;
-    let track = format.default_track(TrackType::Audio).ok_or_else(|| perr(path, "no audio track"))?;
+    let track = format
+        .default_track(TrackType::Audio)
+        .ok_or_else(|| perr(path, "no audio track"))?;
     let track_id = track.id;
     let params = track
         .codec_params
@@ -72,7 +85,9 @@ fn decode_mono(path: &Path, source: Box<dyn symphonia::core::io::MediaSource>) -
         let packet = match format.next_packet() {
             Ok(Some(p)) => p,
             Ok(None) => break,
-            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                break;
+            }
             Err(e) => return Err(perr(path, format!("read error: {e}"))),
         };
         if packet.track_id != track_id {
@@ -85,7 +100,10 @@ fn decode_mono(path: &Path, source: Box<dyn symphonia::core::io::MediaSource>) -
                 buf.copy_to_vec_interleaved(&mut interleaved);
                 let frames = buf.frames();
                 mono.extend(
-                    interleaved.chunks(channels).take(frames).map(|f| f.iter().sum::<f32>() / channels as f32),
+                    interleaved
+                        .chunks(channels)
+                        .take(frames)
+                        .map(|f| f.iter().sum::<f32>() / channels as f32),
                 );
             }
             Err(SymphoniaError::DecodeError(_)) => continue, // skip a corrupt packet
@@ -103,12 +121,20 @@ fn resample_to_8k(path: &Path, input: &[f32], rate: u32) -> Result<Vec<f32>, Med
     if rate == SAMPLE_RATE {
         return Ok(input.to_vec());
     }
-    let mut rs = Fft::<f32>::new(rate as usize, SAMPLE_RATE as usize, 1024, 1, FixedSync::Input)
-        .map_err(|e| MediaError::Resample(format!("{}: {e}", path.display())))?;
+    let mut rs = Fft::<f32>::new(
+        rate as usize,
+        SAMPLE_RATE as usize,
+        1024,
+        1,
+        FixedSync::Input,
+    )
+    .map_err(|e| MediaError::Resample(format!("{}: {e}", path.display())))?;
     let needed = rs.process_all_needed_output_len(input.len());
     let mut out = vec![0f32; needed];
-    let inp = InterleavedSlice::new(input, 1, input.len()).map_err(|e| MediaError::Resample(e.to_string()))?;
-    let mut outp = InterleavedSlice::new_mut(&mut out, 1, needed).map_err(|e| MediaError::Resample(e.to_string()))?;
+    let inp = InterleavedSlice::new(input, 1, input.len())
+        .map_err(|e| MediaError::Resample(e.to_string()))?;
+    let mut outp = InterleavedSlice::new_mut(&mut out, 1, needed)
+        .map_err(|e| MediaError::Resample(e.to_string()))?;
     let (_, produced) = rs
         .process_all_into_buffer(&inp, &mut outp, input.len(), None)
         .map_err(|e| MediaError::Resample(format!("{}: {e}", path.display())))?;
@@ -121,7 +147,14 @@ impl Prompt {
     pub fn from_pcm(name: &str, pcm: &[i16]) -> Prompt {
         let pcmu = G711::Pcmu.encode(pcm);
         let pcma = G711::Pcma.encode(pcm);
-        Prompt { inner: Arc::new(PromptData { name: name.to_string(), pcmu, pcma, samples: pcm.len() }) }
+        Prompt {
+            inner: Arc::new(PromptData {
+                name: name.to_string(),
+                pcmu,
+                pcma,
+                samples: pcm.len(),
+            }),
+        }
     }
 
     /// Load and pre-encode a file. The name is the file stem.
@@ -136,11 +169,20 @@ impl Prompt {
         Self::decode(path, Box::new(std::io::Cursor::new(data)))
     }
 
-    fn decode(path: &Path, src: Box<dyn symphonia::core::io::MediaSource>) -> Result<Prompt, MediaError> {
+    fn decode(
+        path: &Path,
+        src: Box<dyn symphonia::core::io::MediaSource>,
+    ) -> Result<Prompt, MediaError> {
         let (mono, rate) = decode_mono(path, src)?;
         let pcm8k = resample_to_8k(path, &mono, rate)?;
-        let pcm: Vec<i16> = pcm8k.iter().map(|s| (s * 32768.0).clamp(-32768.0, 32767.0) as i16).collect();
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("prompt");
+        let pcm: Vec<i16> = pcm8k
+            .iter()
+            .map(|s| (s * 32768.0).clamp(-32768.0, 32767.0) as i16)
+            .collect();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("prompt");
         Ok(Self::from_pcm(name, &pcm))
     }
 
@@ -204,22 +246,32 @@ impl PromptLibrary {
     /// A prompt named in `required` (file stem, e.g. `"welcome"`) that is missing or
     /// cannot be decoded is an error naming the path and the reason; any other file that
     /// fails to decode is returned as a warning and skipped.
-    pub fn load_dir(dir: &Path, required: &[&str]) -> Result<(PromptLibrary, PromptWarnings), MediaError> {
+    pub fn load_dir(
+        dir: &Path,
+        required: &[&str],
+    ) -> Result<(PromptLibrary, PromptWarnings), MediaError> {
         let rd = std::fs::read_dir(dir).map_err(|e| perr(dir, e))?;
         let mut paths: Vec<PathBuf> = rd
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.is_file()
-                    && p.extension()
-                        .and_then(|e| e.to_str())
-                        .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+                    && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                        AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+                    })
             })
             .collect();
         paths.sort();
-        let mut lib = PromptLibrary { dir: dir.to_path_buf(), prompts: HashMap::new() };
+        let mut lib = PromptLibrary {
+            dir: dir.to_path_buf(),
+            prompts: HashMap::new(),
+        };
         let mut warnings = Vec::new();
         for path in paths {
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string();
             match Prompt::load(&path) {
                 Ok(p) => {
                     lib.prompts.insert(stem, p);
@@ -230,7 +282,10 @@ impl PromptLibrary {
         }
         for r in required {
             if !lib.prompts.contains_key(*r) {
-                return Err(MediaError::PromptMissing { name: (*r).to_string(), dir: dir.to_path_buf() });
+                return Err(MediaError::PromptMissing {
+                    name: (*r).to_string(),
+                    dir: dir.to_path_buf(),
+                });
             }
         }
         Ok((lib, warnings))
@@ -294,7 +349,14 @@ pub struct PromptPlayer {
 impl PromptPlayer {
     /// A player for one call's codec and ptime.
     pub fn new(codec: G711, ptime: Ptime) -> Self {
-        PromptPlayer { codec, ptime, queue: VecDeque::new(), pos: 0, idle: Idle::Silence, idle_pos: 0 }
+        PromptPlayer {
+            codec,
+            ptime,
+            queue: VecDeque::new(),
+            pos: 0,
+            idle: Idle::Silence,
+            idle_pos: 0,
+        }
     }
 
     /// Queue a prompt after whatever is playing.
@@ -388,7 +450,15 @@ mod tests {
 
     #[test]
     fn loads_the_sample_prompts() {
-        let required = ["welcome", "you-pressed", "digit-0", "digit-9", "digit-star", "digit-pound", "hold"];
+        let required = [
+            "welcome",
+            "you-pressed",
+            "digit-0",
+            "digit-9",
+            "digit-star",
+            "digit-pound",
+            "hold",
+        ];
         let (lib, warnings) = PromptLibrary::load_dir(&prompts_dir(), &required).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         assert!(lib.len() >= 15, "{:?}", lib.names());
@@ -433,7 +503,11 @@ mod tests {
         assert!((3900..=4100).contains(&p.samples()), "{}", p.samples());
         let pcm = G711::Pcmu.decode(p.encoded(G711::Pcmu));
         // mono mix halves the left channel: peak ≈ 8000
-        let peak = pcm[500..3500].iter().map(|s| s.unsigned_abs()).max().unwrap();
+        let peak = pcm[500..3500]
+            .iter()
+            .map(|s| s.unsigned_abs())
+            .max()
+            .unwrap();
         assert!((7000..=9000).contains(&peak), "peak {peak}");
     }
 
@@ -455,7 +529,10 @@ mod tests {
             }
             other => panic!("expected a prompt error, got {other:?}"),
         }
-        assert!(matches!(PromptLibrary::load_dir(&dir, &["welcome"]), Err(MediaError::PromptMissing { .. })));
+        assert!(matches!(
+            PromptLibrary::load_dir(&dir, &["welcome"]),
+            Err(MediaError::PromptMissing { .. })
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

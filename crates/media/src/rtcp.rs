@@ -14,7 +14,9 @@ use bytes::Bytes;
 use rtc_rtcp::receiver_report::ReceiverReport;
 use rtc_rtcp::reception_report::ReceptionReport;
 use rtc_rtcp::sender_report::SenderReport;
-use rtc_rtcp::source_description::{SdesType, SourceDescription, SourceDescriptionChunk, SourceDescriptionItem};
+use rtc_rtcp::source_description::{
+    SdesType, SourceDescription, SourceDescriptionChunk, SourceDescriptionItem,
+};
 
 use crate::{MediaError, SeqNo, Ssrc};
 
@@ -25,7 +27,9 @@ pub const NTP_UNIX_OFFSET_SECS: u64 = 2_208_988_800;
 
 /// Convert a time since the Unix epoch to a 64-bit NTP timestamp (32.32 fixed point).
 pub fn ntp_from_unix(since_unix_epoch: Duration) -> u64 {
-    let secs = since_unix_epoch.as_secs().wrapping_add(NTP_UNIX_OFFSET_SECS);
+    let secs = since_unix_epoch
+        .as_secs()
+        .wrapping_add(NTP_UNIX_OFFSET_SECS);
     let frac = (u64::from(since_unix_epoch.subsec_nanos()) << 32) / 1_000_000_000;
     (secs << 32) | frac
 }
@@ -53,12 +57,18 @@ pub struct ReceiveStats {
 impl ReceiveStats {
     /// Statistics for a stream with the given RTP clock rate (8000 for G.711).
     pub fn new(clock_rate: u32) -> Self {
-        ReceiveStats { clock_rate, ..Default::default() }
+        ReceiveStats {
+            clock_rate,
+            ..Default::default()
+        }
     }
 
     /// Start over for a new SSRC.
     pub fn reset(&mut self, ssrc: Ssrc) {
-        *self = ReceiveStats { ssrc: Some(ssrc), ..ReceiveStats::new(self.clock_rate) };
+        *self = ReceiveStats {
+            ssrc: Some(ssrc),
+            ..ReceiveStats::new(self.clock_rate)
+        };
     }
 
     /// The SSRC these statistics are about.
@@ -80,8 +90,9 @@ impl ReceiveStats {
         self.received += 1;
         // A.8: J += (|D| - J) / 16, D from arrival and RTP timestamps in timestamp units
         let epoch = *self.epoch.get_or_insert(now);
-        let arrival =
-            (now.saturating_duration_since(epoch).as_micros() as i64).saturating_mul(i64::from(self.clock_rate)) / 1_000_000;
+        let arrival = (now.saturating_duration_since(epoch).as_micros() as i64)
+            .saturating_mul(i64::from(self.clock_rate))
+            / 1_000_000;
         let transit = arrival.wrapping_sub(i64::from(timestamp));
         if let Some(prev) = self.last_transit {
             let d = f64::from((transit.wrapping_sub(prev)) as i32).abs();
@@ -123,7 +134,11 @@ impl ReceiveStats {
     }
 
     /// Build a report block and start a new fraction-lost interval (A.3).
-    pub fn report_block(&mut self, last_sr: u32, delay_since_last_sr: u32) -> Option<ReceptionReport> {
+    pub fn report_block(
+        &mut self,
+        last_sr: u32,
+        delay_since_last_sr: u32,
+    ) -> Option<ReceptionReport> {
         let ssrc = self.ssrc?;
         let expected = self.expected();
         let expected_interval = expected.saturating_sub(self.expected_prior);
@@ -131,8 +146,9 @@ impl ReceiveStats {
         self.expected_prior = expected;
         self.received_prior = self.received;
         let lost_interval = expected_interval.saturating_sub(received_interval);
-        let fraction_lost =
-            (lost_interval << 8).checked_div(expected_interval).map_or(0, |f| f.min(255) as u8);
+        let fraction_lost = (lost_interval << 8)
+            .checked_div(expected_interval)
+            .map_or(0, |f| f.min(255) as u8);
         // total_lost is a signed 24-bit field; clamp
         let total_lost = self.lost().clamp(-0x80_0000, 0x7F_FFFF);
         Some(ReceptionReport {
@@ -213,7 +229,8 @@ impl RtcpSession {
 
     /// NTP time at `now`.
     pub fn ntp_at(&self, now: Instant) -> u64 {
-        self.ntp_base.wrapping_add(duration_to_ntp(now.saturating_duration_since(self.base)))
+        self.ntp_base
+            .wrapping_add(duration_to_ntp(now.saturating_duration_since(self.base)))
     }
 
     /// When the next report is due.
@@ -233,7 +250,12 @@ impl RtcpSession {
 
     /// If a report is due at `now`, build it: SR when we have sent media since the last
     /// report, otherwise RR; with a report block for `rx` when we receive media.
-    pub fn poll(&mut self, now: Instant, tx: SenderInfo, rx: Option<&mut ReceiveStats>) -> Option<Bytes> {
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        tx: SenderInfo,
+        rx: Option<&mut ReceiveStats>,
+    ) -> Option<Bytes> {
         if now < self.next_report {
             return None;
         }
@@ -255,14 +277,19 @@ impl RtcpSession {
             }
             None => (0, 0),
         };
-        let reports: Vec<ReceptionReport> =
-            rx.and_then(|r| r.report_block(lsr, dlsr)).into_iter().collect();
+        let reports: Vec<ReceptionReport> = rx
+            .and_then(|r| r.report_block(lsr, dlsr))
+            .into_iter()
+            .collect();
         let sending = tx.packets > self.packets_at_last_report;
         self.packets_at_last_report = tx.packets;
         let sdes = SourceDescription {
             chunks: vec![SourceDescriptionChunk {
                 source: self.local_ssrc.0,
-                items: vec![SourceDescriptionItem { sdes_type: SdesType::SdesCname, text: self.cname.clone() }],
+                items: vec![SourceDescriptionItem {
+                    sdes_type: SdesType::SdesCname,
+                    text: self.cname.clone(),
+                }],
             }],
         };
         let first: Box<dyn rtc_rtcp::packet::Packet> = if sending {
@@ -276,7 +303,11 @@ impl RtcpSession {
                 profile_extensions: Bytes::new(),
             })
         } else {
-            Box::new(ReceiverReport { ssrc: self.local_ssrc.0, reports, profile_extensions: Bytes::new() })
+            Box::new(ReceiverReport {
+                ssrc: self.local_ssrc.0,
+                reports,
+                profile_extensions: Bytes::new(),
+            })
         };
         let out = rtc_rtcp::packet::marshal(&[first, Box::new(sdes)])?;
         self.reports_sent += 1;
@@ -318,8 +349,17 @@ impl RtcpSession {
                 None
             };
             let total = b.total_lost & 0x00FF_FFFF;
-            let total = if total & 0x80_0000 != 0 { (total | 0xFF00_0000) as i32 } else { total as i32 };
-            self.remote = Some(RemoteReport { fraction_lost: b.fraction_lost, total_lost: total, jitter: b.jitter, rtt });
+            let total = if total & 0x80_0000 != 0 {
+                (total | 0xFF00_0000) as i32
+            } else {
+                total as i32
+            };
+            self.remote = Some(RemoteReport {
+                fraction_lost: b.fraction_lost,
+                total_lost: total,
+                jitter: b.jitter,
+                rtt,
+            });
         }
     }
 }
@@ -383,21 +423,36 @@ mod tests {
         assert!(a.poll(t0, SenderInfo::default(), None).is_none());
         // A sends an SR at 2.5 s
         let t1 = t0 + Duration::from_millis(2500);
-        let sr = a.poll(t1, SenderInfo { rtp_timestamp: 20000, packets: 125, octets: 20000 }, None).unwrap();
+        let sr = a
+            .poll(
+                t1,
+                SenderInfo {
+                    rtp_timestamp: 20000,
+                    packets: 125,
+                    octets: 20000,
+                },
+                None,
+            )
+            .unwrap();
         let parsed = rtc_rtcp::packet::unmarshal(&mut &sr[..]).unwrap();
         assert!(parsed[0].as_any().downcast_ref::<SenderReport>().is_some());
         // the SR takes 30 ms to reach B
         b.handle(t1 + Duration::from_millis(30), &sr).unwrap();
         // B answers 100 ms later with an RR (it sends nothing) — reaches A after 30 ms
         let t2 = t1 + Duration::from_millis(130);
-        let rr = b.build_report(t2, SenderInfo::default(), Some(&mut b_rx)).unwrap();
+        let rr = b
+            .build_report(t2, SenderInfo::default(), Some(&mut b_rx))
+            .unwrap();
         let parsed = rtc_rtcp::packet::unmarshal(&mut &rr[..]).unwrap();
         let rr_pkt = parsed[0].as_any().downcast_ref::<ReceiverReport>().unwrap();
         assert_eq!(rr_pkt.reports[0].ssrc, 0xA);
         assert_ne!(rr_pkt.reports[0].last_sender_report, 0);
         a.handle(t2 + Duration::from_millis(30), &rr).unwrap();
         let rtt = a.remote_report().unwrap().rtt.unwrap();
-        assert!(rtt >= Duration::from_millis(59) && rtt <= Duration::from_millis(61), "rtt {rtt:?}");
+        assert!(
+            rtt >= Duration::from_millis(59) && rtt <= Duration::from_millis(61),
+            "rtt {rtt:?}"
+        );
     }
 
     #[test]

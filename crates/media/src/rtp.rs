@@ -101,7 +101,9 @@ pub struct RtpPacketRef<'a> {
 /// RFC 5761 demultiplexing for rtcp-mux: a datagram whose second byte is 192..=223
 /// (RTCP packet types 192–223, i.e. RTP "payload types" 64–95 with the marker) is RTCP.
 pub fn is_rtcp(data: &[u8]) -> bool {
-    data.len() >= 4 && data.first().is_some_and(|b| b >> 6 == 2) && data.get(1).is_some_and(|b| (192..=223).contains(b))
+    data.len() >= 4
+        && data.first().is_some_and(|b| b >> 6 == 2)
+        && data.get(1).is_some_and(|b| (192..=223).contains(b))
 }
 
 /// Parse and validate one RTP datagram against the negotiated payload types.
@@ -120,7 +122,9 @@ pub fn parse_rtp<'a>(data: &'a [u8], pts: &PayloadMap) -> Result<RtpPacketRef<'a
     let mut buf: &[u8] = data;
     let header = rtc_rtp::Header::unmarshal(&mut buf)?;
     let header_len = data.len() - buf.len();
-    let mut payload = data.get(header_len..).ok_or(MediaError::ShortPacket(data.len()))?;
+    let mut payload = data
+        .get(header_len..)
+        .ok_or(MediaError::ShortPacket(data.len()))?;
     if header.padding {
         let pad = usize::from(*payload.last().ok_or(MediaError::ShortPacket(data.len()))?);
         if pad == 0 || pad > payload.len() {
@@ -131,8 +135,8 @@ pub fn parse_rtp<'a>(data: &'a [u8], pts: &PayloadMap) -> Result<RtpPacketRef<'a
     let kind = pts
         .kind(header.payload_type)
         .ok_or(MediaError::UnknownPayloadType(header.payload_type))?;
-    let payload_type =
-        PayloadType::new(header.payload_type).ok_or(MediaError::UnknownPayloadType(header.payload_type))?;
+    let payload_type = PayloadType::new(header.payload_type)
+        .ok_or(MediaError::UnknownPayloadType(header.payload_type))?;
     Ok(RtpPacketRef {
         marker: header.marker,
         payload_type,
@@ -239,7 +243,13 @@ impl RtpSender {
 
     /// A packet with an explicit payload type and timestamp (RFC 4733 events keep the
     /// timestamp of the event start). Advances only the sequence number.
-    pub fn event_packet(&mut self, pt: PayloadType, marker: bool, timestamp: u32, payload: &[u8]) -> Bytes {
+    pub fn event_packet(
+        &mut self,
+        pt: PayloadType,
+        marker: bool,
+        timestamp: u32,
+        payload: &[u8],
+    ) -> Bytes {
         self.build(pt, marker, timestamp, payload)
     }
 
@@ -320,7 +330,12 @@ mod tests {
         }
         assert_eq!(
             seen,
-            vec![(65534, u32::MAX - 159, true), (65535, 0, false), (0, 160, false), (1, 320, false)]
+            vec![
+                (65534, u32::MAX - 159, true),
+                (65535, 0, false),
+                (0, 160, false),
+                (1, 320, false)
+            ]
         );
         s.skip(160);
         let r2 = s.audio_packet(&[0xFF; 160], 160);
@@ -336,7 +351,10 @@ mod tests {
         let pkts = s.packetize(&[0xD5; 240 * 3], 240);
         assert_eq!(pkts.len(), 3);
         let p = PayloadMap::g711(G711::Pcma, None);
-        let ts: Vec<u32> = pkts.iter().map(|b| parse_rtp(b, &p).unwrap().timestamp).collect();
+        let ts: Vec<u32> = pkts
+            .iter()
+            .map(|b| parse_rtp(b, &p).unwrap().timestamp)
+            .collect();
         assert_eq!(ts, vec![0, 240, 480]);
         assert!(parse_rtp(&pkts[0], &p).unwrap().marker);
         assert_eq!(parse_rtp(&pkts[1], &p).unwrap().payload.len(), 240);
@@ -354,12 +372,18 @@ mod tests {
     #[test]
     fn bad_packets_rejected() {
         let p = pts();
-        assert!(matches!(parse_rtp(&[0x80; 11], &p), Err(MediaError::ShortPacket(11))));
+        assert!(matches!(
+            parse_rtp(&[0x80; 11], &p),
+            Err(MediaError::ShortPacket(11))
+        ));
         let mut v1 = vec![0x40u8, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xFF];
         assert!(matches!(parse_rtp(&v1, &p), Err(MediaError::BadVersion(1))));
         v1[0] = 0x80;
         v1[1] = 18; // G.729, not negotiated
-        assert!(matches!(parse_rtp(&v1, &p), Err(MediaError::UnknownPayloadType(18))));
+        assert!(matches!(
+            parse_rtp(&v1, &p),
+            Err(MediaError::UnknownPayloadType(18))
+        ));
         v1[1] = 13; // comfort noise always valid
         assert_eq!(parse_rtp(&v1, &p).unwrap().kind, PayloadKind::ComfortNoise);
         // CSRC count says 15 CSRCs but the packet is short

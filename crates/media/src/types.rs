@@ -28,7 +28,11 @@ impl PayloadType {
 
     /// A payload type; `None` when `pt > 127`.
     pub const fn new(pt: u8) -> Option<Self> {
-        if pt <= 127 { Some(PayloadType(pt)) } else { None }
+        if pt <= 127 {
+            Some(PayloadType(pt))
+        } else {
+            None
+        }
     }
 
     /// The 7-bit value.

@@ -46,12 +46,16 @@ fn per_packet_path_is_allocation_free() {
     cfg.telephone_event = None; // in-band detector on
     let mut s = MediaSession::new(t, cfg);
     assert!(s.inband_enabled());
-    let pcm: Vec<i16> = (0..16000).map(|i| ((i as f32 * 0.05).sin() * 8000.0) as i16).collect();
+    let pcm: Vec<i16> = (0..16000)
+        .map(|i| ((i as f32 * 0.05).sin() * 8000.0) as i16)
+        .collect();
     s.set_idle_audio(Some(Prompt::from_pcm("hold", &pcm)));
     // pre-build the incoming packets so the sender side of the test does not count
     let mut tx = RtpSender::new(Ssrc(2), PayloadType::PCMU, 0, 0);
     let frames = G711::Pcmu.encode_frames(&pcm, Ptime::DEFAULT);
-    let pkts: Vec<_> = (0..500).map(|k| tx.audio_packet(&frames[k % frames.len()], 160)).collect();
+    let pkts: Vec<_> = (0..500)
+        .map(|k| tx.audio_packet(&frames[k % frames.len()], 160))
+        .collect();
     let mut run = |range: std::ops::Range<usize>| {
         for (k, p) in pkts.iter().enumerate().take(range.end).skip(range.start) {
             let now = t + Duration::from_millis(20 * k as u64);

@@ -10,7 +10,9 @@ use frontdoor_media::g711::G711;
 use frontdoor_media::prompt::Prompt;
 
 fn check(file: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(file);
     let p = Prompt::load(&path).unwrap();
     let ms = p.duration().as_millis();
     // MP3 adds encoder delay/padding; allow a little
@@ -19,7 +21,10 @@ fn check(file: &str) {
     // 1 kHz at 8 kHz: 2 zero crossings per 8 samples → 250 per 1000 samples
     let mid = &pcm[1000..3000];
     let crossings = mid.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
-    assert!((490..=510).contains(&crossings), "{file}: {crossings} crossings");
+    assert!(
+        (490..=510).contains(&crossings),
+        "{file}: {crossings} crossings"
+    );
     let peak = mid.iter().map(|s| s.unsigned_abs()).max().unwrap();
     // −6 dBFS ≈ 16400 peak (stereo identical channels mix to the same level)
     assert!((14000..=18500).contains(&peak), "{file}: peak {peak}");

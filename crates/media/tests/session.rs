@@ -40,7 +40,11 @@ fn dtmf_tone(d: char, ms: usize) -> Vec<i16> {
     let rows = [697.0f32, 770.0, 852.0, 941.0];
     let cols = [1209.0f32, 1336.0, 1477.0, 1633.0];
     let keys = ["123A", "456B", "789C", "*0#D"];
-    let (r, c) = keys.iter().enumerate().find_map(|(r, k)| k.find(d).map(|c| (r, c))).unwrap();
+    let (r, c) = keys
+        .iter()
+        .enumerate()
+        .find_map(|(r, k)| k.find(d).map(|c| (r, c)))
+        .unwrap();
     (0..ms * 8)
         .map(|i| {
             let t = i as f32 / 8000.0;
@@ -61,14 +65,22 @@ struct Sim {
 
 impl Sim {
     fn new(t0: Instant) -> Self {
-        Sim { t0, tick: 0, sent: Vec::new(), events: Vec::new() }
+        Sim {
+            t0,
+            tick: 0,
+            sent: Vec::new(),
+            events: Vec::new(),
+        }
     }
     fn now(&self) -> Instant {
         self.t0 + Duration::from_millis(self.tick * 20)
     }
     fn step(&mut self, s: &mut MediaSession, incoming: &[(SocketAddr, Bytes)]) -> Vec<RxOutcome> {
         let now = self.now();
-        let out = incoming.iter().map(|(a, p)| s.handle_rtp(now, *a, p)).collect();
+        let out = incoming
+            .iter()
+            .map(|(a, p)| s.handle_rtp(now, *a, p))
+            .collect();
         s.handle_timeout(now);
         while let Some(p) = s.poll_rtp(now) {
             self.sent.push(p);
@@ -114,22 +126,38 @@ fn echo_with_inband_dtmf_over_rollover() {
     for _ in 0..5 {
         sim.step(&mut s, &[]);
     }
-    assert_eq!(sim.digits(), vec![('5', DtmfSource::Inband), ('#', DtmfSource::Inband)]);
+    assert_eq!(
+        sim.digits(),
+        vec![('5', DtmfSource::Inband), ('#', DtmfSource::Inband)]
+    );
     let st = s.stats();
     assert_eq!(st.packets.packets_received, frames.len() as u64);
     assert_eq!(st.packets.lost, 0);
-    assert_eq!(st.packets.dropped_foreign + st.packets.dropped_malformed + st.packets.dropped_late, 0);
+    assert_eq!(
+        st.packets.dropped_foreign + st.packets.dropped_malformed + st.packets.dropped_late,
+        0
+    );
     // echo: what we sent back is the caller's audio, delayed by the jitter buffer
     let pm = PayloadMap::g711(G711::Pcmu, None);
-    let echoed: Vec<u8> = sim.sent.iter().flat_map(|p| parse_rtp(p, &pm).unwrap().payload.to_vec()).collect();
+    let echoed: Vec<u8> = sim
+        .sent
+        .iter()
+        .flat_map(|p| parse_rtp(p, &pm).unwrap().payload.to_vec())
+        .collect();
     let sent: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
-    let pos = echoed.windows(160).position(|w| w == &sent[1600..1760]).unwrap();
+    let pos = echoed
+        .windows(160)
+        .position(|w| w == &sent[1600..1760])
+        .unwrap();
     assert_eq!(pos % 160, 0);
     assert_eq!(&echoed[pos..pos + 1600], &sent[1600..3200]);
     // our own stream: consecutive seq from 1000, ts from 5000 in steps of 160
     let first = parse_rtp(&sim.sent[0], &pm).unwrap();
     let last = parse_rtp(sim.sent.last().unwrap(), &pm).unwrap();
-    assert_eq!((first.seq, first.timestamp, first.marker), (1000, 5000, true));
+    assert_eq!(
+        (first.seq, first.timestamp, first.marker),
+        (1000, 5000, true)
+    );
     assert_eq!(last.seq, 1000 + sim.sent.len() as u16 - 1);
     assert_eq!(last.timestamp, 5000 + 160 * (sim.sent.len() as u32 - 1));
 }
@@ -147,8 +175,15 @@ fn nat_latching_and_bad_packets_are_counted() {
         let p = tx.audio_packet(&[0xFF; 160], 160);
         outcomes.extend(sim.step(&mut s, &[(nat, p)]));
     }
-    assert_eq!(&outcomes[..2], &[RxOutcome::Dropped(DropReason::Foreign); 2]);
-    assert_eq!(outcomes[2], RxOutcome::Audio, "third in-sequence packet latches");
+    assert_eq!(
+        &outcomes[..2],
+        &[RxOutcome::Dropped(DropReason::Foreign); 2]
+    );
+    assert_eq!(
+        outcomes[2],
+        RxOutcome::Audio,
+        "third in-sequence packet latches"
+    );
     assert!(sim.events.contains(&MediaEvent::Latched(nat)));
     assert_eq!(s.remote_addr(), nat);
     // an attacker's in-sequence stream is dropped and counted, never played
@@ -157,18 +192,30 @@ fn nat_latching_and_bad_packets_are_counted() {
         let p = etx.audio_packet(&[0x00; 160], 160);
         let q = tx.audio_packet(&[0xFF; 160], 160);
         let r = sim.step(&mut s, &[(evil, p), (nat, q)]);
-        assert_eq!(r, vec![RxOutcome::Dropped(DropReason::Foreign), RxOutcome::Audio]);
+        assert_eq!(
+            r,
+            vec![RxOutcome::Dropped(DropReason::Foreign), RxOutcome::Audio]
+        );
     }
     assert_eq!(s.remote_addr(), nat);
     // malformed: short, version 1, unknown PT
     let now = sim.now();
-    assert_eq!(s.handle_rtp(now, nat, &[0x80, 0, 0]), RxOutcome::Dropped(DropReason::Malformed));
+    assert_eq!(
+        s.handle_rtp(now, nat, &[0x80, 0, 0]),
+        RxOutcome::Dropped(DropReason::Malformed)
+    );
     let mut v1 = tx.audio_packet(&[0xFF; 160], 160).to_vec();
     v1[0] = (v1[0] & 0x3F) | 0x40;
-    assert_eq!(s.handle_rtp(now, nat, &v1), RxOutcome::Dropped(DropReason::Malformed));
+    assert_eq!(
+        s.handle_rtp(now, nat, &v1),
+        RxOutcome::Dropped(DropReason::Malformed)
+    );
     let mut g729 = tx.audio_packet(&[0xFF; 20], 160).to_vec();
     g729[1] = 18;
-    assert_eq!(s.handle_rtp(now, nat, &g729), RxOutcome::Dropped(DropReason::UnknownPayloadType));
+    assert_eq!(
+        s.handle_rtp(now, nat, &g729),
+        RxOutcome::Dropped(DropReason::UnknownPayloadType)
+    );
     // comfort noise is valid
     let mut cn = tx.audio_packet(&[0x40], 160).to_vec();
     cn[1] = 13;
@@ -191,13 +238,27 @@ fn rfc4733_and_info_dedup_through_session() {
     let mut sim = Sim::new(t);
     // press '7': start, updates, 3 end packets; also an INFO for the same press
     let ev_ts = 8000;
-    let pk = |end: bool, dur: u16, m: bool, tx: &mut RtpSender| tx.event_packet(te, m, ev_ts, &encode_event_payload(7, end, 10, dur));
-    let script = [(false, 160, true), (false, 320, false), (false, 480, false), (true, 640, false), (true, 640, false), (true, 640, false)];
+    let pk = |end: bool, dur: u16, m: bool, tx: &mut RtpSender| {
+        tx.event_packet(te, m, ev_ts, &encode_event_payload(7, end, 10, dur))
+    };
+    let script = [
+        (false, 160, true),
+        (false, 320, false),
+        (false, 480, false),
+        (true, 640, false),
+        (true, 640, false),
+        (true, 640, false),
+    ];
     for (end, dur, m) in script {
         let p = pk(end, dur, m, &mut tx);
         sim.step(&mut s, &[(remote, p)]);
     }
-    s.handle_info(sim.now(), "application/dtmf-relay", b"Signal=7\r\nDuration=80\r\n").unwrap();
+    s.handle_info(
+        sim.now(),
+        "application/dtmf-relay",
+        b"Signal=7\r\nDuration=80\r\n",
+    )
+    .unwrap();
     // a new press of the same key (new timestamp) → a second digit
     let p = tx.event_packet(te, true, 16000, &encode_event_payload(7, true, 10, 640));
     sim.step(&mut s, &[(remote, p)]);
@@ -207,9 +268,23 @@ fn rfc4733_and_info_dedup_through_session() {
     sim.step(&mut s, &[]);
     assert_eq!(
         sim.digits(),
-        vec![('7', DtmfSource::Rfc4733), ('7', DtmfSource::Rfc4733), ('*', DtmfSource::Info)]
+        vec![
+            ('7', DtmfSource::Rfc4733),
+            ('7', DtmfSource::Rfc4733),
+            ('*', DtmfSource::Info)
+        ]
     );
-    let d = sim.events.iter().find_map(|e| if let MediaEvent::Dtmf(d) = e { Some(*d) } else { None }).unwrap();
+    let d = sim
+        .events
+        .iter()
+        .find_map(|e| {
+            if let MediaEvent::Dtmf(d) = e {
+                Some(*d)
+            } else {
+                None
+            }
+        })
+        .unwrap();
     assert_eq!(d.duration, Some(Duration::from_millis(80)));
     assert_eq!(d.volume, Some(10));
 }
@@ -224,15 +299,26 @@ fn sending_dtmf_and_prompts() {
     for _ in 0..5 {
         sim.step(&mut s, &[]);
     }
-    s.send_dtmf(Digit::from_char('9').unwrap(), Some(Duration::from_millis(60))).unwrap();
+    s.send_dtmf(
+        Digit::from_char('9').unwrap(),
+        Some(Duration::from_millis(60)),
+    )
+    .unwrap();
     for _ in 0..10 {
         sim.step(&mut s, &[]);
     }
     let pm = PayloadMap::g711(G711::Pcmu, PayloadType::new(TE));
-    let pkts: Vec<_> = sim.sent.iter().map(|p| parse_rtp(p, &pm).unwrap()).collect();
+    let pkts: Vec<_> = sim
+        .sent
+        .iter()
+        .map(|p| parse_rtp(p, &pm).unwrap())
+        .collect();
     // first 5 packets: the prompt's frames, byte for byte
     for (i, p) in pkts.iter().take(5).enumerate() {
-        assert_eq!(p.payload, &prompt.encoded(G711::Pcmu)[i * 160..(i + 1) * 160]);
+        assert_eq!(
+            p.payload,
+            &prompt.encoded(G711::Pcmu)[i * 160..(i + 1) * 160]
+        );
     }
     // then the event: 60 ms → 2 updates + 3 ends, same timestamp, marker on the first
     let evs: Vec<_> = pkts.iter().filter(|p| p.payload_type.get() == TE).collect();
@@ -240,10 +326,17 @@ fn sending_dtmf_and_prompts() {
     assert!(evs[0].marker && !evs[1].marker);
     assert!(evs.iter().all(|p| p.timestamp == evs[0].timestamp));
     assert_eq!(evs[0].timestamp, 5000 + 5 * 160);
-    let ends = evs.iter().filter(|p| parse_telephone_event(p.payload).unwrap().end).count();
+    let ends = evs
+        .iter()
+        .filter(|p| parse_telephone_event(p.payload).unwrap().end)
+        .count();
     assert_eq!(ends, 3);
     // audio resumes with the marker bit and a timestamp that kept running
-    let after = pkts.iter().skip_while(|p| p.payload_type.get() != TE).find(|p| p.payload_type.get() == 0).unwrap();
+    let after = pkts
+        .iter()
+        .skip_while(|p| p.payload_type.get() != TE)
+        .find(|p| p.payload_type.get() == 0)
+        .unwrap();
     assert!(after.marker);
     assert_eq!(after.timestamp, evs[0].timestamp + 5 * 160);
     // sequence numbers are consecutive across audio and events
@@ -252,7 +345,11 @@ fn sending_dtmf_and_prompts() {
     }
     // no DTMF sender without a negotiated telephone-event
     let mut plain = session(t, false, LatchMode::Sdp);
-    assert!(plain.send_dtmf(Digit::from_char('1').unwrap(), None).is_err());
+    assert!(
+        plain
+            .send_dtmf(Digit::from_char('1').unwrap(), None)
+            .is_err()
+    );
 }
 
 #[test]
@@ -269,7 +366,11 @@ fn media_timeout_and_hold() {
     assert!(!s.media_timeout(t + Duration::from_secs(110)));
     // foreign packets do not keep the call alive
     for i in 0..10 {
-        s.handle_rtp(t + Duration::from_secs(120 + i), addr("10.9.9.9:1"), &tx.audio_packet(&[0xFF; 160], 160));
+        s.handle_rtp(
+            t + Duration::from_secs(120 + i),
+            addr("10.9.9.9:1"),
+            &tx.audio_packet(&[0xFF; 160], 160),
+        );
     }
     assert!(s.media_timeout(t + Duration::from_secs(131)));
 }
@@ -291,11 +392,17 @@ fn rtcp_reports_are_emitted_and_parsed() {
     // 14 s: first report at 2.5 s, then every 5 s (7.5, 12.5)
     assert_eq!(reports.len(), 3);
     let pk = rtc_rtcp::packet::unmarshal(&mut &reports[0][..]).unwrap();
-    let sr = pk[0].as_any().downcast_ref::<rtc_rtcp::sender_report::SenderReport>().unwrap();
+    let sr = pk[0]
+        .as_any()
+        .downcast_ref::<rtc_rtcp::sender_report::SenderReport>()
+        .unwrap();
     assert_eq!(sr.ssrc, 0xF00D);
     assert_eq!(sr.reports[0].ssrc, 5);
     assert_eq!(sr.reports[0].fraction_lost, 0);
-    assert!(s.handle_rtcp(sim.now(), addr("10.1.1.1:40001"), &reports[0]).is_err());
+    assert!(
+        s.handle_rtcp(sim.now(), addr("10.1.1.1:40001"), &reports[0])
+            .is_err()
+    );
 }
 
 proptest! {
@@ -333,7 +440,10 @@ fn pcma_30ms_ptime_end_to_end() {
     let mut digits = Vec::new();
     for (k, f) in frames.iter().enumerate() {
         let now = t + Duration::from_millis(30 * k as u64);
-        assert_eq!(s.handle_rtp(now, addr(SDP), &tx.audio_packet(f, 240)), RxOutcome::Audio);
+        assert_eq!(
+            s.handle_rtp(now, addr(SDP), &tx.audio_packet(f, 240)),
+            RxOutcome::Audio
+        );
         while let Some(p) = s.poll_rtp(now) {
             sent.push(p);
         }
@@ -345,7 +455,10 @@ fn pcma_30ms_ptime_end_to_end() {
     assert_eq!(sent.len(), frames.len());
     let pm = PayloadMap::g711(G711::Pcma, None);
     let p: Vec<_> = sent.iter().map(|b| parse_rtp(b, &pm).unwrap()).collect();
-    assert!(p.iter().all(|p| p.payload.len() == 240 && p.payload_type == PayloadType::PCMA));
+    assert!(
+        p.iter()
+            .all(|p| p.payload.len() == 240 && p.payload_type == PayloadType::PCMA)
+    );
     assert_eq!(p[1].timestamp - p[0].timestamp, 240);
     assert_eq!(s.stats().playout_delay, Duration::from_millis(60));
 }

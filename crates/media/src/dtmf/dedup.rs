@@ -51,7 +51,13 @@ pub struct DtmfDedup {
 impl DtmfDedup {
     /// A merger; `telephone_event_negotiated` says whether RFC 4733 was agreed in SDP.
     pub fn new(telephone_event_negotiated: bool) -> Self {
-        DtmfDedup { window: DEFAULT_WINDOW, telephone_event_negotiated, history: [None; HISTORY], pos: 0, suppressed: 0 }
+        DtmfDedup {
+            window: DEFAULT_WINDOW,
+            telephone_event_negotiated,
+            history: [None; HISTORY],
+            pos: 0,
+            suppressed: 0,
+        }
     }
 
     /// Change the matching window.
@@ -75,8 +81,16 @@ impl DtmfDedup {
     pub fn accept(&mut self, ev: DtmfEvent) -> Option<DtmfEvent> {
         let me = idx(ev.source);
         for a in self.history.iter_mut().flatten() {
-            let close = if ev.at >= a.event.at { ev.at - a.event.at } else { a.event.at - ev.at };
-            if a.event.digit == ev.digit && a.event.source != ev.source && close <= self.window && !a.absorbed[me] {
+            let close = if ev.at >= a.event.at {
+                ev.at - a.event.at
+            } else {
+                a.event.at - ev.at
+            };
+            if a.event.digit == ev.digit
+                && a.event.source != ev.source
+                && close <= self.window
+                && !a.absorbed[me]
+            {
                 a.absorbed[me] = true;
                 self.suppressed += 1;
                 return None;
@@ -85,7 +99,10 @@ impl DtmfDedup {
         let mut absorbed = [false; 3];
         absorbed[me] = true;
         if let Some(slot) = self.history.get_mut(self.pos) {
-            *slot = Some(Accepted { event: ev, absorbed });
+            *slot = Some(Accepted {
+                event: ev,
+                absorbed,
+            });
         }
         self.pos = (self.pos + 1) % HISTORY;
         Some(ev)
@@ -99,7 +116,14 @@ mod tests {
     use std::time::Instant;
 
     fn ev(c: char, s: DtmfSource, at: Instant) -> DtmfEvent {
-        DtmfEvent { digit: Digit::from_char(c).unwrap_or(Digit::from_event(0).unwrap_or_else(|| unreachable!())), source: s, at, duration: None, volume: None }
+        DtmfEvent {
+            digit: Digit::from_char(c)
+                .unwrap_or(Digit::from_event(0).unwrap_or_else(|| unreachable!())),
+            source: s,
+            at,
+            duration: None,
+            volume: None,
+        }
     }
 
     #[test]

@@ -135,8 +135,15 @@ impl InbandDetector {
             adv[k] = (a.cos() as f32, a.sin() as f32);
         }
         let mut cos_limit = [0f32; 8];
-        for (c, f) in cos_limit.iter_mut().zip(ROW_FREQS.iter().chain(COL_FREQS.iter())) {
-            let phi = 2.0 * std::f64::consts::PI * f64::from(*f) * f64::from(FREQ_LIMIT) * SUB_BLOCK as f64
+        for (c, f) in cos_limit
+            .iter_mut()
+            .zip(ROW_FREQS.iter().chain(COL_FREQS.iter()))
+        {
+            let phi = 2.0
+                * std::f64::consts::PI
+                * f64::from(*f)
+                * f64::from(FREQ_LIMIT)
+                * SUB_BLOCK as f64
                 / f64::from(SAMPLE_RATE);
             *c = phi.cos() as f32;
         }
@@ -181,7 +188,13 @@ impl InbandDetector {
                 self.fill = 0;
                 self.sub_block();
                 if let Some(d) = self.evaluate() {
-                    on_digit(DtmfEvent { digit: d, source: DtmfSource::Inband, at: now, duration: None, volume: None });
+                    on_digit(DtmfEvent {
+                        digit: d,
+                        source: DtmfSource::Inband,
+                        at: now,
+                        duration: None,
+                        volume: None,
+                    });
                 }
             }
         }
@@ -269,23 +282,38 @@ impl InbandDetector {
             return None;
         }
         let w = self.window();
-        let energy: f32 = w.iter().map(|s| s.energy).sum::<f32>() / (SUB_BLOCK * WINDOW_SUBS) as f32;
+        let energy: f32 =
+            w.iter().map(|s| s.energy).sum::<f32>() / (SUB_BLOCK * WINDOW_SUBS) as f32;
         // mean power of a sine is A²/2; a window quieter than one minimum tone is silence
         if energy < self.min_power {
             return None;
         }
         let mut inc = [0f32; 8];
         for (k, p) in inc.iter_mut().enumerate() {
-            *p = w.iter().map(|s| s.re[k] * s.re[k] + s.im[k] * s.im[k]).sum();
+            *p = w
+                .iter()
+                .map(|s| s.re[k] * s.re[k] + s.im[k] * s.im[k])
+                .sum();
         }
-        let argmax = |a: &[f32]| a.iter().enumerate().fold((0, f32::MIN), |b, (i, v)| if *v > b.1 { (i, *v) } else { b }).0;
+        let argmax = |a: &[f32]| {
+            a.iter()
+                .enumerate()
+                .fold(
+                    (0, f32::MIN),
+                    |b, (i, v)| if *v > b.1 { (i, *v) } else { b },
+                )
+                .0
+        };
         let row = argmax(inc.get(..4).unwrap_or_default());
         let col = 4 + argmax(inc.get(4..).unwrap_or_default());
         // The coherent power can never exceed the incoherent mean (Cauchy–Schwarz), so
         // windows that fail the level or energy-ratio tests on the incoherent figures are
         // rejected without the (costlier) coherent analysis. Exact pruning.
         let norm = 2.0 / (WINDOW_SUBS * SUB_BLOCK * SUB_BLOCK) as f32;
-        let (ir, ic) = (inc.get(row).copied().unwrap_or(0.0) * norm, inc.get(col).copied().unwrap_or(0.0) * norm);
+        let (ir, ic) = (
+            inc.get(row).copied().unwrap_or(0.0) * norm,
+            inc.get(col).copied().unwrap_or(0.0) * norm,
+        );
         if ir < self.min_power || ic < self.min_power || ir + ic < MIN_ENERGY_RATIO * energy {
             return None;
         }
@@ -303,7 +331,10 @@ impl InbandDetector {
         if (pr + pc) < MIN_ENERGY_RATIO * energy {
             return None;
         }
-        KEYPAD.get(row).and_then(|r| r.get(col - 4)).and_then(|c| Digit::from_event(*c))
+        KEYPAD
+            .get(row)
+            .and_then(|r| r.get(col - 4))
+            .and_then(|c| Digit::from_event(*c))
     }
 
     fn evaluate(&mut self) -> Option<Digit> {
@@ -359,7 +390,8 @@ mod tests {
         let mut v = vec![0i16; lead];
         for i in 0..n {
             let t = i as f32 / SAMPLE_RATE;
-            let s = ar * (2.0 * std::f32::consts::PI * fr * t).sin() + ac * (2.0 * std::f32::consts::PI * fc * t + 0.7).sin();
+            let s = ar * (2.0 * std::f32::consts::PI * fr * t).sin()
+                + ac * (2.0 * std::f32::consts::PI * fc * t + 0.7).sin();
             v.push(s.clamp(-32768.0, 32767.0) as i16);
         }
         v.extend(std::iter::repeat_n(0, 400));
@@ -387,13 +419,44 @@ mod tests {
     fn frequency_tolerance() {
         for d in Digit::all() {
             let (fr, fc) = freqs(d.as_char());
-            for (dev_r, dev_c) in [(FREQ_ACCEPT, FREQ_ACCEPT), (-FREQ_ACCEPT, -FREQ_ACCEPT), (FREQ_ACCEPT, -FREQ_ACCEPT)] {
-                let pcm = pcmu(&tone(fr * (1.0 + dev_r), fc * (1.0 + dev_c), AMP, AMP, 60, 13));
-                assert_eq!(detect(&pcm), vec![d.as_char()], "{d} at {dev_r}/{dev_c} must be accepted");
+            for (dev_r, dev_c) in [
+                (FREQ_ACCEPT, FREQ_ACCEPT),
+                (-FREQ_ACCEPT, -FREQ_ACCEPT),
+                (FREQ_ACCEPT, -FREQ_ACCEPT),
+            ] {
+                let pcm = pcmu(&tone(
+                    fr * (1.0 + dev_r),
+                    fc * (1.0 + dev_c),
+                    AMP,
+                    AMP,
+                    60,
+                    13,
+                ));
+                assert_eq!(
+                    detect(&pcm),
+                    vec![d.as_char()],
+                    "{d} at {dev_r}/{dev_c} must be accepted"
+                );
             }
-            for (dev_r, dev_c) in [(FREQ_REJECT, 0.0), (-FREQ_REJECT, 0.0), (0.0, FREQ_REJECT), (0.0, -FREQ_REJECT)] {
-                let pcm = pcmu(&tone(fr * (1.0 + dev_r), fc * (1.0 + dev_c), AMP, AMP, 100, 13));
-                assert_eq!(detect(&pcm), Vec::<char>::new(), "{d} at {dev_r}/{dev_c} must be rejected");
+            for (dev_r, dev_c) in [
+                (FREQ_REJECT, 0.0),
+                (-FREQ_REJECT, 0.0),
+                (0.0, FREQ_REJECT),
+                (0.0, -FREQ_REJECT),
+            ] {
+                let pcm = pcmu(&tone(
+                    fr * (1.0 + dev_r),
+                    fc * (1.0 + dev_c),
+                    AMP,
+                    AMP,
+                    100,
+                    13,
+                ));
+                assert_eq!(
+                    detect(&pcm),
+                    Vec::<char>::new(),
+                    "{d} at {dev_r}/{dev_c} must be rejected"
+                );
             }
         }
     }
@@ -415,7 +478,11 @@ mod tests {
                     for sign in [1.0f32, -1.0] {
                         let a = detect(&tone(fr * (1.0 + sign * dev), *fc, AMP, AMP, 100, 7));
                         let b = detect(&tone(*fr, fc * (1.0 + sign * dev), AMP, AMP, 100, 7));
-                        assert!(a.is_empty() && b.is_empty(), "{d} dev {}: {a:?} {b:?}", sign * dev);
+                        assert!(
+                            a.is_empty() && b.is_empty(),
+                            "{d} dev {}: {a:?} {b:?}",
+                            sign * dev
+                        );
                     }
                 }
             }
@@ -426,8 +493,16 @@ mod tests {
     fn duration_40_vs_30_ms_at_every_alignment() {
         let (fr, fc) = freqs('5');
         for lead in (0..SUB_BLOCK).step_by(3) {
-            assert_eq!(detect(&tone(fr, fc, AMP, AMP, 40, lead)), vec!['5'], "40 ms, lead {lead}");
-            assert_eq!(detect(&tone(fr, fc, AMP, AMP, 30, lead)), Vec::<char>::new(), "30 ms, lead {lead}");
+            assert_eq!(
+                detect(&tone(fr, fc, AMP, AMP, 40, lead)),
+                vec!['5'],
+                "40 ms, lead {lead}"
+            );
+            assert_eq!(
+                detect(&tone(fr, fc, AMP, AMP, 30, lead)),
+                Vec::<char>::new(),
+                "30 ms, lead {lead}"
+            );
         }
     }
 
@@ -437,10 +512,16 @@ mod tests {
         let db = |x: f32| 10f32.powf(x / 20.0);
         // normal twist: column weaker than row
         assert_eq!(detect(&tone(fr, fc, AMP, AMP / db(7.5), 60, 0)), vec!['8']);
-        assert_eq!(detect(&tone(fr, fc, AMP, AMP / db(9.0), 60, 0)), Vec::<char>::new());
+        assert_eq!(
+            detect(&tone(fr, fc, AMP, AMP / db(9.0), 60, 0)),
+            Vec::<char>::new()
+        );
         // reverse twist: row weaker than column
         assert_eq!(detect(&tone(fr, fc, AMP / db(3.5), AMP, 60, 0)), vec!['8']);
-        assert_eq!(detect(&tone(fr, fc, AMP / db(5.0), AMP, 60, 0)), Vec::<char>::new());
+        assert_eq!(
+            detect(&tone(fr, fc, AMP / db(5.0), AMP, 60, 0)),
+            Vec::<char>::new()
+        );
     }
 
     #[test]
@@ -495,7 +576,9 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(42);
         // white noise, 10 s at several levels
         for level in [300.0f32, 3000.0, 20000.0] {
-            let pcm: Vec<i16> = (0..80_000).map(|_| (rng.random_range(-1.0f32..1.0) * level) as i16).collect();
+            let pcm: Vec<i16> = (0..80_000)
+                .map(|_| (rng.random_range(-1.0f32..1.0) * level) as i16)
+                .collect();
             assert!(detect(&pcm).is_empty(), "white noise {level}");
         }
         // pink-ish noise (Paul Kellet's economy filter), 10 s

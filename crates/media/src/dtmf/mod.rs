@@ -11,7 +11,6 @@ pub mod inband;
 pub mod info;
 pub mod rfc4733;
 
-
 pub use dedup::DtmfDedup;
 pub use inband::InbandDetector;
 pub use rfc4733::{DtmfSender, TelephoneEventReceiver};

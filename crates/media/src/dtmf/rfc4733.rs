@@ -82,7 +82,9 @@ fn to_event(c: &Current, at: Instant) -> Option<DtmfEvent> {
         digit: Digit::from_event(c.key.0)?,
         source: DtmfSource::Rfc4733,
         at,
-        duration: Some(Duration::from_micros(u64::from(c.duration) * 1_000_000 / u64::from(EVENT_CLOCK))),
+        duration: Some(Duration::from_micros(
+            u64::from(c.duration) * 1_000_000 / u64::from(EVENT_CLOCK),
+        )),
         volume: Some(c.volume),
     })
 }
@@ -130,7 +132,12 @@ impl TelephoneEventReceiver {
                 if let Some(p) = prev {
                     out[0] = self.finish(p, now);
                 }
-                self.current = Some(Current { key, duration: ev.duration, volume: ev.volume, last_seen: now });
+                self.current = Some(Current {
+                    key,
+                    duration: ev.duration,
+                    volume: ev.volume,
+                    last_seen: now,
+                });
             }
         }
         if ev.end {
@@ -204,7 +211,12 @@ pub struct DtmfSender {
 impl DtmfSender {
     /// A sender ticking every `ptime_samples` (160 for 20 ms).
     pub fn new(ptime_samples: u32) -> Self {
-        DtmfSender { ptime_samples: ptime_samples.max(1), queue: Default::default(), active: None, gap: 0 }
+        DtmfSender {
+            ptime_samples: ptime_samples.max(1),
+            queue: Default::default(),
+            active: None,
+            gap: 0,
+        }
     }
 
     /// Queue a digit.
@@ -226,9 +238,17 @@ impl DtmfSender {
                 return None;
             }
             let (digit, dur, volume) = self.queue.pop_front()?;
-            let total = (dur.as_millis() as u64 * u64::from(EVENT_CLOCK) / 1000).clamp(1, u64::from(u16::MAX)) as u16;
-            self.active =
-                Some(Active { digit, volume, total, elapsed: 0, start_ts: media_ts, started: false, ends_sent: 0 });
+            let total = (dur.as_millis() as u64 * u64::from(EVENT_CLOCK) / 1000)
+                .clamp(1, u64::from(u16::MAX)) as u16;
+            self.active = Some(Active {
+                digit,
+                volume,
+                total,
+                elapsed: 0,
+                start_ts: media_ts,
+                started: false,
+                ends_sent: 0,
+            });
         }
         let a = self.active.as_mut()?;
         let marker = !a.started;
@@ -265,7 +285,11 @@ mod tests {
         encode_event_payload(event, end, 10, dur)
     }
 
-    fn digits(r: &mut TelephoneEventReceiver, now: Instant, pkts: &[(u32, [u8; 4])]) -> Vec<(char, u64)> {
+    fn digits(
+        r: &mut TelephoneEventReceiver,
+        now: Instant,
+        pkts: &[(u32, [u8; 4])],
+    ) -> Vec<(char, u64)> {
         let mut out = Vec::new();
         for (ts, p) in pkts {
             for e in r.on_packet(now, *ts, p).unwrap().into_iter().flatten() {
@@ -328,9 +352,15 @@ mod tests {
         assert!(r.in_progress());
         assert!(r.poll_timeout(t0 + Duration::from_millis(100)).is_none());
         let e = r.poll_timeout(t0 + EVENT_TIMEOUT).unwrap();
-        assert_eq!((e.digit.as_char(), e.source, e.volume), ('9', DtmfSource::Rfc4733, Some(10)));
+        assert_eq!(
+            (e.digit.as_char(), e.source, e.volume),
+            ('9', DtmfSource::Rfc4733, Some(10))
+        );
         // a straggler end packet for the timed-out event is ignored
-        assert_eq!(r.on_packet(t0, 500, &pl(9, true, 800)).unwrap(), [None, None]);
+        assert_eq!(
+            r.on_packet(t0, 500, &pl(9, true, 800)).unwrap(),
+            [None, None]
+        );
     }
 
     #[test]
@@ -339,13 +369,20 @@ mod tests {
         let mut r = TelephoneEventReceiver::new();
         assert!(r.on_packet(t0, 0, &[1, 2, 3]).is_err());
         assert!(r.on_packet(t0, 0, &[]).is_err());
-        assert_eq!(r.on_packet(t0, 0, &pl(16, true, 100)).unwrap(), [None, None]); // flash
+        assert_eq!(
+            r.on_packet(t0, 0, &pl(16, true, 100)).unwrap(),
+            [None, None]
+        ); // flash
     }
 
     #[test]
     fn sender_sequence() {
         let mut s = DtmfSender::new(160);
-        s.send(Digit::from_char('7').unwrap(), Duration::from_millis(100), 10);
+        s.send(
+            Digit::from_char('7').unwrap(),
+            Duration::from_millis(100),
+            10,
+        );
         assert!(s.is_busy());
         let mut pkts = Vec::new();
         let mut ts = 8000u32;
@@ -357,8 +394,14 @@ mod tests {
         assert_eq!(pkts.len(), 7);
         assert!(pkts[0].marker && pkts.iter().skip(1).all(|p| !p.marker));
         assert!(pkts.iter().all(|p| p.timestamp == 8000));
-        let parsed: Vec<_> = pkts.iter().map(|p| parse_telephone_event(&p.payload).unwrap()).collect();
-        assert_eq!(parsed.iter().map(|e| e.duration).collect::<Vec<_>>(), vec![160, 320, 480, 640, 800, 800, 800]);
+        let parsed: Vec<_> = pkts
+            .iter()
+            .map(|p| parse_telephone_event(&p.payload).unwrap())
+            .collect();
+        assert_eq!(
+            parsed.iter().map(|e| e.duration).collect::<Vec<_>>(),
+            vec![160, 320, 480, 640, 800, 800, 800]
+        );
         assert_eq!(parsed.iter().filter(|e| e.end).count(), 3);
         assert!(parsed.iter().all(|e| e.event == 7 && e.volume == 10));
         // and the receiver makes exactly one digit of it
@@ -366,7 +409,12 @@ mod tests {
         let mut r = TelephoneEventReceiver::new();
         let got: Vec<_> = pkts
             .iter()
-            .flat_map(|p| r.on_packet(t0, p.timestamp, &p.payload).unwrap().into_iter().flatten())
+            .flat_map(|p| {
+                r.on_packet(t0, p.timestamp, &p.payload)
+                    .unwrap()
+                    .into_iter()
+                    .flatten()
+            })
             .collect();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].duration, Some(Duration::from_millis(100)));
