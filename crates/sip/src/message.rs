@@ -8,7 +8,7 @@
 //!   conflicting or larger than what arrived; the body is cut to it). rsip ignores all of
 //!   this, so it only ever sees a section our framing accepted;
 //! * **rsip parses** that header section: start line and header lines
-//!   (`rsip::message::sip_message::Tokenizer`, rsip's own nom parser, zero-copy; the
+//!   (`rsip::message::{request,response}::Tokenizer`, rsip's own nom parser, zero-copy; the
 //!   Request-URI also goes through rsip's typed `Uri`). Sections rsip cannot read as sent
 //!   (bare LF line ends, folded lines, `Name :`) are handed to it in canonical form.
 //!
@@ -918,41 +918,41 @@ fn parse_start_line(line: &str) -> Option<StartLine> {
 /// `None` when rsip rejects it, or when a value would swallow a bare LF line end (a section
 /// that is not in canonical form; see [`canonical_head`]).
 fn rsip_parse(section: &[u8]) -> Option<(StartLine, Vec<Header>)> {
-    use rsip::message::sip_message::Tokenizer;
-    let (_, tokens) = Tokenizer::tokenize(section).ok()?;
-    let (start_line, raw) = match tokens {
-        Tokenizer::Request(r) => {
-            if r.version.major != b"2" || r.version.minor != b"0" {
-                return None;
-            }
-            let method = Method::parse(std::str::from_utf8(r.method.value).ok()?)?;
-            // rsip's typed URI checks what its tokenizer leaves open (port range, host).
-            let _: rsip::Uri = r.uri.try_into().ok()?;
-            // rsip has split `method SP Request-URI SP version`: take the URI as sent.
-            let line = section.split(|b| *b == b'\r').next()?;
-            let line = std::str::from_utf8(line).ok()?;
-            let (_, rest) = line.split_once(' ')?;
-            let (uri, _) = rest.rsplit_once(' ')?;
-            if uri.is_empty() || !uri.contains(':') {
-                return None;
-            }
-            (StartLine::Request(method, uri.to_owned()), r.headers)
+    use rsip::message::{request, response};
+    // Pick rsip's request or response tokenizer from the first bytes (what its SipMessage
+    // tokenizer would find out by failing one of them, at the price of an error string).
+    let (start_line, raw) = if !section.starts_with(b"SIP/") {
+        let (_, r) = request::Tokenizer::tokenize(section).ok()?;
+        if r.version.major != b"2" || r.version.minor != b"0" {
+            return None;
         }
-        Tokenizer::Response(r) => {
-            if r.version.major != b"2" || r.version.minor != b"0" {
-                return None;
-            }
-            let code = r.status_code.code;
-            if !code.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let status: u16 = std::str::from_utf8(code).ok()?.parse().ok()?;
-            if !(100..=699).contains(&status) {
-                return None;
-            }
-            let reason = std::str::from_utf8(r.status_code.reason).ok()?.trim();
-            (StartLine::Response(status, reason.to_owned()), r.headers)
+        let method = Method::parse(std::str::from_utf8(r.method.value).ok()?)?;
+        // rsip's typed URI checks what its tokenizer leaves open (port range, host).
+        let _: rsip::Uri = r.uri.try_into().ok()?;
+        // rsip has split `method SP Request-URI SP version`: take the URI as sent.
+        let line = section.split(|b| *b == b'\r').next()?;
+        let line = std::str::from_utf8(line).ok()?;
+        let (_, rest) = line.split_once(' ')?;
+        let (uri, _) = rest.rsplit_once(' ')?;
+        if uri.is_empty() || !uri.contains(':') {
+            return None;
         }
+        (StartLine::Request(method, uri.to_owned()), r.headers)
+    } else {
+        let (_, r) = response::Tokenizer::tokenize(section).ok()?;
+        if r.version.major != b"2" || r.version.minor != b"0" {
+            return None;
+        }
+        let code = r.status_code.code;
+        if !code.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let status: u16 = std::str::from_utf8(code).ok()?.parse().ok()?;
+        if !(100..=699).contains(&status) {
+            return None;
+        }
+        let reason = std::str::from_utf8(r.status_code.reason).ok()?.trim();
+        (StartLine::Response(status, reason.to_owned()), r.headers)
     };
     let mut headers = Vec::with_capacity(raw.len());
     for h in raw {
