@@ -38,9 +38,16 @@ impl Rng {
 
 fn config(strategy: Strategy) -> AcdConfig {
     let queues = (0..PRODUCTS)
-        .map(|p| QueueConfig { strategy, ..QueueConfig::new(QueueId(p)) })
+        .map(|p| QueueConfig {
+            strategy,
+            ..QueueConfig::new(QueueId(p))
+        })
         .collect();
-    AcdConfig { queues, offer_timeout_s: Some(15.0), ..AcdConfig::default() }
+    AcdConfig {
+        queues,
+        offer_timeout_s: Some(15.0),
+        ..AcdConfig::default()
+    }
 }
 
 /// Languages are skills 0..4, products 10..15.
@@ -54,8 +61,14 @@ fn random_caller(rng: &mut Rng, id: u64) -> Enqueue {
         class: if rng.below(10) == 0 { 1 } else { 0 },
         kind: EntryKind::Live,
         requirements: Some(vec![
-            SkillReq { skill: SkillId(lang), min_level: tier },
-            SkillReq { skill: SkillId(10 + product), min_level: tier - 2 },
+            SkillReq {
+                skill: SkillId(lang),
+                min_level: tier,
+            },
+            SkillReq {
+                skill: SkillId(10 + product),
+                min_level: tier - 2,
+            },
         ]),
         enqueued_at: None,
     }
@@ -64,18 +77,31 @@ fn random_caller(rng: &mut Rng, id: u64) -> Enqueue {
 fn random_agent(rng: &mut Rng) -> AgentProfile {
     let mut skills = Vec::new();
     let l1 = rng.below(u64::from(LANGS)) as u32;
-    skills.push(AgentSkill { skill: SkillId(l1), level: 5 + rng.below(6) as u8 });
+    skills.push(AgentSkill {
+        skill: SkillId(l1),
+        level: 5 + rng.below(6) as u8,
+    });
     let l2 = (l1 + 1 + rng.below(u64::from(LANGS) - 1) as u32) % LANGS;
-    skills.push(AgentSkill { skill: SkillId(l2), level: 1 + rng.below(10) as u8 });
+    skills.push(AgentSkill {
+        skill: SkillId(l2),
+        level: 1 + rng.below(10) as u8,
+    });
     let mut queues = Vec::new();
     for _ in 0..3 {
         let p = rng.below(u64::from(PRODUCTS)) as u32;
         if !queues.contains(&QueueId(p)) {
             queues.push(QueueId(p));
-            skills.push(AgentSkill { skill: SkillId(10 + p), level: 3 + rng.below(8) as u8 });
+            skills.push(AgentSkill {
+                skill: SkillId(10 + p),
+                level: 3 + rng.below(8) as u8,
+            });
         }
     }
-    AgentProfile { skills, queues, vip: rng.below(10) == 0 }
+    AgentProfile {
+        skills,
+        queues,
+        vip: rng.below(10) == 0,
+    }
 }
 
 fn hist() -> Histogram<u64> {
@@ -129,10 +155,21 @@ fn busy_center(strategy: Strategy, rng: &mut Rng, clock: &mut Clock) -> (Acd, Ve
     let mut busy = Vec::new();
     let mut next_id = 0u64;
     for a in 0..AGENTS {
-        handle(&mut acd, clock.tick(), Event::AgentLogin { agent: AgentId(a), profile: random_agent(rng) });
+        handle(
+            &mut acd,
+            clock.tick(),
+            Event::AgentLogin {
+                agent: AgentId(a),
+                profile: random_agent(rng),
+            },
+        );
     }
     // Fill: every offer is accepted, until 10,000 callers wait.
-    let total_waiting = |acd: &Acd| (0..PRODUCTS).map(|p| acd.waiting(QueueId(p))).sum::<usize>();
+    let total_waiting = |acd: &Acd| {
+        (0..PRODUCTS)
+            .map(|p| acd.waiting(QueueId(p)))
+            .sum::<usize>()
+    };
     while total_waiting(&acd) < QUEUED {
         next_id += 1;
         let now = clock.tick();
@@ -170,7 +207,10 @@ fn agent_frees_up(strategy: Strategy, label: &str) {
         next_id += 1;
         let now = clock.tick();
         let t0 = Instant::now();
-        let r = acd.handle(now, black_box(Event::Enqueue(random_caller(&mut rng, next_id))));
+        let r = acd.handle(
+            now,
+            black_box(Event::Enqueue(random_caller(&mut rng, next_id))),
+        );
         let dt = t0.elapsed();
         if let Err(e) = r {
             panic!("{e}");
@@ -181,7 +221,10 @@ fn agent_frees_up(strategy: Strategy, label: &str) {
         accept_all(&mut acd, now, &mut busy);
     }
     let waiting: usize = (0..PRODUCTS).map(|p| acd.waiting(QueueId(p))).sum();
-    report(&format!("agent frees -> pick caller [{label}] ({waiting} queued)"), &h_free);
+    report(
+        &format!("agent frees -> pick caller [{label}] ({waiting} queued)"),
+        &h_free,
+    );
     report(&format!("caller arrives, all busy [{label}]"), &h_arrive);
 }
 
@@ -190,7 +233,14 @@ fn caller_arrives_many_free(strategy: Strategy, label: &str) {
     let mut clock = Clock(0);
     let mut acd = Acd::new(&config(strategy)).unwrap_or_else(|e| panic!("{e}"));
     for a in 0..AGENTS {
-        handle(&mut acd, clock.tick(), Event::AgentLogin { agent: AgentId(a), profile: random_agent(&mut rng) });
+        handle(
+            &mut acd,
+            clock.tick(),
+            Event::AgentLogin {
+                agent: AgentId(a),
+                profile: random_agent(&mut rng),
+            },
+        );
     }
     let mut h = hist();
     let mut next_id = 0;
@@ -198,7 +248,10 @@ fn caller_arrives_many_free(strategy: Strategy, label: &str) {
         next_id += 1;
         let now = clock.tick();
         let t0 = Instant::now();
-        let r = acd.handle(now, black_box(Event::Enqueue(random_caller(&mut rng, next_id))));
+        let r = acd.handle(
+            now,
+            black_box(Event::Enqueue(random_caller(&mut rng, next_id))),
+        );
         let dt = t0.elapsed();
         if let Err(e) = r {
             panic!("{e}");
@@ -218,7 +271,13 @@ fn caller_arrives_many_free(strategy: Strategy, label: &str) {
             }
         }
         if !offered {
-            handle(&mut acd, now, Event::Abandon { entry: EntryId(next_id) });
+            handle(
+                &mut acd,
+                now,
+                Event::Abandon {
+                    entry: EntryId(next_id),
+                },
+            );
         }
         acd.drain_actions().for_each(drop);
     }

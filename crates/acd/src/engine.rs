@@ -37,7 +37,10 @@ fn opt_secs(field: &'static str, s: Option<f64>) -> Result<Option<Duration>, Acd
 fn check_reqs(reqs: &[SkillReq]) -> Result<(), AcdError> {
     for r in reqs {
         if r.min_level > SKILL_MAX {
-            return Err(AcdError::InvalidSkillLevel { skill: r.skill, level: r.min_level });
+            return Err(AcdError::InvalidSkillLevel {
+                skill: r.skill,
+                level: r.min_level,
+            });
         }
     }
     Ok(())
@@ -53,15 +56,25 @@ fn normalize(reqs: &[SkillReq]) -> Vec<SkillReq> {
 }
 
 fn level_of(skills: &[AgentSkill], r: &SkillReq) -> Option<u8> {
-    skills.binary_search_by_key(&r.skill, |s| s.skill).ok().and_then(|i| skills.get(i)).map(|s| s.level)
+    skills
+        .binary_search_by_key(&r.skill, |s| s.skill)
+        .ok()
+        .and_then(|i| skills.get(i))
+        .map(|s| s.level)
 }
 
 fn meets(skills: &[AgentSkill], reqs: &[SkillReq]) -> bool {
-    reqs.iter().all(|r| level_of(skills, r).is_some_and(|l| l >= r.min_level))
+    reqs.iter()
+        .all(|r| level_of(skills, r).is_some_and(|l| l >= r.min_level))
 }
 
 /// Cached eligibility of an agent for a requirement profile.
-fn eligible(elig: &mut Vec<u8>, skills: &[AgentSkill], profiles: &[Vec<SkillReq>], p: ProfileIdx) -> bool {
+fn eligible(
+    elig: &mut Vec<u8>,
+    skills: &[AgentSkill],
+    profiles: &[Vec<SkillReq>],
+    p: ProfileIdx,
+) -> bool {
     if elig.len() <= p {
         elig.resize(profiles.len().max(p + 1), 0);
     }
@@ -184,12 +197,31 @@ impl Entry {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKind {
-    OfferTimeout { agent: AgentId, epoch: u64 },
-    WrapUpEnd { agent: AgentId, epoch: u64 },
-    Promote { entry: EntryId, epoch: u64 },
-    VipWiden { entry: EntryId, epoch: u64 },
-    Overflow { entry: EntryId, epoch: u64, step: usize },
-    Announce { entry: EntryId, epoch: u64 },
+    OfferTimeout {
+        agent: AgentId,
+        epoch: u64,
+    },
+    WrapUpEnd {
+        agent: AgentId,
+        epoch: u64,
+    },
+    Promote {
+        entry: EntryId,
+        epoch: u64,
+    },
+    VipWiden {
+        entry: EntryId,
+        epoch: u64,
+    },
+    Overflow {
+        entry: EntryId,
+        epoch: u64,
+        step: usize,
+    },
+    Announce {
+        entry: EntryId,
+        epoch: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -366,7 +398,11 @@ impl Acd {
     /// Number of entries waiting (not ringing, not in service) in a queue.
     pub fn waiting(&self, queue: QueueId) -> usize {
         self.queue_index.get(&queue).map_or(0, |&qi| {
-            self.queues[qi].buckets.iter().map(|b| b.open.len() + b.reserved.len()).sum()
+            self.queues[qi]
+                .buckets
+                .iter()
+                .map(|b| b.open.len() + b.reserved.len())
+                .sum()
         })
     }
 
@@ -443,9 +479,9 @@ impl Acd {
             Event::AgentPause { agent, reason } => self.pause(agent, reason),
             Event::AgentReady { agent } => self.ready(agent),
             Event::OfferAccepted { agent, entry } => self.accept(agent, entry),
-            Event::OfferRefused { agent, entry } | Event::OfferTimedOut { agent, entry } => {
-                self.check_offer(agent, entry).map(|()| self.offer_failed(agent, entry, None))
-            }
+            Event::OfferRefused { agent, entry } | Event::OfferTimedOut { agent, entry } => self
+                .check_offer(agent, entry)
+                .map(|()| self.offer_failed(agent, entry, None)),
             Event::CallEnded { agent } => self.call_ended(agent, false),
             Event::CallbackFailed { agent } => self.call_ended(agent, true),
             Event::WrapUpEnded { agent, code } => self.wrap_up_ended(agent, code),
@@ -461,12 +497,14 @@ impl Acd {
     fn prune_stale_timers(&mut self) {
         while let Some(Reverse(t)) = self.timers.peek() {
             let stale = match t.kind {
-                TimerKind::OfferTimeout { agent, epoch } | TimerKind::WrapUpEnd { agent, epoch } => {
+                TimerKind::OfferTimeout { agent, epoch }
+                | TimerKind::WrapUpEnd { agent, epoch } => {
                     self.agents.get(&agent).is_none_or(|a| a.epoch != epoch)
                 }
-                TimerKind::VipWiden { entry, epoch } => {
-                    self.entries.get(&entry).is_none_or(|e| e.epoch != epoch || !e.reserved)
-                }
+                TimerKind::VipWiden { entry, epoch } => self
+                    .entries
+                    .get(&entry)
+                    .is_none_or(|e| e.epoch != epoch || !e.reserved),
                 TimerKind::Promote { entry, epoch }
                 | TimerKind::Overflow { entry, epoch, .. }
                 | TimerKind::Announce { entry, epoch } => {
@@ -499,7 +537,11 @@ impl Acd {
 
     fn set_timer(&mut self, at: Time, kind: TimerKind) {
         self.timer_seq += 1;
-        self.timers.push(Reverse(Timer { at, seq: self.timer_seq, kind }));
+        self.timers.push(Reverse(Timer {
+            at,
+            seq: self.timer_seq,
+            kind,
+        }));
     }
 
     fn intern(&mut self, reqs: &[SkillReq]) -> ProfileIdx {
@@ -515,13 +557,17 @@ impl Acd {
 
     fn emit_state(&mut self, agent: AgentId) {
         let state = self.agent_state(agent);
-        self.actions.push_back(Action::AgentStateChanged { agent, state });
+        self.actions
+            .push_back(Action::AgentStateChanged { agent, state });
     }
 
     // ------------------------------------------------------------------ entries
 
     fn enqueue(&mut self, e: Enqueue) -> Result<(), AcdError> {
-        let qi = *self.queue_index.get(&e.queue).ok_or(AcdError::UnknownQueue(e.queue))?;
+        let qi = *self
+            .queue_index
+            .get(&e.queue)
+            .ok_or(AcdError::UnknownQueue(e.queue))?;
         if self.entries.contains_key(&e.entry) {
             return Err(AcdError::DuplicateEntry(e.entry));
         }
@@ -557,7 +603,9 @@ impl Acd {
     /// Arms all per-queue-stint timers of an entry and computes its reservation.
     fn arm_entry(&mut self, id: EntryId) {
         let now = self.now;
-        let Some(e) = self.entries.get_mut(&id) else { return };
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
         e.epoch += 1;
         let epoch = e.epoch;
         let q = &self.queues[e.queue];
@@ -579,7 +627,14 @@ impl Acd {
             }
         }
         if let Some((after, _)) = q.overflow.first() {
-            timers.push((e.queue_entered_at + *after, TimerKind::Overflow { entry: id, epoch, step: 0 }));
+            timers.push((
+                e.queue_entered_at + *after,
+                TimerKind::Overflow {
+                    entry: id,
+                    epoch,
+                    step: 0,
+                },
+            ));
         }
         if let Some(every) = q.announce_every {
             timers.push((now + every, TimerKind::Announce { entry: id, epoch }));
@@ -591,7 +646,9 @@ impl Acd {
 
     /// Puts a `Waiting` entry into its bucket and marks it for routing.
     fn insert_waiting(&mut self, id: EntryId) {
-        let Some(e) = self.entries.get_mut(&id) else { return };
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
         e.status = EntryStatus::Waiting;
         let key = e.key(id);
         let q = &mut self.queues[e.queue];
@@ -607,7 +664,9 @@ impl Acd {
 
     /// Takes a `Waiting` entry out of its bucket.
     fn remove_waiting(&mut self, id: EntryId) {
-        let Some(e) = self.entries.get(&id) else { return };
+        let Some(e) = self.entries.get(&id) else {
+            return;
+        };
         if e.status != EntryStatus::Waiting {
             return;
         }
@@ -652,7 +711,10 @@ impl Acd {
                 self.release_offered_agent(agent, false);
             }
             EntryStatus::InService { .. } => {
-                return Err(AcdError::InvalidEntryState { entry: id, op: "abandon while in service" });
+                return Err(AcdError::InvalidEntryState {
+                    entry: id,
+                    op: "abandon while in service",
+                });
             }
         }
         self.entries.remove(&id);
@@ -660,9 +722,15 @@ impl Acd {
     }
 
     fn convert(&mut self, id: EntryId) -> Result<(), AcdError> {
-        let e = self.entries.get_mut(&id).ok_or(AcdError::UnknownEntry(id))?;
+        let e = self
+            .entries
+            .get_mut(&id)
+            .ok_or(AcdError::UnknownEntry(id))?;
         if e.kind != EntryKind::Live || e.status != EntryStatus::Waiting {
-            return Err(AcdError::InvalidEntryState { entry: id, op: "convert to callback" });
+            return Err(AcdError::InvalidEntryState {
+                entry: id,
+                op: "convert to callback",
+            });
         }
         e.kind = EntryKind::Callback { attempts: 0 };
         Ok(())
@@ -673,7 +741,11 @@ impl Acd {
     fn agent_err(&self, agent: AgentId, op: &'static str) -> AcdError {
         match self.agents.get(&agent) {
             None => AcdError::UnknownAgent(agent),
-            Some(a) => AcdError::InvalidAgentState { agent, state: public_state(a.status).kind(), op },
+            Some(a) => AcdError::InvalidAgentState {
+                agent,
+                state: public_state(a.status).kind(),
+                op,
+            },
         }
     }
 
@@ -684,7 +756,10 @@ impl Acd {
         let mut skills = profile.skills.clone();
         for s in &skills {
             if s.level == 0 || s.level > SKILL_MAX {
-                return Err(AcdError::InvalidSkillLevel { skill: s.skill, level: s.level });
+                return Err(AcdError::InvalidSkillLevel {
+                    skill: s.skill,
+                    level: s.level,
+                });
             }
         }
         skills.sort_by(|a, b| a.skill.cmp(&b.skill).then(b.level.cmp(&a.level)));
@@ -712,7 +787,9 @@ impl Acd {
                 skills,
                 queues,
                 vip: profile.vip,
-                status: Status::Paused { reason: PauseReason::Code { code: 0 } },
+                status: Status::Paused {
+                    reason: PauseReason::Code { code: 0 },
+                },
                 epoch: 0,
                 idle_since: self.now,
                 calls: 0,
@@ -737,7 +814,9 @@ impl Acd {
 
     /// Sets an agent's status, keeping the free sets in step.
     fn set_status(&mut self, id: AgentId, status: Status) {
-        let Some(a) = self.agents.get_mut(&id) else { return };
+        let Some(a) = self.agents.get_mut(&id) else {
+            return;
+        };
         let was_free = a.status == Status::Available;
         let is_free = status == Status::Available;
         if was_free && !is_free {
@@ -761,7 +840,9 @@ impl Acd {
     /// Makes an agent available (`fresh`: a new idle period starts now).
     fn make_available(&mut self, id: AgentId, fresh: bool) {
         let now = self.now;
-        let Some(a) = self.agents.get_mut(&id) else { return };
+        let Some(a) = self.agents.get_mut(&id) else {
+            return;
+        };
         if a.status == Status::Available {
             return; // already free: its free-set keys must not change
         }
@@ -773,7 +854,9 @@ impl Acd {
 
     /// After a call/wrap-up/offer: applies a pending pause or logout, else available.
     fn settle(&mut self, id: AgentId, fresh: bool) {
-        let Some(a) = self.agents.get_mut(&id) else { return };
+        let Some(a) = self.agents.get_mut(&id) else {
+            return;
+        };
         let pending = std::mem::replace(&mut a.pending, Pending::None);
         match pending {
             Pending::None => self.make_available(id, fresh),
@@ -792,12 +875,19 @@ impl Acd {
                 self.queues[qi].members.remove(&id);
             }
         }
-        self.actions.push_back(Action::AgentStateChanged { agent: id, state: AgentState::LoggedOut });
+        self.actions.push_back(Action::AgentStateChanged {
+            agent: id,
+            state: AgentState::LoggedOut,
+        });
     }
 
     /// Withdraws an agent's outstanding offer: the entry goes back to its place.
     fn withdraw_offer(&mut self, agent: AgentId, entry: EntryId, reason: CancelReason) {
-        self.actions.push_back(Action::CancelOffer { entry, agent, reason });
+        self.actions.push_back(Action::CancelOffer {
+            entry,
+            agent,
+            reason,
+        });
         self.insert_waiting(entry);
     }
 
@@ -831,7 +921,9 @@ impl Acd {
                 self.record_handle(id);
                 self.set_status(id, Status::Paused { reason });
             }
-            Status::Available | Status::Paused { .. } => self.set_status(id, Status::Paused { reason }),
+            Status::Available | Status::Paused { .. } => {
+                self.set_status(id, Status::Paused { reason })
+            }
         }
         Ok(())
     }
@@ -895,12 +987,19 @@ impl Acd {
 
     fn release_offered_agent(&mut self, agent: AgentId, count_no_answer: bool) {
         let max = self.settings.max_no_answer;
-        let Some(a) = self.agents.get_mut(&agent) else { return };
+        let Some(a) = self.agents.get_mut(&agent) else {
+            return;
+        };
         if count_no_answer {
             a.no_answer += 1;
             if max > 0 && a.no_answer >= max {
                 a.pending = Pending::None;
-                self.set_status(agent, Status::Paused { reason: PauseReason::NoAnswer });
+                self.set_status(
+                    agent,
+                    Status::Paused {
+                        reason: PauseReason::NoAnswer,
+                    },
+                );
                 return;
             }
         }
@@ -908,15 +1007,24 @@ impl Acd {
     }
 
     fn call_ended(&mut self, agent: AgentId, callback_failed: bool) -> Result<(), AcdError> {
-        let a = self.agents.get(&agent).ok_or(AcdError::UnknownAgent(agent))?;
+        let a = self
+            .agents
+            .get(&agent)
+            .ok_or(AcdError::UnknownAgent(agent))?;
         let Status::OnCall { entry } = a.status else {
             return Err(self.agent_err(agent, "end a call"));
         };
         let qi = a.call_queue;
         if callback_failed {
-            let e = self.entries.get_mut(&entry).ok_or(AcdError::UnknownEntry(entry))?;
+            let e = self
+                .entries
+                .get_mut(&entry)
+                .ok_or(AcdError::UnknownEntry(entry))?;
             let EntryKind::Callback { attempts } = e.kind else {
-                return Err(AcdError::InvalidEntryState { entry, op: "fail a callback (not a callback)" });
+                return Err(AcdError::InvalidEntryState {
+                    entry,
+                    op: "fail a callback (not a callback)",
+                });
             };
             let attempts = attempts + 1;
             e.kind = EntryKind::Callback { attempts };
@@ -952,7 +1060,10 @@ impl Acd {
     }
 
     fn set_wrap_up_code(&mut self, agent: AgentId, code: WrapUpCode) -> Result<(), AcdError> {
-        let a = self.agents.get_mut(&agent).ok_or(AcdError::UnknownAgent(agent))?;
+        let a = self
+            .agents
+            .get_mut(&agent)
+            .ok_or(AcdError::UnknownAgent(agent))?;
         if !matches!(a.status, Status::WrapUp { .. }) {
             return Err(self.agent_err(agent, "set a wrap-up code"));
         }
@@ -963,7 +1074,10 @@ impl Acd {
     }
 
     fn wrap_up_ended(&mut self, agent: AgentId, code: Option<WrapUpCode>) -> Result<(), AcdError> {
-        let a = self.agents.get_mut(&agent).ok_or(AcdError::UnknownAgent(agent))?;
+        let a = self
+            .agents
+            .get_mut(&agent)
+            .ok_or(AcdError::UnknownAgent(agent))?;
         if !matches!(a.status, Status::WrapUp { .. }) {
             return Err(self.agent_err(agent, "end wrap-up"));
         }
@@ -981,7 +1095,9 @@ impl Acd {
     fn fire(&mut self, kind: TimerKind) {
         match kind {
             TimerKind::OfferTimeout { agent, epoch } => {
-                let Some(a) = self.agents.get(&agent) else { return };
+                let Some(a) = self.agents.get(&agent) else {
+                    return;
+                };
                 if a.epoch != epoch {
                     return;
                 }
@@ -990,7 +1106,9 @@ impl Acd {
                 }
             }
             TimerKind::WrapUpEnd { agent, epoch } => {
-                let Some(a) = self.agents.get(&agent) else { return };
+                let Some(a) = self.agents.get(&agent) else {
+                    return;
+                };
                 if a.epoch == epoch && matches!(a.status, Status::WrapUp { .. }) {
                     self.record_handle(agent);
                     self.settle(agent, true);
@@ -998,7 +1116,9 @@ impl Acd {
             }
             TimerKind::Promote { entry, epoch } => self.promote(entry, epoch),
             TimerKind::VipWiden { entry, epoch } => {
-                let Some(e) = self.entries.get_mut(&entry) else { return };
+                let Some(e) = self.entries.get_mut(&entry) else {
+                    return;
+                };
                 if e.epoch != epoch || !e.reserved {
                     return;
                 }
@@ -1013,7 +1133,9 @@ impl Acd {
             }
             TimerKind::Overflow { entry, epoch, step } => self.overflow(entry, epoch, step),
             TimerKind::Announce { entry, epoch } => {
-                let Some(e) = self.entries.get(&entry) else { return };
+                let Some(e) = self.entries.get(&entry) else {
+                    return;
+                };
                 if e.epoch != epoch {
                     return;
                 }
@@ -1021,7 +1143,11 @@ impl Acd {
                 if e.status == EntryStatus::Waiting {
                     if let Some(position) = self.position(entry) {
                         let estimated_wait = self.estimated_wait(entry);
-                        self.actions.push_back(Action::Announce { entry, position, estimated_wait });
+                        self.actions.push_back(Action::Announce {
+                            entry,
+                            position,
+                            estimated_wait,
+                        });
                     }
                 }
                 if let Some(every) = every {
@@ -1033,12 +1159,16 @@ impl Acd {
 
     fn promote(&mut self, entry: EntryId, epoch: u64) {
         let max_class = self.settings.max_class;
-        let Some(e) = self.entries.get(&entry) else { return };
+        let Some(e) = self.entries.get(&entry) else {
+            return;
+        };
         if e.epoch != epoch {
             return;
         }
         let q = &self.queues[e.queue];
-        let Some(period) = q.promote_after else { return };
+        let Some(period) = q.promote_after else {
+            return;
+        };
         let max_promotions = q.max_promotions;
         if e.promotions >= max_promotions || e.class >= max_class {
             return;
@@ -1047,10 +1177,15 @@ impl Acd {
         if waiting {
             self.remove_waiting(entry);
         }
-        let Some(e) = self.entries.get_mut(&entry) else { return };
+        let Some(e) = self.entries.get_mut(&entry) else {
+            return;
+        };
         e.class += 1;
         e.promotions += 1;
-        let (class, next) = (e.class, e.enqueued_at + period * u32::from(e.promotions + 1));
+        let (class, next) = (
+            e.class,
+            e.enqueued_at + period * u32::from(e.promotions + 1),
+        );
         let more = e.promotions < max_promotions && e.class < max_class;
         if waiting {
             // Re-insert at the new position; no new eligibility arises (it was waiting, so no
@@ -1064,26 +1199,48 @@ impl Acd {
     }
 
     fn overflow(&mut self, entry: EntryId, epoch: u64, step: usize) {
-        let Some(e) = self.entries.get(&entry) else { return };
+        let Some(e) = self.entries.get(&entry) else {
+            return;
+        };
         if e.epoch != epoch {
             return;
         }
-        let (qi, entered, waiting, live, profile) =
-            (e.queue, e.queue_entered_at, e.status == EntryStatus::Waiting, e.kind == EntryKind::Live, e.profile);
-        let Some((_, action)) = self.queues[qi].overflow.get(step).cloned() else { return };
+        let (qi, entered, waiting, live, profile) = (
+            e.queue,
+            e.queue_entered_at,
+            e.status == EntryStatus::Waiting,
+            e.kind == EntryKind::Live,
+            e.profile,
+        );
+        let Some((_, action)) = self.queues[qi].overflow.get(step).cloned() else {
+            return;
+        };
         if let Some((after, _)) = self.queues[qi].overflow.get(step + 1) {
             let at = entered + *after;
-            self.set_timer(at, TimerKind::Overflow { entry, epoch, step: step + 1 });
+            self.set_timer(
+                at,
+                TimerKind::Overflow {
+                    entry,
+                    epoch,
+                    step: step + 1,
+                },
+            );
         }
         if !waiting {
             return;
         }
         match action {
-            OverflowAction::Widen { lower_levels_by, drop_skills } => {
+            OverflowAction::Widen {
+                lower_levels_by,
+                drop_skills,
+            } => {
                 let reqs: Vec<SkillReq> = self.profiles[profile]
                     .iter()
                     .filter(|r| !drop_skills.contains(&r.skill))
-                    .map(|r| SkillReq { skill: r.skill, min_level: r.min_level.saturating_sub(lower_levels_by) })
+                    .map(|r| SkillReq {
+                        skill: r.skill,
+                        min_level: r.min_level.saturating_sub(lower_levels_by),
+                    })
                     .collect();
                 let p = self.intern(&reqs);
                 self.remove_waiting(entry);
@@ -1094,7 +1251,9 @@ impl Acd {
                 self.actions.push_back(Action::Widened { entry });
             }
             OverflowAction::MoveTo { queue } => {
-                let Some(&to) = self.queue_index.get(&queue) else { return };
+                let Some(&to) = self.queue_index.get(&queue) else {
+                    return;
+                };
                 self.remove_waiting(entry);
                 self.note_departure(qi);
                 let now = self.now;
@@ -1106,7 +1265,11 @@ impl Acd {
                 }
                 self.arm_entry(entry);
                 self.insert_waiting(entry);
-                self.actions.push_back(Action::Moved { entry, from: self.queues[qi].id, to: queue });
+                self.actions.push_back(Action::Moved {
+                    entry,
+                    from: self.queues[qi].id,
+                    to: queue,
+                });
             }
             OverflowAction::OfferCallback => {
                 if live {
@@ -1128,7 +1291,12 @@ impl Acd {
 
     /// First waiting entry, in service order, that `agent` may take.
     fn first_eligible(&mut self, id: AgentId) -> Option<Key> {
-        let Acd { agents, queues, profiles, .. } = self;
+        let Acd {
+            agents,
+            queues,
+            profiles,
+            ..
+        } = self;
         let a = agents.get_mut(&id)?;
         let mut best: Option<Key> = None;
         for &(qi, _) in &a.queues {
@@ -1153,7 +1321,13 @@ impl Acd {
 
     /// The free agent that the entry's queue strategy picks for a waiting entry.
     fn pick_agent(&mut self, id: EntryId) -> Option<AgentId> {
-        let Acd { agents, queues, profiles, entries, .. } = self;
+        let Acd {
+            agents,
+            queues,
+            profiles,
+            entries,
+            ..
+        } = self;
         let e = entries.get(&id)?;
         let q = &queues[e.queue];
         let p = e.profile;
@@ -1169,18 +1343,27 @@ impl Acd {
             }
             Strategy::RoundRobin => {
                 let split = (q.rr_cursor.saturating_add(1), 0, AgentId(0));
-                q.free.range(split..).chain(q.free.range(..split)).map(|k| k.2).find(|aid| ok(aid))
+                q.free
+                    .range(split..)
+                    .chain(q.free.range(..split))
+                    .map(|k| k.2)
+                    .find(|aid| ok(aid))
             }
             Strategy::BestSkill => {
                 let reqs = profiles.get(p)?;
                 let ceiling = u32::from(SKILL_MAX) * reqs.len() as u32;
                 let mut best: Option<(u32, AgentId)> = None;
                 for &(_, _, aid) in &q.free {
-                    let Some(a) = agents.get_mut(&aid) else { continue };
+                    let Some(a) = agents.get_mut(&aid) else {
+                        continue;
+                    };
                     if (reserved && !a.vip) || !eligible(&mut a.elig, &a.skills, profiles, p) {
                         continue;
                     }
-                    let score: u32 = reqs.iter().map(|r| u32::from(level_of(&a.skills, r).unwrap_or(0))).sum();
+                    let score: u32 = reqs
+                        .iter()
+                        .map(|r| u32::from(level_of(&a.skills, r).unwrap_or(0)))
+                        .sum();
                     if best.is_none_or(|(s, _)| score > s) {
                         best = Some((score, aid));
                         if score >= ceiling {
@@ -1227,7 +1410,10 @@ impl Acd {
             let mut i = 0;
             while i < self.dirty_agents.len() {
                 let id = self.dirty_agents[i];
-                let free = self.agents.get(&id).is_some_and(|a| a.status == Status::Available);
+                let free = self
+                    .agents
+                    .get(&id)
+                    .is_some_and(|a| a.status == Status::Available);
                 match free.then(|| self.first_eligible(id)).flatten() {
                     Some(k) => {
                         if best.is_none_or(|(b, _)| k < b) {
@@ -1248,7 +1434,8 @@ impl Acd {
             };
             let Some(agent) = agent else {
                 // Unreachable by construction; never loop forever.
-                self.violations.push(format!("dispatch: no agent for {entry}"));
+                self.violations
+                    .push(format!("dispatch: no agent for {entry}"));
                 break;
             };
             self.offer(entry, agent);
@@ -1262,15 +1449,27 @@ impl Acd {
             self.check_order_at_offer(entry, agent);
         }
         self.remove_waiting(entry);
-        let Some(e) = self.entries.get_mut(&entry) else { return };
+        let Some(e) = self.entries.get_mut(&entry) else {
+            return;
+        };
         e.status = EntryStatus::Offered { agent };
         let (qi, kind) = (e.queue, e.kind);
         self.note_departure(qi);
-        if let Some(rank) = self.agents.get(&agent).and_then(|a| a.queues.iter().find(|(q, _)| *q == qi)).map(|(_, r)| *r) {
+        if let Some(rank) = self
+            .agents
+            .get(&agent)
+            .and_then(|a| a.queues.iter().find(|(q, _)| *q == qi))
+            .map(|(_, r)| *r)
+        {
             self.queues[qi].rr_cursor = rank;
         }
         self.set_status(agent, Status::Offered { entry });
-        self.actions.push_back(Action::Offer { entry, agent, queue: self.queues[qi].id, kind });
+        self.actions.push_back(Action::Offer {
+            entry,
+            agent,
+            queue: self.queues[qi].id,
+            kind,
+        });
         if let Some(t) = self.settings.offer_timeout {
             let epoch = self.agents.get(&agent).map_or(0, |a| a.epoch);
             self.set_timer(self.now + t, TimerKind::OfferTimeout { agent, epoch });
@@ -1292,11 +1491,16 @@ impl Acd {
         };
         a.queues.iter().any(|(q, _)| *q == e.queue)
             && (!e.reserved || a.vip)
-            && self.profiles.get(e.profile).is_some_and(|r| meets(&a.skills, r))
+            && self
+                .profiles
+                .get(e.profile)
+                .is_some_and(|r| meets(&a.skills, r))
     }
 
     fn check_order_at_offer(&mut self, entry: EntryId, agent: AgentId) {
-        let Some(key) = self.entries.get(&entry).map(|e| e.key(entry)) else { return };
+        let Some(key) = self.entries.get(&entry).map(|e| e.key(entry)) else {
+            return;
+        };
         let bad: Vec<EntryId> = self
             .entries
             .iter()
@@ -1305,10 +1509,12 @@ impl Acd {
             .filter(|id| self.may_take(agent, *id))
             .collect();
         for b in bad {
-            self.violations.push(format!("{agent} took {entry} while eligible {b} was ahead"));
+            self.violations
+                .push(format!("{agent} took {entry} while eligible {b} was ahead"));
         }
         if !self.may_take(agent, entry) {
-            self.violations.push(format!("{agent} offered ineligible {entry}"));
+            self.violations
+                .push(format!("{agent} offered ineligible {entry}"));
         }
     }
 
@@ -1319,12 +1525,18 @@ impl Acd {
         if let Some(v) = self.violations.first() {
             return Err(v.clone());
         }
-        let live_timer = |pred: &dyn Fn(&TimerKind) -> bool| self.timers.iter().any(|Reverse(t)| pred(&t.kind));
+        let live_timer =
+            |pred: &dyn Fn(&TimerKind) -> bool| self.timers.iter().any(|Reverse(t)| pred(&t.kind));
         for (&id, a) in &self.agents {
             match a.status {
                 Status::Available => {
                     for &(qi, rank) in &a.queues {
-                        if !self.queues[qi].free.contains(&Self::free_key(&self.queues[qi], a, id, rank)) {
+                        if !self.queues[qi].free.contains(&Self::free_key(
+                            &self.queues[qi],
+                            a,
+                            id,
+                            rank,
+                        )) {
                             return Err(format!("{id} available but not in free set"));
                         }
                     }
@@ -1335,24 +1547,38 @@ impl Acd {
                     }
                 }
                 Status::Offered { entry } => {
-                    if self.entries.get(&entry).map(|e| e.status) != Some(EntryStatus::Offered { agent: id }) {
+                    if self.entries.get(&entry).map(|e| e.status)
+                        != Some(EntryStatus::Offered { agent: id })
+                    {
                         return Err(format!("{id} offered {entry} which is not ringing it"));
                     }
                     let ep = a.epoch;
                     if self.settings.offer_timeout.is_some()
-                        && !live_timer(&|k| *k == TimerKind::OfferTimeout { agent: id, epoch: ep })
+                        && !live_timer(&|k| {
+                            *k == TimerKind::OfferTimeout {
+                                agent: id,
+                                epoch: ep,
+                            }
+                        })
                     {
                         return Err(format!("{id} ringing without a ring timer"));
                     }
                 }
                 Status::OnCall { entry } => {
-                    if self.entries.get(&entry).map(|e| e.status) != Some(EntryStatus::InService { agent: id }) {
+                    if self.entries.get(&entry).map(|e| e.status)
+                        != Some(EntryStatus::InService { agent: id })
+                    {
                         return Err(format!("{id} on call with {entry} which is not with it"));
                     }
                 }
                 Status::WrapUp { .. } => {
                     let ep = a.epoch;
-                    if !live_timer(&|k| *k == TimerKind::WrapUpEnd { agent: id, epoch: ep }) {
+                    if !live_timer(&|k| {
+                        *k == TimerKind::WrapUpEnd {
+                            agent: id,
+                            epoch: ep,
+                        }
+                    }) {
                         return Err(format!("{id} in wrap-up without a timer"));
                     }
                 }
@@ -1360,7 +1586,10 @@ impl Acd {
             }
             if a.status != Status::Available {
                 for &(qi, rank) in &a.queues {
-                    if self.queues[qi].free.contains(&Self::free_key(&self.queues[qi], a, id, rank)) {
+                    if self.queues[qi]
+                        .free
+                        .contains(&Self::free_key(&self.queues[qi], a, id, rank))
+                    {
                         return Err(format!("{id} not available but in free set"));
                     }
                 }
@@ -1371,7 +1600,11 @@ impl Acd {
             for b in &q.buckets {
                 in_buckets += b.open.len() + b.reserved.len();
             }
-            if q.free.iter().any(|k| self.agents.get(&k.2).is_none_or(|a| a.status != Status::Available)) {
+            if q.free.iter().any(|k| {
+                self.agents
+                    .get(&k.2)
+                    .is_none_or(|a| a.status != Status::Available)
+            }) {
                 return Err("free set holds a non-available agent".into());
             }
         }
@@ -1387,19 +1620,25 @@ impl Acd {
                     }
                 }
                 EntryStatus::Offered { agent } => {
-                    if self.agents.get(&agent).map(|a| a.status) != Some(Status::Offered { entry: id }) {
+                    if self.agents.get(&agent).map(|a| a.status)
+                        != Some(Status::Offered { entry: id })
+                    {
                         return Err(format!("{id} ringing {agent} which does not ring it"));
                     }
                 }
                 EntryStatus::InService { agent } => {
-                    if self.agents.get(&agent).map(|a| a.status) != Some(Status::OnCall { entry: id }) {
+                    if self.agents.get(&agent).map(|a| a.status)
+                        != Some(Status::OnCall { entry: id })
+                    {
                         return Err(format!("{id} in service with {agent} which is not on it"));
                     }
                 }
             }
         }
         if waiting != in_buckets {
-            return Err(format!("{in_buckets} bucket keys for {waiting} waiting entries"));
+            return Err(format!(
+                "{in_buckets} bucket keys for {waiting} waiting entries"
+            ));
         }
         Ok(())
     }

@@ -68,7 +68,13 @@ pub fn erlang_c(agents: u32, lambda: f64, aht_s: f64, t_s: f64) -> Option<Predic
 /// Erlang A (Palm's M/M/N+M) with mean patience `patience_s`, computed exactly from the
 /// birth–death chain (truncated where the tail is negligible) and, for the service level, by
 /// uniformization of the tagged caller's position in the queue.
-pub fn erlang_a(agents: u32, lambda: f64, aht_s: f64, patience_s: f64, t_s: f64) -> Option<Prediction> {
+pub fn erlang_a(
+    agents: u32,
+    lambda: f64,
+    aht_s: f64,
+    patience_s: f64,
+    t_s: f64,
+) -> Option<Prediction> {
     if !(lambda > 0.0 && aht_s > 0.0 && patience_s > 0.0 && agents > 0) {
         return None;
     }
@@ -81,7 +87,11 @@ pub fn erlang_a(agents: u32, lambda: f64, aht_s: f64, patience_s: f64, t_s: f64)
     let mut k = 0usize;
     loop {
         k += 1;
-        let death = if k <= n { k as f64 * mu } else { nmu + (k - n) as f64 * theta };
+        let death = if k <= n {
+            k as f64 * mu
+        } else {
+            nmu + (k - n) as f64 * theta
+        };
         let next = pi[k - 1] * lambda / death;
         pi.push(next);
         if next > 1e200 {
@@ -178,7 +188,10 @@ mod tests {
         let c = erlang_c(20, 17.0 / 180.0, 180.0, 20.0).unwrap_or_else(|| panic!("stable"));
         let a = erlang_a(20, 17.0 / 180.0, 180.0, 1e9, 20.0).unwrap_or_else(|| panic!("ok"));
         assert!((a.p_wait - c.p_wait).abs() < 1e-3, "{a:?} {c:?}");
-        assert!((a.service_level - c.service_level).abs() < 1e-3, "{a:?} {c:?}");
+        assert!(
+            (a.service_level - c.service_level).abs() < 1e-3,
+            "{a:?} {c:?}"
+        );
         assert!((a.asa_s - c.asa_s).abs() / c.asa_s < 1e-2, "{a:?} {c:?}");
     }
 

@@ -1,7 +1,7 @@
 //! The crate's error type.
 
-use crate::ids::{AgentId, EntryId, QueueId, SkillId};
 use crate::AgentStateKind;
+use crate::ids::{AgentId, EntryId, QueueId, SkillId};
 use thiserror::Error;
 
 /// Everything the core can refuse. On error the core's state is unchanged (apart from timers

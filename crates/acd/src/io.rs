@@ -137,7 +137,14 @@ pub struct Enqueue {
 impl Enqueue {
     /// A regular live caller with the queue's requirements.
     pub fn live(entry: EntryId, queue: QueueId) -> Self {
-        Enqueue { entry, queue, class: 0, kind: EntryKind::Live, requirements: None, enqueued_at: None }
+        Enqueue {
+            entry,
+            queue,
+            class: 0,
+            kind: EntryKind::Live,
+            requirements: None,
+            enqueued_at: None,
+        }
     }
 }
 

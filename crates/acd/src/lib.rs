@@ -23,12 +23,14 @@ mod time;
 pub mod erlang;
 pub mod sim;
 
-pub use config::{AcdConfig, AgentSkill, OverflowAction, OverflowRule, QueueConfig, SkillReq, Strategy};
+pub use config::{
+    AcdConfig, AgentSkill, OverflowAction, OverflowRule, QueueConfig, SkillReq, Strategy,
+};
 pub use engine::Acd;
 pub use error::AcdError;
 pub use ids::{AgentId, EntryId, QueueId, SkillId, WrapUpCode};
 pub use io::{
-    Action, AgentProfile, AgentState, AgentStateKind, CancelReason, Enqueue, EntryKind, EntryStatus,
-    EntryView, Event, PauseReason,
+    Action, AgentProfile, AgentState, AgentStateKind, CancelReason, Enqueue, EntryKind,
+    EntryStatus, EntryView, Event, PauseReason,
 };
 pub use time::Time;

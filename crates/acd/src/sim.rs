@@ -253,7 +253,11 @@ struct Stats {
 /// A uniform draw in [0, 1), mirrored (1 − u) for the antithetic run.
 fn unif(rng: &mut StdRng, antithetic: bool) -> f64 {
     let u: f64 = rng.random();
-    if antithetic { (1.0 - u).min(1.0 - f64::EPSILON) } else { u }
+    if antithetic {
+        (1.0 - u).min(1.0 - f64::EPSILON)
+    } else {
+        u
+    }
 }
 
 /// Exponential by inverse transform from a uniform `u` in [0, 1).
@@ -307,14 +311,22 @@ impl Sim<'_> {
 
     fn react(&mut self, now: Time, a: Action) -> Result<(), AcdError> {
         match a {
-            Action::Offer { entry, agent, kind, queue } => {
+            Action::Offer {
+                entry,
+                agent,
+                kind,
+                queue,
+            } => {
                 // Robustness: only answer offers that are still ringing.
                 if self.acd.agent_state(agent) != (AgentState::Offered { entry }) {
                     return Ok(());
                 }
                 self.events += 1;
-                self.acd.handle(now, Event::OfferAccepted { agent, entry })?;
-                let Some(call) = self.calls.get(&entry) else { return Ok(()) };
+                self.acd
+                    .handle(now, Event::OfferAccepted { agent, entry })?;
+                let Some(call) = self.calls.get(&entry) else {
+                    return Ok(());
+                };
                 let stream = call.stream;
                 let t = &self.cfg.traffic[stream];
                 let wait = now.saturating_since(call.arrived).as_secs_f64();
@@ -357,12 +369,17 @@ impl Sim<'_> {
                         let ok = self.rng.random::<f64>() < t.callback_answer_prob;
                         let d = if ok { 0.0 } else { t.callback_ring_s };
                         self.stats.busy_s += d;
-                        self.push(now + Duration::from_secs_f64(d), Ev::CallbackResult { agent, ok });
+                        self.push(
+                            now + Duration::from_secs_f64(d),
+                            Ev::CallbackResult { agent, ok },
+                        );
                     }
                 }
             }
             Action::OfferCallback { entry } => {
-                let Some(call) = self.calls.get(&entry) else { return Ok(()) };
+                let Some(call) = self.calls.get(&entry) else {
+                    return Ok(());
+                };
                 let waiting_live = self
                     .acd
                     .entry(entry)
@@ -400,8 +417,11 @@ impl Sim<'_> {
         // next arrival of this stream
         let rate = t.calls_per_hour / 3600.0;
         let anti = self.antithetic;
-        let Some(rngs) = self.streams.get_mut(stream) else { return Ok(()) };
-        let next = now + Duration::from_secs_f64(exp_from(unif(&mut rngs.arrivals, anti), 1.0 / rate));
+        let Some(rngs) = self.streams.get_mut(stream) else {
+            return Ok(());
+        };
+        let next =
+            now + Duration::from_secs_f64(exp_from(unif(&mut rngs.arrivals, anti), 1.0 / rate));
         // Every attribute is drawn for every call, used or not, to keep streams in step.
         let (vip_u, handle_u, patience_u, callback_u) = (
             unif(&mut rngs.calls, anti),
@@ -428,7 +448,16 @@ impl Sim<'_> {
         let ewt_app_queue = self.app_queue_hold.get(&queue).copied().unwrap_or(0.0);
         self.calls.insert(
             id,
-            Call { arrived: now, stream, vip, measured, ewt: None, ewt_app_queue, handle_s, accepts_callback },
+            Call {
+                arrived: now,
+                stream,
+                vip,
+                measured,
+                ewt: None,
+                ewt_app_queue,
+                handle_s,
+                accepts_callback,
+            },
         );
         let enq = Enqueue {
             entry: id,
@@ -474,7 +503,10 @@ impl Sim<'_> {
             Ev::CallEnd { agent } => {
                 if let Some((entry, _)) = self.serving.remove(&agent) {
                     if let Some(c) = self.calls.remove(&entry) {
-                        let is_cb = self.acd.entry(entry).is_some_and(|e| matches!(e.kind, EntryKind::Callback { .. }));
+                        let is_cb = self
+                            .acd
+                            .entry(entry)
+                            .is_some_and(|e| matches!(e.kind, EntryKind::Callback { .. }));
                         if is_cb && c.measured {
                             self.stats.cb_completed += 1;
                             self.stats.cb_delay += now.saturating_since(c.arrived).as_secs_f64();
@@ -503,8 +535,20 @@ impl Sim<'_> {
 }
 
 fn validate(cfg: &SimConfig) -> Result<(), AcdError> {
-    let pos = |f: &'static str, x: f64| if x.is_finite() && x > 0.0 { Ok(()) } else { Err(AcdError::InvalidConfig(f)) };
-    let share = |f: &'static str, x: f64| if (0.0..=1.0).contains(&x) { Ok(()) } else { Err(AcdError::InvalidConfig(f)) };
+    let pos = |f: &'static str, x: f64| {
+        if x.is_finite() && x > 0.0 {
+            Ok(())
+        } else {
+            Err(AcdError::InvalidConfig(f))
+        }
+    };
+    let share = |f: &'static str, x: f64| {
+        if (0.0..=1.0).contains(&x) {
+            Ok(())
+        } else {
+            Err(AcdError::InvalidConfig(f))
+        }
+    };
     pos("duration_s", cfg.duration_s)?;
     pos("service_level_s", cfg.service_level_s)?;
     if !(cfg.warmup_s.is_finite() && cfg.warmup_s >= 0.0) {
@@ -535,7 +579,13 @@ fn theory(cfg: &SimConfig) -> Option<Theory> {
     if lambda <= 0.0 || agents == 0 {
         return None;
     }
-    let wrap = |q: QueueId| cfg.acd.queues.iter().find(|c| c.id == q).map_or(0.0, |c| c.wrap_up_s);
+    let wrap = |q: QueueId| {
+        cfg.acd
+            .queues
+            .iter()
+            .find(|c| c.id == q)
+            .map_or(0.0, |c| c.wrap_up_s)
+    };
     let aht: f64 = cfg
         .traffic
         .iter()
@@ -551,7 +601,11 @@ fn theory(cfg: &SimConfig) -> Option<Theory> {
     let exact = match cfg.traffic.as_slice() {
         [t] => {
             let q = cfg.acd.queues.iter().find(|c| c.id == t.queue);
-            let reqs = t.requirements.clone().or_else(|| q.map(|q| q.requirements.clone())).unwrap_or_default();
+            let reqs = t
+                .requirements
+                .clone()
+                .or_else(|| q.map(|q| q.requirements.clone()))
+                .unwrap_or_default();
             (patience.is_empty() || patience.len() == 1)
                 && t.vip_share == 0.0
                 && t.callback_accept_share == 0.0
@@ -559,7 +613,10 @@ fn theory(cfg: &SimConfig) -> Option<Theory> {
                 && cfg.agents.iter().all(|g| {
                     g.queues.contains(&t.queue)
                         && reqs.iter().all(|r| {
-                            r.min_level == 0 || g.skills.iter().any(|s| s.skill == r.skill && s.level >= r.min_level)
+                            r.min_level == 0
+                                || g.skills
+                                    .iter()
+                                    .any(|s| s.skill == r.skill && s.level >= r.min_level)
                         })
                 })
         }
@@ -579,8 +636,12 @@ pub fn run(cfg: &SimConfig, seed: u64) -> Result<SimReport, AcdError> {
         rng: StdRng::seed_from_u64(seed ^ 0x5eed_0000_0000_0001),
         streams: (0..cfg.traffic.len() as u64)
             .map(|i| StreamRng {
-                arrivals: StdRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (2 * i + 1)),
-                calls: StdRng::seed_from_u64(seed.wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (2 * i + 2)),
+                arrivals: StdRng::seed_from_u64(
+                    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (2 * i + 1),
+                ),
+                calls: StdRng::seed_from_u64(
+                    seed.wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (2 * i + 2),
+                ),
             })
             .collect(),
         antithetic: cfg.antithetic,
@@ -601,13 +662,25 @@ pub fn run(cfg: &SimConfig, seed: u64) -> Result<SimReport, AcdError> {
     for g in &cfg.agents {
         for _ in 0..g.count {
             n += 1;
-            let profile = AgentProfile { skills: g.skills.clone(), queues: g.queues.clone(), vip: g.vip };
-            sim.input(Time::ZERO, Event::AgentLogin { agent: AgentId(n), profile })?;
+            let profile = AgentProfile {
+                skills: g.skills.clone(),
+                queues: g.queues.clone(),
+                vip: g.vip,
+            };
+            sim.input(
+                Time::ZERO,
+                Event::AgentLogin {
+                    agent: AgentId(n),
+                    profile,
+                },
+            )?;
         }
     }
     for (i, t) in cfg.traffic.iter().enumerate() {
         let anti = sim.antithetic;
-        let Some(rngs) = sim.streams.get_mut(i) else { continue };
+        let Some(rngs) = sim.streams.get_mut(i) else {
+            continue;
+        };
         let first = exp_from(unif(&mut rngs.arrivals, anti), 3600.0 / t.calls_per_hour);
         let at = Time::from_secs_f64(first);
         if at < end_arrivals {
@@ -667,13 +740,21 @@ pub fn run(cfg: &SimConfig, seed: u64) -> Result<SimReport, AcdError> {
         regular_asa_s: div(s.reg_wait, s.reg_n),
         max_wait_s: s.max_wait,
         callback_delay_s: div(s.cb_delay, s.cb_completed),
-        occupancy: if n == 0 || simulated_s <= 0.0 { 0.0 } else { s.busy_s / (f64::from(n) * simulated_s) },
+        occupancy: if n == 0 || simulated_s <= 0.0 {
+            0.0
+        } else {
+            s.busy_s / (f64::from(n) * simulated_s)
+        },
         ewt_mae_s: div(s.ewt_err, s.ewt_n),
         ewt_mae_app_queue_s: div(s.appq_err, s.ewt_n),
         core_events: sim.events,
         realized_arrival_rate: {
             let window = cfg.duration_s - cfg.warmup_s;
-            if window > 0.0 { s.offered as f64 / window } else { 0.0 }
+            if window > 0.0 {
+                s.offered as f64 / window
+            } else {
+                0.0
+            }
         },
         realized_handle_time_s: div(s.ht_sum, s.ht_n),
         theory: theory(cfg),
@@ -684,9 +765,24 @@ impl fmt::Display for SimReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let pct = |x: f64| format!("{:.2} %", 100.0 * x);
         let secs = |x: f64| format!("{x:.1} s");
-        writeln!(f, "Simulation (seed {}): {} agents, {:.0} s simulated, {} core inputs", self.seed, self.agents, self.simulated_s, self.core_events)?;
-        writeln!(f, "  calls offered {:>10}   answered {:>10}   abandoned {:>8}   voicemail {:>6}", self.offered, self.answered, self.abandoned, self.voicemail)?;
-        writeln!(f, "  callbacks accepted {:>5}   completed {:>9}   exhausted {:>8}   unresolved {:>5}", self.callbacks_accepted, self.callbacks_completed, self.callbacks_exhausted, self.unresolved)?;
+        writeln!(
+            f,
+            "Simulation (seed {}): {} agents, {:.0} s simulated, {} core inputs",
+            self.seed, self.agents, self.simulated_s, self.core_events
+        )?;
+        writeln!(
+            f,
+            "  calls offered {:>10}   answered {:>10}   abandoned {:>8}   voicemail {:>6}",
+            self.offered, self.answered, self.abandoned, self.voicemail
+        )?;
+        writeln!(
+            f,
+            "  callbacks accepted {:>5}   completed {:>9}   exhausted {:>8}   unresolved {:>5}",
+            self.callbacks_accepted,
+            self.callbacks_completed,
+            self.callbacks_exhausted,
+            self.unresolved
+        )?;
         writeln!(f)?;
         let th = self.theory.map(|t| t.prediction);
         let model = match self.theory {
@@ -703,18 +799,54 @@ impl fmt::Display for SimReport {
         writeln!(f, "  {:<34} {:>14} {:>24}", "metric", "simulated", model)?;
         writeln!(f, "  {}", "-".repeat(74))?;
         let row = |f: &mut fmt::Formatter<'_>, name: &str, sim: String, th: Option<String>| {
-            writeln!(f, "  {:<34} {:>14} {:>24}", name, sim, th.unwrap_or_else(|| "-".into()))
+            writeln!(
+                f,
+                "  {:<34} {:>14} {:>24}",
+                name,
+                sim,
+                th.unwrap_or_else(|| "-".into())
+            )
         };
-        row(f, &format!("service level ({} s)", self.service_level_s), pct(self.service_level), th.map(|p| pct(p.service_level)))?;
-        row(f, "average speed of answer", secs(self.asa_s), th.map(|p| secs(p.asa_s)))?;
-        row(f, "abandonment", pct(self.abandon_rate), th.map(|p| pct(p.abandon_rate)))?;
-        row(f, "occupancy", pct(self.occupancy), th.map(|p| pct(p.occupancy)))?;
-        row(f, &format!("VIP wait ({} answered)", self.vip_answered), secs(self.vip_asa_s), None)?;
+        row(
+            f,
+            &format!("service level ({} s)", self.service_level_s),
+            pct(self.service_level),
+            th.map(|p| pct(p.service_level)),
+        )?;
+        row(
+            f,
+            "average speed of answer",
+            secs(self.asa_s),
+            th.map(|p| secs(p.asa_s)),
+        )?;
+        row(
+            f,
+            "abandonment",
+            pct(self.abandon_rate),
+            th.map(|p| pct(p.abandon_rate)),
+        )?;
+        row(
+            f,
+            "occupancy",
+            pct(self.occupancy),
+            th.map(|p| pct(p.occupancy)),
+        )?;
+        row(
+            f,
+            &format!("VIP wait ({} answered)", self.vip_answered),
+            secs(self.vip_asa_s),
+            None,
+        )?;
         row(f, "regular wait", secs(self.regular_asa_s), None)?;
         row(f, "longest wait", secs(self.max_wait_s), None)?;
         row(f, "callback delay", secs(self.callback_delay_s), None)?;
         row(f, "EWT error (ours, mean abs)", secs(self.ewt_mae_s), None)?;
-        row(f, "EWT error (app_queue holdtime)", secs(self.ewt_mae_app_queue_s), None)?;
+        row(
+            f,
+            "EWT error (app_queue holdtime)",
+            secs(self.ewt_mae_app_queue_s),
+            None,
+        )?;
         Ok(())
     }
 }

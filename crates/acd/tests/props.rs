@@ -16,10 +16,21 @@ use std::collections::BTreeSet;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Enqueue { queue: u8, class: u8, callback: bool, reqs: u8, back: u8 },
+    Enqueue {
+        queue: u8,
+        class: u8,
+        callback: bool,
+        reqs: u8,
+        back: u8,
+    },
     Abandon(u8),
     Convert(u8),
-    Login { agent: u8, skills: u8, queues: u8, vip: bool },
+    Login {
+        agent: u8,
+        skills: u8,
+        queues: u8,
+        vip: bool,
+    },
     Logout(u8),
     Pause(u8),
     Ready(u8),
@@ -56,7 +67,14 @@ fn op() -> impl PropStrategy<Value = Op> {
 }
 
 fn config(strategies: (u8, u8)) -> AcdConfig {
-    let strat = |i: u8| [Strat::LongestIdle, Strat::BestSkill, Strat::RoundRobin, Strat::FewestCalls][usize::from(i % 4)];
+    let strat = |i: u8| {
+        [
+            Strat::LongestIdle,
+            Strat::BestSkill,
+            Strat::RoundRobin,
+            Strat::FewestCalls,
+        ][usize::from(i % 4)]
+    };
     let mut q1 = QueueConfig::new(Q1);
     q1.strategy = strat(strategies.0);
     q1.requirements = vec![req(1, 3)];
@@ -66,17 +84,38 @@ fn config(strategies: (u8, u8)) -> AcdConfig {
     q1.vip_reserve_s = Some(8.0);
     q1.announce_every_s = Some(15.0);
     q1.overflow = vec![
-        OverflowRule { after_s: 10.0, action: OverflowAction::Widen { lower_levels_by: 2, drop_skills: vec![] } },
-        OverflowRule { after_s: 25.0, action: OverflowAction::OfferCallback },
-        OverflowRule { after_s: 30.0, action: OverflowAction::MoveTo { queue: Q2 } },
+        OverflowRule {
+            after_s: 10.0,
+            action: OverflowAction::Widen {
+                lower_levels_by: 2,
+                drop_skills: vec![],
+            },
+        },
+        OverflowRule {
+            after_s: 25.0,
+            action: OverflowAction::OfferCallback,
+        },
+        OverflowRule {
+            after_s: 30.0,
+            action: OverflowAction::MoveTo { queue: Q2 },
+        },
     ];
     let mut q2 = QueueConfig::new(Q2);
     q2.strategy = strat(strategies.1);
     q2.wrap_up_s = 0.0;
     q2.promote_after_s = Some(15.0);
     q2.overflow = vec![
-        OverflowRule { after_s: 12.0, action: OverflowAction::Widen { lower_levels_by: 0, drop_skills: vec![SkillId(2)] } },
-        OverflowRule { after_s: 50.0, action: OverflowAction::Voicemail },
+        OverflowRule {
+            after_s: 12.0,
+            action: OverflowAction::Widen {
+                lower_levels_by: 0,
+                drop_skills: vec![SkillId(2)],
+            },
+        },
+        OverflowRule {
+            after_s: 50.0,
+            action: OverflowAction::Voicemail,
+        },
     ];
     let mut cfg = base_config(vec![q1, q2]);
     cfg.offer_timeout_s = Some(6.0);
@@ -103,7 +142,11 @@ impl Model {
 
     fn pick(&self, i: u8) -> EntryId {
         let v: Vec<u64> = self.live.iter().copied().collect();
-        if v.is_empty() { EntryId(9999) } else { EntryId(v[usize::from(i) % v.len()]) }
+        if v.is_empty() {
+            EntryId(9999)
+        } else {
+            EntryId(v[usize::from(i) % v.len()])
+        }
     }
 
     fn apply(&mut self, op: &Op) {
@@ -113,28 +156,73 @@ impl Model {
                 self.now += f64::from(ds) / 10.0;
                 Event::Tick
             }
-            Op::Enqueue { queue, class, callback, reqs, back } => {
+            Op::Enqueue {
+                queue,
+                class,
+                callback,
+                reqs,
+                back,
+            } => {
                 self.next_entry += 1;
-                let reqs = (reqs > 0).then(|| REQS[usize::from(reqs)].iter().map(|&(s, l)| req(s, l)).collect());
+                let reqs = (reqs > 0).then(|| {
+                    REQS[usize::from(reqs)]
+                        .iter()
+                        .map(|&(s, l)| req(s, l))
+                        .collect()
+                });
                 Event::Enqueue(Enqueue {
                     entry: EntryId(self.next_entry),
                     queue: if queue == 0 { Q1 } else { Q2 },
                     class,
-                    kind: if callback { EntryKind::Callback { attempts: 0 } } else { EntryKind::Live },
+                    kind: if callback {
+                        EntryKind::Callback { attempts: 0 }
+                    } else {
+                        EntryKind::Live
+                    },
                     requirements: reqs,
                     enqueued_at: Some(t((now - f64::from(back) * 3.0).max(0.0))),
                 })
             }
-            Op::Abandon(i) => Event::Abandon { entry: self.pick(i) },
-            Op::Convert(i) => Event::ConvertToCallback { entry: self.pick(i) },
-            Op::Login { agent, skills, queues, vip } => {
-                let qs = [(1u8, Q1), (2u8, Q2)].iter().filter(|(b, _)| queues & b != 0).map(|(_, q)| *q).collect();
-                let skills = SKILLS[usize::from(skills)].iter().map(|&(s, l)| sk(s, l)).collect();
-                Event::AgentLogin { agent: self.agent(agent), profile: AgentProfile { skills, queues: qs, vip } }
+            Op::Abandon(i) => Event::Abandon {
+                entry: self.pick(i),
+            },
+            Op::Convert(i) => Event::ConvertToCallback {
+                entry: self.pick(i),
+            },
+            Op::Login {
+                agent,
+                skills,
+                queues,
+                vip,
+            } => {
+                let qs = [(1u8, Q1), (2u8, Q2)]
+                    .iter()
+                    .filter(|(b, _)| queues & b != 0)
+                    .map(|(_, q)| *q)
+                    .collect();
+                let skills = SKILLS[usize::from(skills)]
+                    .iter()
+                    .map(|&(s, l)| sk(s, l))
+                    .collect();
+                Event::AgentLogin {
+                    agent: self.agent(agent),
+                    profile: AgentProfile {
+                        skills,
+                        queues: qs,
+                        vip,
+                    },
+                }
             }
-            Op::Logout(a) => Event::AgentLogout { agent: self.agent(a) },
-            Op::Pause(a) => Event::AgentPause { agent: self.agent(a), reason: PauseReason::Code { code: 1 } },
-            Op::Ready(a) => Event::AgentReady { agent: self.agent(a) },
+            Op::Logout(a) => Event::AgentLogout {
+                agent: self.agent(a),
+            },
+            Op::Pause(a) => Event::AgentPause {
+                agent: self.agent(a),
+                reason: PauseReason::Code { code: 1 },
+            },
+            Op::Ready(a) => Event::AgentReady {
+                agent: self.agent(a),
+            },
             Op::Accept(a) | Op::Refuse(a) | Op::TimedOut(a) => {
                 let agent = self.agent(a);
                 let entry = match self.h.acd.agent_state(agent) {
@@ -147,10 +235,20 @@ impl Model {
                     _ => Event::OfferTimedOut { agent, entry },
                 }
             }
-            Op::End(a) => Event::CallEnded { agent: self.agent(a) },
-            Op::CallbackFailed(a) => Event::CallbackFailed { agent: self.agent(a) },
-            Op::WrapUpEnded(a) => Event::WrapUpEnded { agent: self.agent(a), code: Some(WrapUpCode(1)) },
-            Op::SetCode(a) => Event::SetWrapUpCode { agent: self.agent(a), code: WrapUpCode(2) },
+            Op::End(a) => Event::CallEnded {
+                agent: self.agent(a),
+            },
+            Op::CallbackFailed(a) => Event::CallbackFailed {
+                agent: self.agent(a),
+            },
+            Op::WrapUpEnded(a) => Event::WrapUpEnded {
+                agent: self.agent(a),
+                code: Some(WrapUpCode(1)),
+            },
+            Op::SetCode(a) => Event::SetWrapUpCode {
+                agent: self.agent(a),
+                code: WrapUpCode(2),
+            },
         };
         // Entries that leave through this input (call end).
         let ending = match *op {

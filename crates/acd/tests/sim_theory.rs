@@ -11,7 +11,11 @@ fn config(agents: u32, utilisation: f64, calls: u64) -> SimConfig {
     let lambda = utilisation * f64::from(agents) / AHT; // per second
     let warmup_s = 50.0 * AHT;
     SimConfig {
-        acd: AcdConfig { queues: vec![QueueConfig::new(QueueId(1))], offer_timeout_s: None, ..AcdConfig::default() },
+        acd: AcdConfig {
+            queues: vec![QueueConfig::new(QueueId(1))],
+            offer_timeout_s: None,
+            ..AcdConfig::default()
+        },
         duration_s: warmup_s + calls as f64 / lambda * 1.01,
         warmup_s,
         max_calls: None,
@@ -31,7 +35,13 @@ fn config(agents: u32, utilisation: f64, calls: u64) -> SimConfig {
             callback_answer_prob: 1.0,
             callback_ring_s: 0.0,
         }],
-        agents: vec![AgentGroup { name: "all".into(), count: agents, skills: vec![], queues: vec![QueueId(1)], vip: false }],
+        agents: vec![AgentGroup {
+            name: "all".into(),
+            count: agents,
+            skills: vec![],
+            queues: vec![QueueId(1)],
+            vip: false,
+        }],
     }
 }
 
@@ -58,8 +68,16 @@ fn check(agents: u32, utilisation: f64, calls_per_run: u64, seed: u64) {
         p.service_level,
         p.asa_s
     );
-    assert!((sl - p.service_level).abs() <= 0.02, "SL {sl} vs Erlang C {}\n{r1}\n{r2}", p.service_level);
-    assert!((asa - p.asa_s).abs() <= 0.10 * p.asa_s, "ASA {asa} vs Erlang C {}\n{r1}\n{r2}", p.asa_s);
+    assert!(
+        (sl - p.service_level).abs() <= 0.02,
+        "SL {sl} vs Erlang C {}\n{r1}\n{r2}",
+        p.service_level
+    );
+    assert!(
+        (asa - p.asa_s).abs() <= 0.10 * p.asa_s,
+        "ASA {asa} vs Erlang C {}\n{r1}\n{r2}",
+        p.asa_s
+    );
 }
 
 // Few agents per load level on purpose: the relative noise of the measured ASA over a fixed
@@ -104,7 +122,10 @@ fn explore() {
     let spec = std::env::var("ACD_SIM_EXPLORE").unwrap_or_default();
     for item in spec.split(';').filter(|s| !s.is_empty()) {
         let v: Vec<f64> = item.split(',').filter_map(|x| x.parse().ok()).collect();
-        let calls = std::env::var("ACD_SIM_CALLS").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+        let calls = std::env::var("ACD_SIM_CALLS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(100_000);
         for s in seeds() {
             let mut cfg = config(v[0] as u32, v[1], calls);
             let r1 = sim::run(&cfg, s).unwrap();
@@ -114,8 +135,24 @@ fn explore() {
             r.service_level = (r1.service_level + r2.service_level) / 2.0;
             r.asa_s = (r1.asa_s + r2.asa_s) / 2.0;
             let p = r.theory.unwrap().prediction;
-            let q = frontdoor_acd::erlang::erlang_c(v[0] as u32, r.realized_arrival_rate, r.realized_handle_time_s, 20.0).unwrap();
-            println!("N={} rho={} seed {s}: SL {:+.4} ASA {:+.3} | realized: SL {:+.4} ASA {:+.3} (C {:.3}, ASA {:.2})", v[0], v[1], r.service_level - p.service_level, r.asa_s / p.asa_s - 1.0, r.service_level - q.service_level, r.asa_s / q.asa_s - 1.0, p.p_wait, p.asa_s);
+            let q = frontdoor_acd::erlang::erlang_c(
+                v[0] as u32,
+                r.realized_arrival_rate,
+                r.realized_handle_time_s,
+                20.0,
+            )
+            .unwrap();
+            println!(
+                "N={} rho={} seed {s}: SL {:+.4} ASA {:+.3} | realized: SL {:+.4} ASA {:+.3} (C {:.3}, ASA {:.2})",
+                v[0],
+                v[1],
+                r.service_level - p.service_level,
+                r.asa_s / p.asa_s - 1.0,
+                r.service_level - q.service_level,
+                r.asa_s / q.asa_s - 1.0,
+                p.p_wait,
+                p.asa_s
+            );
         }
     }
 }
@@ -145,9 +182,21 @@ fn check_erlang_a(agents: u32, offered_load: f64, patience_s: f64, calls_per_run
         "Erlang A N={agents} load={offered_load} patience={patience_s}: SL {sl:.4} vs {:.4}, ASA {asa:.2} vs {:.2}, abandon {ab:.4} vs {:.4}",
         p.service_level, p.asa_s, p.abandon_rate
     );
-    assert!((sl - p.service_level).abs() <= 0.02, "SL {sl} vs {}", p.service_level);
-    assert!((asa - p.asa_s).abs() <= 0.10 * p.asa_s, "ASA {asa} vs {}", p.asa_s);
-    assert!((ab - p.abandon_rate).abs() <= 0.01, "abandonment {ab} vs {}", p.abandon_rate);
+    assert!(
+        (sl - p.service_level).abs() <= 0.02,
+        "SL {sl} vs {}",
+        p.service_level
+    );
+    assert!(
+        (asa - p.asa_s).abs() <= 0.10 * p.asa_s,
+        "ASA {asa} vs {}",
+        p.asa_s
+    );
+    assert!(
+        (ab - p.abandon_rate).abs() <= 0.01,
+        "abandonment {ab} vs {}",
+        p.abandon_rate
+    );
 }
 
 #[test]

@@ -8,18 +8,29 @@ pub fn t(s: f64) -> Time {
 }
 
 pub fn req(skill: u32, min_level: u8) -> SkillReq {
-    SkillReq { skill: SkillId(skill), min_level }
+    SkillReq {
+        skill: SkillId(skill),
+        min_level,
+    }
 }
 
 pub fn sk(skill: u32, level: u8) -> AgentSkill {
-    AgentSkill { skill: SkillId(skill), level }
+    AgentSkill {
+        skill: SkillId(skill),
+        level,
+    }
 }
 
 pub const Q1: QueueId = QueueId(1);
 pub const Q2: QueueId = QueueId(2);
 
 pub fn base_config(queues: Vec<QueueConfig>) -> AcdConfig {
-    AcdConfig { queues, offer_timeout_s: Some(15.0), max_no_answer: 2, ..AcdConfig::default() }
+    AcdConfig {
+        queues,
+        offer_timeout_s: Some(15.0),
+        max_no_answer: 2,
+        ..AcdConfig::default()
+    }
 }
 
 #[derive(Debug)]
@@ -32,7 +43,10 @@ impl H {
     pub fn new(cfg: AcdConfig) -> Self {
         let mut acd = Acd::new(&cfg).unwrap();
         acd.set_self_check(true);
-        H { acd, log: Vec::new() }
+        H {
+            acd,
+            log: Vec::new(),
+        }
     }
 
     /// Handles an event, returns the actions it produced; audits invariants.
@@ -64,27 +78,70 @@ impl H {
         self.ev(now, Event::Tick)
     }
 
-    pub fn login(&mut self, now: f64, agent: u32, skills: Vec<AgentSkill>, queues: Vec<QueueId>, vip: bool) -> Vec<Action> {
-        self.ev(now, Event::AgentLogin { agent: AgentId(agent), profile: AgentProfile { skills, queues, vip } })
+    pub fn login(
+        &mut self,
+        now: f64,
+        agent: u32,
+        skills: Vec<AgentSkill>,
+        queues: Vec<QueueId>,
+        vip: bool,
+    ) -> Vec<Action> {
+        self.ev(
+            now,
+            Event::AgentLogin {
+                agent: AgentId(agent),
+                profile: AgentProfile {
+                    skills,
+                    queues,
+                    vip,
+                },
+            },
+        )
     }
 
     pub fn enqueue(&mut self, now: f64, entry: u64, queue: QueueId, class: u8) -> Vec<Action> {
-        self.ev(now, Event::Enqueue(Enqueue { class, ..Enqueue::live(EntryId(entry), queue) }))
-    }
-
-    pub fn enqueue_req(&mut self, now: f64, entry: u64, queue: QueueId, reqs: Vec<SkillReq>) -> Vec<Action> {
         self.ev(
             now,
-            Event::Enqueue(Enqueue { requirements: Some(reqs), ..Enqueue::live(EntryId(entry), queue) }),
+            Event::Enqueue(Enqueue {
+                class,
+                ..Enqueue::live(EntryId(entry), queue)
+            }),
+        )
+    }
+
+    pub fn enqueue_req(
+        &mut self,
+        now: f64,
+        entry: u64,
+        queue: QueueId,
+        reqs: Vec<SkillReq>,
+    ) -> Vec<Action> {
+        self.ev(
+            now,
+            Event::Enqueue(Enqueue {
+                requirements: Some(reqs),
+                ..Enqueue::live(EntryId(entry), queue)
+            }),
         )
     }
 
     pub fn accept(&mut self, now: f64, agent: u32, entry: u64) -> Vec<Action> {
-        self.ev(now, Event::OfferAccepted { agent: AgentId(agent), entry: EntryId(entry) })
+        self.ev(
+            now,
+            Event::OfferAccepted {
+                agent: AgentId(agent),
+                entry: EntryId(entry),
+            },
+        )
     }
 
     pub fn end(&mut self, now: f64, agent: u32) -> Vec<Action> {
-        self.ev(now, Event::CallEnded { agent: AgentId(agent) })
+        self.ev(
+            now,
+            Event::CallEnded {
+                agent: AgentId(agent),
+            },
+        )
     }
 
     /// Accept then end immediately (agent goes to wrap-up or available).
