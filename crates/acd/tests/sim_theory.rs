@@ -105,58 +105,6 @@ fn erlang_c_utilisation_090() {
     }
 }
 
-/// 0.95 needs millions of calls for a 10 % ASA tolerance to hold with margin: release only.
-/// `cargo test --release -p frontdoor-acd --test sim_theory -- --ignored erlang_c_utilisation_095`
-#[test]
-#[ignore]
-fn erlang_c_utilisation_095() {
-    for s in seeds() {
-        check(5, 0.95, 2_000_000, s);
-        check(50, 0.95, 2_000_000, s);
-    }
-}
-
-#[test]
-#[ignore]
-fn explore() {
-    let spec = std::env::var("ACD_SIM_EXPLORE").unwrap_or_default();
-    for item in spec.split(';').filter(|s| !s.is_empty()) {
-        let v: Vec<f64> = item.split(',').filter_map(|x| x.parse().ok()).collect();
-        let calls = std::env::var("ACD_SIM_CALLS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(100_000);
-        for s in seeds() {
-            let mut cfg = config(v[0] as u32, v[1], calls);
-            let r1 = sim::run(&cfg, s).unwrap();
-            cfg.antithetic = true;
-            let r2 = sim::run(&cfg, s).unwrap();
-            let mut r = r1.clone();
-            r.service_level = (r1.service_level + r2.service_level) / 2.0;
-            r.asa_s = (r1.asa_s + r2.asa_s) / 2.0;
-            let p = r.theory.unwrap().prediction;
-            let q = frontdoor_acd::erlang::erlang_c(
-                v[0] as u32,
-                r.realized_arrival_rate,
-                r.realized_handle_time_s,
-                20.0,
-            )
-            .unwrap();
-            println!(
-                "N={} rho={} seed {s}: SL {:+.4} ASA {:+.3} | realized: SL {:+.4} ASA {:+.3} (C {:.3}, ASA {:.2})",
-                v[0],
-                v[1],
-                r.service_level - p.service_level,
-                r.asa_s / p.asa_s - 1.0,
-                r.service_level - q.service_level,
-                r.asa_s / q.asa_s - 1.0,
-                p.p_wait,
-                p.asa_s
-            );
-        }
-    }
-}
-
 fn seeds() -> Vec<u64> {
     std::env::var("ACD_SIM_SEEDS")
         .ok()
