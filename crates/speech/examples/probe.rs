@@ -15,7 +15,11 @@ fn main() {
     let mut model = common::models_dir().join(frontdoor_speech::TINY_EN);
     let mut filter = String::new();
     while let Some(a) = args.next() {
-        let mut num = || args.next().and_then(|v| v.parse::<u32>().ok()).expect("number");
+        let mut num = || {
+            args.next()
+                .and_then(|v| v.parse::<u32>().ok())
+                .expect("number")
+        };
         match a.as_str() {
             "--model" => model = args.next().expect("path").into(),
             "--threads" => cfg.threads = u16::try_from(num()).expect("threads"),
@@ -32,7 +36,10 @@ fn main() {
     let model = WhisperModel::load(&model).unwrap_or_else(|e| panic!("{e}"));
     let mut rec = WhisperRecognizer::with_config(&model, cfg).expect("state");
     let bank = Expectation::new()
-        .intent("lost_card", &["I lost my card", "my card was stolen", "block my card"])
+        .intent(
+            "lost_card",
+            &["I lost my card", "my card was stolen", "block my card"],
+        )
         .intent("balance", &["check my balance", "how much money do I have"])
         .intent("agent", &["speak to an agent", "talk to a person"]);
     let cases: Vec<(&str, Expectation)> = vec![
@@ -46,13 +53,25 @@ fn main() {
         ("yes please", Expectation::new().yes_no()),
         ("one two three four", Expectation::new().digits(4, 4)),
         ("five nine zero seven", Expectation::new().digits(4, 4)),
-        ("eight six seven five three oh nine", Expectation::new().digits(7, 7)),
+        (
+            "eight six seven five three oh nine",
+            Expectation::new().digits(7, 7),
+        ),
         ("two zero two six", Expectation::new().digits(4, 4)),
         ("three three seven one", Expectation::new().digits(4, 4)),
-        ("nine eight seven six five four", Expectation::new().digits(6, 6)),
-        ("my pin is four four one two", Expectation::new().digits(4, 4)),
+        (
+            "nine eight seven six five four",
+            Expectation::new().digits(6, 6),
+        ),
+        (
+            "my pin is four four one two",
+            Expectation::new().digits(4, 4),
+        ),
     ];
-    println!("{:<42} {:<44} {:>6} {:>7} {:>6}  outcome", "said", "heard", "audio", "ms", "RTF");
+    println!(
+        "{:<42} {:<44} {:>6} {:>7} {:>6} {:<6} outcome",
+        "said", "heard", "audio", "ms", "RTF", ""
+    );
     let (mut total_ms, mut total_audio) = (0.0, 0.0);
     for (text, expect) in cases {
         if !text.contains(filter.as_str()) {
@@ -64,14 +83,18 @@ fn main() {
         total_ms += ms;
         total_audio += f64::from(r.audio_ms);
         println!(
-            "{:<42} {:<44} {:>6} {:>7.0} {:>6.3}  {:?}",
+            "{:<42} {:<44} {:>6} {:>7.0} {:>6.3} {:<6} {:?}",
             text,
             format!("{:?}", r.transcript),
             r.audio_ms,
             ms,
             r.real_time_factor(),
+            if r.suspect { "SUSPECT" } else { "" },
             r.outcome
         );
     }
-    println!("total: {total_ms:.0} ms for {total_audio:.0} ms audio, RTF {:.3}", total_ms / total_audio);
+    println!(
+        "total: {total_ms:.0} ms for {total_audio:.0} ms audio, RTF {:.3}",
+        total_ms / total_audio
+    );
 }

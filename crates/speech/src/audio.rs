@@ -18,7 +18,10 @@ pub fn i16_to_f32(pcm: &[i16]) -> Vec<f32> {
 pub fn f32_to_i16(samples: &[f32]) -> Vec<i16> {
     // the clamp makes the cast lossless in range
     #[allow(clippy::cast_possible_truncation)]
-    samples.iter().map(|&s| (s * 32767.0).round().clamp(-32768.0, 32767.0) as i16).collect()
+    samples
+        .iter()
+        .map(|&s| (s * 32767.0).round().clamp(-32768.0, 32767.0) as i16)
+        .collect()
 }
 
 /// Resample mono audio with rubato's FFT resampler (band-limited; fixed ratio).
@@ -27,12 +30,15 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, SpeechE
         return Ok(samples.to_vec());
     }
     if !(4_000..=192_000).contains(&from) || !(4_000..=192_000).contains(&to) {
-        return Err(SpeechError::Audio(format!("unsupported resampling {from} -> {to} Hz")));
+        return Err(SpeechError::Audio(format!(
+            "unsupported resampling {from} -> {to} Hz"
+        )));
     }
     let chunk = 1024.min(samples.len().max(64));
     let mut rs = Fft::<f32>::new(from as usize, to as usize, chunk, 1, FixedSync::Input)
         .map_err(|e| SpeechError::Audio(format!("resampler {from} -> {to} Hz: {e}")))?;
-    let input = InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| SpeechError::Audio(e.to_string()))?;
+    let input = InterleavedSlice::new(samples, 1, samples.len())
+        .map_err(|e| SpeechError::Audio(e.to_string()))?;
     let out = rs
         .process_all(&input, samples.len(), None)
         .map_err(|e| SpeechError::Audio(format!("resampling {from} -> {to} Hz: {e}")))?;
@@ -110,7 +116,9 @@ pub fn prepare(pcm: &[i16], rate: u32, cfg: &PrepConfig) -> Result<Option<Prepar
     let threshold = cfg.min_speech_dbfs.max(floor + cfg.snr_db);
     let speech: Vec<bool> = levels.iter().map(|&l| l > threshold).collect();
     let n_speech = speech.iter().filter(|&&s| s).count();
-    let speech_ms = u32::try_from(n_speech).unwrap_or(u32::MAX).saturating_mul(cfg.frame_ms);
+    let speech_ms = u32::try_from(n_speech)
+        .unwrap_or(u32::MAX)
+        .saturating_mul(cfg.frame_ms);
     if speech_ms < cfg.min_speech_ms {
         return Ok(None);
     }
@@ -133,7 +141,9 @@ pub fn prepare(pcm: &[i16], rate: u32, cfg: &PrepConfig) -> Result<Option<Prepar
         10.0 * (sum / n.max(1) as f32).max(1e-12).log10()
     };
     let peak = cut.iter().fold(0.0f32, |m, s| m.max(s.abs())).max(1e-6);
-    let gain = 10f32.powf((cfg.target_dbfs - speech_level) / 20.0).min(0.95 / peak);
+    let gain = 10f32
+        .powf((cfg.target_dbfs - speech_level) / 20.0)
+        .min(0.95 / peak);
     cut.iter_mut().for_each(|s| *s *= gain);
 
     let cut16 = resample(&cut, rate, WHISPER_RATE)?;
@@ -143,7 +153,10 @@ pub fn prepare(pcm: &[i16], rate: u32, cfg: &PrepConfig) -> Result<Option<Prepar
     out.resize(before, 0.0);
     out.extend_from_slice(&cut16);
     out.resize(before + cut16.len() + after, 0.0);
-    Ok(Some(Prepared { samples: out, speech_ms }))
+    Ok(Some(Prepared {
+        samples: out,
+        speech_ms,
+    }))
 }
 
 #[cfg(test)]
@@ -153,7 +166,9 @@ mod tests {
     fn tone(rate: u32, ms: u32, amp: f32) -> Vec<i16> {
         let n = (rate * ms / 1000) as usize;
         f32_to_i16(
-            &(0..n).map(|i| amp * (i as f32 * 2.0 * std::f32::consts::PI * 440.0 / rate as f32).sin()).collect::<Vec<_>>(),
+            &(0..n)
+                .map(|i| amp * (i as f32 * 2.0 * std::f32::consts::PI * 440.0 / rate as f32).sin())
+                .collect::<Vec<_>>(),
         )
     }
 
@@ -170,10 +185,18 @@ mod tests {
     #[test]
     fn silence_is_no_input() {
         let pcm = vec![0i16; 8000];
-        assert_eq!(prepare(&pcm, 8000, &PrepConfig::default()).expect("prep"), None);
+        assert_eq!(
+            prepare(&pcm, 8000, &PrepConfig::default()).expect("prep"),
+            None
+        );
         // line noise at -60 dBFS is still no input
-        let noise: Vec<i16> = (0..8000).map(|i| if i % 2 == 0 { 33 } else { -33 }).collect();
-        assert_eq!(prepare(&noise, 8000, &PrepConfig::default()).expect("prep"), None);
+        let noise: Vec<i16> = (0..8000)
+            .map(|i| if i % 2 == 0 { 33 } else { -33 })
+            .collect();
+        assert_eq!(
+            prepare(&noise, 8000, &PrepConfig::default()).expect("prep"),
+            None
+        );
     }
 
     #[test]
@@ -185,8 +208,16 @@ mod tests {
         let p = prepare(&pcm, 8000, &cfg).expect("prep").expect("speech");
         assert!((380..=420).contains(&p.speech_ms), "speech {}", p.speech_ms);
         let expect = (cfg.pad_before_ms + 400 + 2 * cfg.keep_ms + cfg.pad_after_ms) as usize * 16;
-        assert!((p.samples.len() as i64 - expect as i64).abs() < 400, "{} vs {expect}", p.samples.len());
-        assert!(p.samples[..(cfg.pad_before_ms as usize * 16)].iter().all(|&s| s == 0.0));
+        assert!(
+            (p.samples.len() as i64 - expect as i64).abs() < 400,
+            "{} vs {expect}",
+            p.samples.len()
+        );
+        assert!(
+            p.samples[..(cfg.pad_before_ms as usize * 16)]
+                .iter()
+                .all(|&s| s == 0.0)
+        );
     }
 
     #[test]

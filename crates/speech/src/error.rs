@@ -18,7 +18,9 @@ pub enum SpeechError {
         source: std::io::Error,
     },
     /// The model file exists but is not a valid model of the expected kind.
-    #[error("speech model {path} is corrupt or not the expected format: {reason}; fix: delete it and {FETCH_HINT}")]
+    #[error(
+        "speech model {path} is corrupt or not the expected format: {reason}; fix: delete it and {FETCH_HINT}"
+    )]
     ModelCorrupt {
         /// The offending file.
         path: PathBuf,

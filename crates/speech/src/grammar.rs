@@ -66,7 +66,13 @@ pub struct Expectation {
 
 impl Default for Expectation {
     fn default() -> Self {
-        Self { intents: Vec::new(), digits: None, yes_no: false, reject_below: 0.6, min_margin: 0.05 }
+        Self {
+            intents: Vec::new(),
+            digits: None,
+            yes_no: false,
+            reject_below: 0.6,
+            min_margin: 0.05,
+        }
     }
 }
 
@@ -89,11 +95,43 @@ const DIGIT_WORDS: &[(&str, char)] = &[
     ("ate", '8'),
     ("nine", '9'),
 ];
-const YES_WORDS: &[&str] =
-    &["yes", "yeah", "yep", "yup", "ya", "yea", "sure", "correct", "right", "affirmative", "ok", "okay", "absolutely", "definitely", "certainly"];
-const NO_WORDS: &[&str] = &["no", "nope", "nah", "not", "negative", "incorrect", "wrong", "never", "dont"];
+const YES_WORDS: &[&str] = &[
+    "yes",
+    "yeah",
+    "yep",
+    "yup",
+    "ya",
+    "yea",
+    "sure",
+    "correct",
+    "right",
+    "affirmative",
+    "ok",
+    "okay",
+    "absolutely",
+    "definitely",
+    "certainly",
+];
+const NO_WORDS: &[&str] = &[
+    "no",
+    "nope",
+    "nah",
+    "not",
+    "negative",
+    "incorrect",
+    "wrong",
+    "never",
+    "dont",
+];
 /// Transcripts Whisper produces for non-speech.
-const NON_SPEECH: &[&str] = &["blank audio", "silence", "music", "noise", "inaudible", "no speech"];
+const NON_SPEECH: &[&str] = &[
+    "blank audio",
+    "silence",
+    "music",
+    "noise",
+    "inaudible",
+    "no speech",
+];
 
 impl Expectation {
     /// An empty expectation (matches nothing until alternatives are added).
@@ -104,8 +142,10 @@ impl Expectation {
     /// Add an intent with example phrases.
     #[must_use]
     pub fn intent(mut self, name: &str, phrases: &[&str]) -> Self {
-        self.intents
-            .push(Intent { name: name.to_owned(), phrases: phrases.iter().map(|p| (*p).to_owned()).collect() });
+        self.intents.push(Intent {
+            name: name.to_owned(),
+            phrases: phrases.iter().map(|p| (*p).to_owned()).collect(),
+        });
         self
     }
 
@@ -158,21 +198,41 @@ impl Expectation {
             return out;
         }
         for intent in &self.intents {
-            let best = intent.phrases.iter().map(|p| phrase_score(&words, &normalize(p))).fold(0.0f32, f32::max);
+            let best = intent
+                .phrases
+                .iter()
+                .map(|p| phrase_score(&words, &normalize(p)))
+                .fold(0.0f32, f32::max);
             if best > 0.0 {
-                out.push(Hypothesis { interpretation: Interpretation::Intent(intent.name.clone()), score: best });
+                out.push(Hypothesis {
+                    interpretation: Interpretation::Intent(intent.name.clone()),
+                    score: best,
+                });
             }
         }
         if let Some((min, max)) = self.digits
             && let Some((digits, score)) = digit_score(&words)
         {
             // the right number of digits is strong evidence even among filler words ("my pin is ...")
-            let score = if (min..=max).contains(&digits.len()) { 0.75 + 0.25 * score } else { 0.4 * score };
-            out.push(Hypothesis { interpretation: Interpretation::Digits(digits), score });
+            let score = if (min..=max).contains(&digits.len()) {
+                0.4 + 0.6 * score
+            } else {
+                0.4 * score
+            };
+            out.push(Hypothesis {
+                interpretation: Interpretation::Digits(digits),
+                score,
+            });
         }
         if self.yes_no {
-            let yes = words.iter().filter(|w| YES_WORDS.contains(&w.as_str())).count();
-            let no = words.iter().filter(|w| NO_WORDS.contains(&w.as_str())).count();
+            let yes = words
+                .iter()
+                .filter(|w| YES_WORDS.contains(&w.as_str()))
+                .count();
+            let no = words
+                .iter()
+                .filter(|w| NO_WORDS.contains(&w.as_str()))
+                .count();
             let n = words.len() as f32;
             // a lone "yes" scores 1; extra words lower it gently; mixed yes/no is ambiguous
             let s = |hits: usize, other: usize| {
@@ -185,10 +245,16 @@ impl Expectation {
                 }
             };
             if yes > 0 {
-                out.push(Hypothesis { interpretation: Interpretation::Yes, score: s(yes, no) });
+                out.push(Hypothesis {
+                    interpretation: Interpretation::Yes,
+                    score: s(yes, no),
+                });
             }
             if no > 0 {
-                out.push(Hypothesis { interpretation: Interpretation::No, score: s(no, yes) });
+                out.push(Hypothesis {
+                    interpretation: Interpretation::No,
+                    score: s(no, yes),
+                });
             }
         }
         out.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -197,18 +263,24 @@ impl Expectation {
 
     /// Decide on a transcript: no input, no match, or the accepted interpretation.
     pub fn decide(&self, transcript: &str) -> Outcome {
+        self.decide_weighted(transcript, 1.0)
+    }
+
+    /// [`decide`](Self::decide) with every score multiplied by `weight` (the recognizer passes
+    /// 0.8 when the decoder ran into its token limit without a clean repetition).
+    pub fn decide_weighted(&self, transcript: &str, weight: f32) -> Outcome {
         let words = normalize(transcript);
         if words.is_empty() || is_non_speech(&words) {
             return Outcome::NoInput;
         }
-        let hyps = self.interpret(transcript);
+        let mut hyps = self.interpret(transcript);
+        hyps.iter_mut().for_each(|h| h.score *= weight);
         let Some(best) = hyps.first().cloned() else {
             return Outcome::NoMatch(None);
         };
-        let ambiguous = hyps
-            .iter()
-            .skip(1)
-            .any(|h| h.interpretation != best.interpretation && best.score - h.score < self.min_margin);
+        let ambiguous = hyps.iter().skip(1).any(|h| {
+            h.interpretation != best.interpretation && best.score - h.score < self.min_margin
+        });
         if best.score < self.reject_below || ambiguous {
             Outcome::NoMatch(Some(best))
         } else {
@@ -255,7 +327,9 @@ fn levenshtein(a: &[char], b: &[char]) -> usize {
     for (i, ca) in a.iter().enumerate() {
         cur[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         std::mem::swap(&mut prev, &mut cur);
     }
@@ -281,19 +355,41 @@ fn phrase_score(words: &[String], phrase: &[String]) -> f32 {
     }
     let whole = similarity(&words.join(" "), &phrase.join(" "));
     let word_match = |w: &String, pool: &[String]| {
-        pool.iter().map(|p| similarity(w, p)).fold(0.0f32, f32::max).max(0.0)
+        pool.iter()
+            .map(|p| similarity(w, p))
+            .fold(0.0f32, f32::max)
+            .max(0.0)
     };
     let credit = |s: f32| if s >= 0.75 { s } else { 0.0 };
-    let recall = phrase.iter().map(|p| credit(word_match(p, words))).sum::<f32>() / phrase.len() as f32;
-    let precision = words.iter().map(|w| credit(word_match(w, phrase))).sum::<f32>() / words.len() as f32;
-    let f2 = if recall + precision > 0.0 { 5.0 * precision * recall / (4.0 * precision + recall) } else { 0.0 };
+    let recall = phrase
+        .iter()
+        .map(|p| credit(word_match(p, words)))
+        .sum::<f32>()
+        / phrase.len() as f32;
+    let precision = words
+        .iter()
+        .map(|w| credit(word_match(w, phrase)))
+        .sum::<f32>()
+        / words.len() as f32;
+    let f2 = if recall + precision > 0.0 {
+        5.0 * precision * recall / (4.0 * precision + recall)
+    } else {
+        0.0
+    };
     whole.max(f2)
 }
 
 /// Digits in the transcript and the share of words that were digits.
+/// Words that often surround a spoken number and say nothing against it.
+const DIGIT_FILLERS: &[&str] = &[
+    "my", "pin", "is", "its", "it", "the", "number", "code", "account", "card", "phone", "um",
+    "uh", "er", "and", "please", "thats", "that", "zip", "postal", "id",
+];
+
+/// Digits in the transcript and the share of (non-filler) words that were digits.
 fn digit_score(words: &[String]) -> Option<(String, f32)> {
     let mut digits = String::new();
-    let mut digit_words = 0usize;
+    let (mut digit_words, mut other_words) = (0usize, 0usize);
     for w in words {
         if w.chars().all(|c| c.is_ascii_digit()) {
             digits.push_str(w);
@@ -301,12 +397,17 @@ fn digit_score(words: &[String]) -> Option<(String, f32)> {
         } else if let Some((_, d)) = DIGIT_WORDS.iter().find(|(name, _)| name == w) {
             digits.push(*d);
             digit_words += 1;
+        } else if !DIGIT_FILLERS.contains(&w.as_str()) {
+            other_words += 1;
         }
     }
     if digits.is_empty() {
         return None;
     }
-    Some((digits, digit_words as f32 / words.len() as f32))
+    Some((
+        digits,
+        digit_words as f32 / (digit_words + other_words) as f32,
+    ))
 }
 
 #[cfg(test)]
@@ -315,7 +416,10 @@ mod tests {
 
     fn bank() -> Expectation {
         Expectation::new()
-            .intent("lost_card", &["I lost my card", "my card was stolen", "block my card"])
+            .intent(
+                "lost_card",
+                &["I lost my card", "my card was stolen", "block my card"],
+            )
             .intent("balance", &["check my balance", "how much money do I have"])
             .intent("agent", &["speak to an agent", "talk to a person"])
     }
@@ -330,18 +434,37 @@ mod tests {
     #[test]
     fn intents_exact_and_paraphrased() {
         let e = bank();
-        assert_eq!(accepted(&e.decide("I lost my card.")), Some(&Interpretation::Intent("lost_card".into())));
-        assert_eq!(accepted(&e.decide("Uh, I think I lost my card")), Some(&Interpretation::Intent("lost_card".into())));
-        assert_eq!(accepted(&e.decide("I'd like to check my balance")), Some(&Interpretation::Intent("balance".into())));
-        assert_eq!(accepted(&e.decide("Speak to an agent please")), Some(&Interpretation::Intent("agent".into())));
+        assert_eq!(
+            accepted(&e.decide("I lost my card.")),
+            Some(&Interpretation::Intent("lost_card".into()))
+        );
+        assert_eq!(
+            accepted(&e.decide("Uh, I think I lost my card")),
+            Some(&Interpretation::Intent("lost_card".into()))
+        );
+        assert_eq!(
+            accepted(&e.decide("I'd like to check my balance")),
+            Some(&Interpretation::Intent("balance".into()))
+        );
+        assert_eq!(
+            accepted(&e.decide("Speak to an agent please")),
+            Some(&Interpretation::Intent("agent".into()))
+        );
         // a near-miss transcription still lands
-        assert_eq!(accepted(&e.decide("I lost my cart")), Some(&Interpretation::Intent("lost_card".into())));
+        assert_eq!(
+            accepted(&e.decide("I lost my cart")),
+            Some(&Interpretation::Intent("lost_card".into()))
+        );
     }
 
     #[test]
     fn unrelated_speech_is_no_match() {
         let e = bank();
-        assert!(matches!(e.decide("The weather is nice today"), Outcome::NoMatch(_)), "{:?}", e.decide("The weather is nice today"));
+        assert!(
+            matches!(e.decide("The weather is nice today"), Outcome::NoMatch(_)),
+            "{:?}",
+            e.decide("The weather is nice today")
+        );
     }
 
     #[test]
@@ -356,12 +479,41 @@ mod tests {
     #[test]
     fn digits_in_all_spellings() {
         let e = Expectation::new().digits(4, 4);
-        for t in ["1234", "1, 2, 3, 4.", "one two three four", "1-2-3-4", "12 34", "One, two, three, four."] {
-            assert_eq!(accepted(&e.decide(t)), Some(&Interpretation::Digits("1234".into())), "{t}");
+        for t in [
+            "1234",
+            "1, 2, 3, 4.",
+            "one two three four",
+            "1-2-3-4",
+            "12 34",
+            "One, two, three, four.",
+        ] {
+            assert_eq!(
+                accepted(&e.decide(t)),
+                Some(&Interpretation::Digits("1234".into())),
+                "{t}"
+            );
         }
-        assert_eq!(accepted(&e.decide("oh eight one five")), Some(&Interpretation::Digits("0815".into())));
-        assert_eq!(accepted(&e.decide("My pin is 4 4 1 2.")), Some(&Interpretation::Digits("4412".into())));
-        assert!(matches!(e.decide("5.0.0.0.0.0.0.0.0"), Outcome::NoMatch(Some(_))));
+        assert_eq!(
+            accepted(&e.decide("oh eight one five")),
+            Some(&Interpretation::Digits("0815".into()))
+        );
+        assert_eq!(
+            accepted(&e.decide("My pin is 4 4 1 2.")),
+            Some(&Interpretation::Digits("4412".into()))
+        );
+        assert!(matches!(
+            e.decide("5.0.0.0.0.0.0.0.0"),
+            Outcome::NoMatch(Some(_))
+        ));
+        assert_eq!(
+            accepted(&e.decide("My pin in 4 4 1 2.")),
+            Some(&Interpretation::Digits("4412".into()))
+        );
+        // a looping decoder's noise around the right number of digits is not accepted
+        assert!(matches!(
+            e.decide_weighted("2 nero 2x 2 nero 2x 2 nero 2", 0.8),
+            Outcome::NoMatch(_)
+        ));
         // wrong length: best guess reported but rejected
         assert!(matches!(e.decide("1 2 3"), Outcome::NoMatch(Some(_))));
     }
@@ -370,7 +522,10 @@ mod tests {
     fn yes_no() {
         let e = Expectation::new().yes_no();
         assert_eq!(accepted(&e.decide("Yes.")), Some(&Interpretation::Yes));
-        assert_eq!(accepted(&e.decide("Yeah, that's right")), Some(&Interpretation::Yes));
+        assert_eq!(
+            accepted(&e.decide("Yeah, that's right")),
+            Some(&Interpretation::Yes)
+        );
         assert_eq!(accepted(&e.decide("No.")), Some(&Interpretation::No));
         assert_eq!(accepted(&e.decide("Nope")), Some(&Interpretation::No));
         assert!(matches!(e.decide("yes no"), Outcome::NoMatch(_)));

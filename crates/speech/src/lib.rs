@@ -29,7 +29,7 @@ pub use error::SpeechError;
 pub use grammar::{Expectation, Hypothesis, Interpretation, Outcome};
 #[cfg(feature = "piper")]
 pub use synth::{PiperPaths, PiperSynthesizer};
-pub use whisper::{WhisperConfig, WhisperModel, WhisperRecognizer};
+pub use whisper::{Transcript, WhisperConfig, WhisperModel, WhisperRecognizer};
 
 /// Environment variable naming the models folder (default: `models/` in the repository).
 pub const MODELS_DIR_ENV: &str = "FRONTDOOR_MODELS_DIR";
@@ -52,6 +52,9 @@ pub struct Recognition {
     pub transcript: String,
     /// Mean probability of the transcript's tokens (0..=1), an engine-side confidence.
     pub asr_probability: f32,
+    /// The decoder hit its token limit without a clean repetition (likely a hallucination);
+    /// scores were weighted down (x0.8).
+    pub suspect: bool,
     /// Speech detected in the audio, ms.
     pub speech_ms: u32,
     /// Length of the audio given, ms.
@@ -70,7 +73,12 @@ impl Recognition {
 /// Speech recognition constrained by what the dialplan expects.
 pub trait Recognizer: Send {
     /// Recognise mono 16-bit PCM at `sample_rate` (8000 for G.711 calls) against `expect`.
-    fn recognize(&mut self, pcm: &[i16], sample_rate: u32, expect: &Expectation) -> Result<Recognition, SpeechError>;
+    fn recognize(
+        &mut self,
+        pcm: &[i16],
+        sample_rate: u32,
+        expect: &Expectation,
+    ) -> Result<Recognition, SpeechError>;
 }
 
 /// Text to speech.

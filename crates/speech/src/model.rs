@@ -56,30 +56,45 @@ fn type_layout(ttype: u32) -> Option<(u64, u64)> {
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> SpeechError {
-    SpeechError::ModelCorrupt { path: path.to_owned(), reason: reason.into() }
+    SpeechError::ModelCorrupt {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 /// Check that `path` is a complete, well-formed ggml Whisper model and return its header.
 pub fn validate_ggml(path: &Path) -> Result<GgmlHeader, SpeechError> {
-    let file = File::open(path).map_err(|source| SpeechError::ModelMissing { path: path.to_owned(), source })?;
-    let len = file.metadata().map_err(|e| corrupt(path, e.to_string()))?.len();
+    let file = File::open(path).map_err(|source| SpeechError::ModelMissing {
+        path: path.to_owned(),
+        source,
+    })?;
+    let len = file
+        .metadata()
+        .map_err(|e| corrupt(path, e.to_string()))?
+        .len();
     let mut r = BufReader::new(file);
     let mut pos: u64 = 0;
-    let read_u32 = |r: &mut BufReader<File>, pos: &mut u64, what: &str| -> Result<u32, SpeechError> {
-        let mut b = [0u8; 4];
-        r.read_exact(&mut b).map_err(|_| corrupt(path, format!("truncated at byte {pos} reading {what}")))?;
-        *pos += 4;
-        Ok(u32::from_le_bytes(b))
-    };
-    let skip = |r: &mut BufReader<File>, pos: &mut u64, n: u64, what: &str| -> Result<(), SpeechError> {
-        if *pos + n > len {
-            return Err(corrupt(path, format!("truncated: {what} needs {n} bytes at {pos}, file has {len}")));
-        }
-        r.seek_relative(i64::try_from(n).map_err(|_| corrupt(path, "size overflow"))?)
-            .map_err(|e| corrupt(path, e.to_string()))?;
-        *pos += n;
-        Ok(())
-    };
+    let read_u32 =
+        |r: &mut BufReader<File>, pos: &mut u64, what: &str| -> Result<u32, SpeechError> {
+            let mut b = [0u8; 4];
+            r.read_exact(&mut b)
+                .map_err(|_| corrupt(path, format!("truncated at byte {pos} reading {what}")))?;
+            *pos += 4;
+            Ok(u32::from_le_bytes(b))
+        };
+    let skip =
+        |r: &mut BufReader<File>, pos: &mut u64, n: u64, what: &str| -> Result<(), SpeechError> {
+            if *pos + n > len {
+                return Err(corrupt(
+                    path,
+                    format!("truncated: {what} needs {n} bytes at {pos}, file has {len}"),
+                ));
+            }
+            r.seek_relative(i64::try_from(n).map_err(|_| corrupt(path, "size overflow"))?)
+                .map_err(|e| corrupt(path, e.to_string()))?;
+            *pos += n;
+            Ok(())
+        };
 
     if read_u32(&mut r, &mut pos, "magic")? != GGML_MAGIC {
         return Err(corrupt(path, "bad magic (not a ggml file)"));
@@ -88,8 +103,19 @@ pub fn validate_ggml(path: &Path) -> Result<GgmlHeader, SpeechError> {
     for v in &mut hp {
         *v = read_u32(&mut r, &mut pos, "hparams")?;
     }
-    let [n_vocab, n_audio_ctx, n_audio_state, n_audio_head, n_audio_layer, n_text_ctx, n_text_state, n_text_head, n_text_layer, n_mels, ftype] =
-        hp;
+    let [
+        n_vocab,
+        n_audio_ctx,
+        n_audio_state,
+        n_audio_head,
+        n_audio_layer,
+        n_text_ctx,
+        n_text_state,
+        n_text_head,
+        n_text_layer,
+        n_mels,
+        ftype,
+    ] = hp;
     let sane = (50_000..=52_000).contains(&n_vocab)
         && n_audio_ctx == 1500
         && n_text_ctx == 448
@@ -102,17 +128,31 @@ pub fn validate_ggml(path: &Path) -> Result<GgmlHeader, SpeechError> {
         && (n_mels == 80 || n_mels == 128)
         && ftype % 1000 <= 20;
     if !sane {
-        return Err(corrupt(path, format!("implausible hyper-parameters {hp:?}")));
+        return Err(corrupt(
+            path,
+            format!("implausible hyper-parameters {hp:?}"),
+        ));
     }
     let filt_rows = read_u32(&mut r, &mut pos, "mel filter rows")?;
     let filt_cols = read_u32(&mut r, &mut pos, "mel filter cols")?;
     if filt_rows != n_mels || filt_cols > 1024 {
-        return Err(corrupt(path, format!("mel filter bank {filt_rows}x{filt_cols} for {n_mels} mels")));
+        return Err(corrupt(
+            path,
+            format!("mel filter bank {filt_rows}x{filt_cols} for {n_mels} mels"),
+        ));
     }
-    skip(&mut r, &mut pos, u64::from(filt_rows) * u64::from(filt_cols) * 4, "mel filters")?;
+    skip(
+        &mut r,
+        &mut pos,
+        u64::from(filt_rows) * u64::from(filt_cols) * 4,
+        "mel filters",
+    )?;
     let n_tokens = read_u32(&mut r, &mut pos, "token count")?;
     if n_tokens > n_vocab {
-        return Err(corrupt(path, format!("{n_tokens} tokens for a vocabulary of {n_vocab}")));
+        return Err(corrupt(
+            path,
+            format!("{n_tokens} tokens for a vocabulary of {n_vocab}"),
+        ));
     }
     for _ in 0..n_tokens {
         let l = read_u32(&mut r, &mut pos, "token length")?;
@@ -127,7 +167,13 @@ pub fn validate_ggml(path: &Path) -> Result<GgmlHeader, SpeechError> {
         let name_len = read_u32(&mut r, &mut pos, "tensor name length")?;
         let ttype = read_u32(&mut r, &mut pos, "tensor type")?;
         if !(1..=4).contains(&n_dims) || !(1..=256).contains(&name_len) {
-            return Err(corrupt(path, format!("tensor header at byte {} (rank {n_dims}, name {name_len} bytes)", pos - 12)));
+            return Err(corrupt(
+                path,
+                format!(
+                    "tensor header at byte {} (rank {n_dims}, name {name_len} bytes)",
+                    pos - 12
+                ),
+            ));
         }
         let mut elements: u64 = 1;
         for _ in 0..n_dims {
@@ -138,16 +184,33 @@ pub fn validate_ggml(path: &Path) -> Result<GgmlHeader, SpeechError> {
             elements *= u64::from(d);
         }
         skip(&mut r, &mut pos, u64::from(name_len), "tensor name")?;
-        let (block, bytes) =
-            type_layout(ttype).ok_or_else(|| corrupt(path, format!("unsupported tensor type {ttype}")))?;
-        skip(&mut r, &mut pos, elements.div_ceil(block) * bytes, "tensor data")?;
+        let (block, bytes) = type_layout(ttype)
+            .ok_or_else(|| corrupt(path, format!("unsupported tensor type {ttype}")))?;
+        skip(
+            &mut r,
+            &mut pos,
+            elements.div_ceil(block) * bytes,
+            "tensor data",
+        )?;
         n_tensors += 1;
     }
     // encoder: positional embedding, 2 convs (w, b), ln_post (w, b) + 15 per layer;
     // decoder: positional and token embeddings, ln (w, b) + 24 per layer.
     let min_tensors = 7 + 15 * n_audio_layer + 4 + 24 * n_text_layer;
     if n_tensors < min_tensors {
-        return Err(corrupt(path, format!("only {n_tensors} tensors, expected at least {min_tensors}")));
+        return Err(corrupt(
+            path,
+            format!("only {n_tensors} tensors, expected at least {min_tensors}"),
+        ));
     }
-    Ok(GgmlHeader { n_vocab, n_audio_ctx, n_audio_state, n_audio_layer, n_text_layer, n_mels, ftype, n_tensors })
+    Ok(GgmlHeader {
+        n_vocab,
+        n_audio_ctx,
+        n_audio_state,
+        n_audio_layer,
+        n_text_layer,
+        n_mels,
+        ftype,
+        n_tensors,
+    })
 }

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
+use crate::Synthesizer;
 use crate::audio::{f32_to_i16, resample};
 use crate::error::SpeechError;
-use crate::Synthesizer;
 
 /// Environment variable naming libonnxruntime.so (same name ort itself reads).
 pub const ORT_DYLIB_ENV: &str = "ORT_DYLIB_PATH";
@@ -33,24 +33,35 @@ pub struct PiperPaths {
 impl PiperPaths {
     /// `$ORT_DYLIB_PATH` or `<models>/onnxruntime/...`, and the joe voice in `<models>/piper`.
     pub fn from_models_dir(models: &Path) -> Self {
-        let onnxruntime = std::env::var_os(ORT_DYLIB_ENV).map_or_else(|| models.join(ORT_LIB), PathBuf::from);
-        Self { onnxruntime, voice: models.join(JOE_VOICE) }
+        let onnxruntime =
+            std::env::var_os(ORT_DYLIB_ENV).map_or_else(|| models.join(ORT_LIB), PathBuf::from);
+        Self {
+            onnxruntime,
+            voice: models.join(JOE_VOICE),
+        }
     }
 }
 
 fn missing(path: &Path, e: std::io::Error) -> SpeechError {
-    SpeechError::ModelMissing { path: path.to_owned(), source: e }
+    SpeechError::ModelMissing {
+        path: path.to_owned(),
+        source: e,
+    }
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> SpeechError {
-    SpeechError::ModelCorrupt { path: path.to_owned(), reason: reason.into() }
+    SpeechError::ModelCorrupt {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 fn check_file(path: &Path, magic: &[u8], what: &str) -> Result<(), SpeechError> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| missing(path, e))?;
     let mut head = vec![0u8; magic.len()];
-    f.read_exact(&mut head).map_err(|_| corrupt(path, format!("too short for {what}")))?;
+    f.read_exact(&mut head)
+        .map_err(|_| corrupt(path, format!("too short for {what}")))?;
     if head != magic {
         return Err(corrupt(path, format!("not {what}")));
     }
@@ -62,7 +73,9 @@ fn espeak_data_dir() -> Result<PathBuf, SpeechError> {
     let candidates = [
         std::env::var_os(ESPEAK_DATA_ENV).map(PathBuf::from),
         std::env::current_dir().ok(),
-        std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)),
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf)),
     ];
     candidates.into_iter().flatten().find(|d| d.join("espeak-ng-data").join("phontab").is_file()).ok_or_else(|| {
         SpeechError::Engine {
@@ -80,17 +93,25 @@ static ORT_LOADED: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 fn init_onnxruntime(lib: &Path) -> Result<(), SpeechError> {
     check_file(lib, b"\x7fELF", "a shared library (ELF)")?;
-    let mut loaded = ORT_LOADED.lock().map_err(|_| SpeechError::Engine { engine: "onnxruntime", message: "poisoned".into() })?;
+    let mut loaded = ORT_LOADED.lock().map_err(|_| SpeechError::Engine {
+        engine: "onnxruntime",
+        message: "poisoned".into(),
+    })?;
     if let Some(p) = loaded.as_ref() {
         if p == lib {
             return Ok(());
         }
         return Err(SpeechError::Engine {
             engine: "onnxruntime",
-            message: format!("already loaded from {}, cannot switch to {}", p.display(), lib.display()),
+            message: format!(
+                "already loaded from {}, cannot switch to {}",
+                p.display(),
+                lib.display()
+            ),
         });
     }
-    let env = ort::init_from(lib).map_err(|e| corrupt(lib, format!("ONNX Runtime could not load it: {e}")))?;
+    let env = ort::init_from(lib)
+        .map_err(|e| corrupt(lib, format!("ONNX Runtime could not load it: {e}")))?;
     env.with_name("frontdoor-speech").commit();
     *loaded = Some(lib.to_owned());
     Ok(())
@@ -104,7 +125,9 @@ pub struct PiperSynthesizer {
 
 impl std::fmt::Debug for PiperSynthesizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PiperSynthesizer").field("voice", &self.voice).finish()
+        f.debug_struct("PiperSynthesizer")
+            .field("voice", &self.voice)
+            .finish()
     }
 }
 
@@ -118,7 +141,10 @@ impl PiperSynthesizer {
         check_file(&paths.voice, &[0x08], "an ONNX model")?;
         let json = std::fs::read_to_string(&config).map_err(|e| missing(&config, e))?;
         if !json.contains("\"phoneme_id_map\"") {
-            return Err(corrupt(&config, "not a piper voice config (no phoneme_id_map)"));
+            return Err(corrupt(
+                &config,
+                "not a piper voice config (no phoneme_id_map)",
+            ));
         }
         espeak_data_dir()?;
         let lib = paths.onnxruntime.clone();
@@ -130,8 +156,13 @@ impl PiperSynthesizer {
             });
             let _ = tx.send(r);
         });
-        let piper = rx.recv_timeout(timeout).map_err(|_| SpeechError::Timeout("loading the piper voice"))??;
-        Ok(Self { piper, voice: paths.voice.clone() })
+        let piper = rx
+            .recv_timeout(timeout)
+            .map_err(|_| SpeechError::Timeout("loading the piper voice"))??;
+        Ok(Self {
+            piper,
+            voice: paths.voice.clone(),
+        })
     }
 }
 
@@ -140,7 +171,10 @@ impl Synthesizer for PiperSynthesizer {
         let (samples, rate) = self
             .piper
             .create(text, false, None, None, None, None)
-            .map_err(|e| SpeechError::Engine { engine: "piper", message: e.to_string() })?;
+            .map_err(|e| SpeechError::Engine {
+                engine: "piper",
+                message: e.to_string(),
+            })?;
         Ok(f32_to_i16(&resample(&samples, rate, sample_rate)?))
     }
 }

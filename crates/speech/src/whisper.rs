@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
 
 use crate::audio::{PrepConfig, WHISPER_RATE, prepare};
 use crate::error::SpeechError;
@@ -20,7 +22,10 @@ mod tests {
     fn repeats_collapse() {
         assert_eq!(collapse_repeats("Yes. Yes. Yes. Yes"), "Yes.");
         assert_eq!(collapse_repeats("1 2 3 4. 1 2 3 4. 1 2 3"), "1 2 3 4.");
-        assert_eq!(collapse_repeats("I lost my card. I lost my card. I lost my"), "I lost my card.");
+        assert_eq!(
+            collapse_repeats("I lost my card. I lost my card. I lost my"),
+            "I lost my card."
+        );
         assert_eq!(collapse_repeats("no no"), "no");
         assert_eq!(collapse_repeats("I lost my card"), "I lost my card");
         assert_eq!(collapse_repeats("one two one"), "one two one");
@@ -29,6 +34,8 @@ mod tests {
 
 /// Encoder frames per second of audio (whisper: 1500 frames per 30 s).
 const FRAMES_PER_SECOND: f32 = 50.0;
+/// Score weight for transcripts from a looping decoder.
+const LOOP_WEIGHT: f32 = 0.8;
 
 /// A loaded ggml Whisper model; cheap to clone and share between recognizers (threads).
 #[derive(Clone)]
@@ -40,7 +47,10 @@ pub struct WhisperModel {
 
 impl std::fmt::Debug for WhisperModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WhisperModel").field("path", &self.path).field("header", &self.header).finish()
+        f.debug_struct("WhisperModel")
+            .field("path", &self.path)
+            .field("header", &self.header)
+            .finish()
     }
 }
 
@@ -53,11 +63,17 @@ impl WhisperModel {
         whisper_rs::install_logging_hooks();
         let mut params = WhisperContextParameters::default();
         params.use_gpu(false);
-        let ctx = WhisperContext::new_with_params(path, params).map_err(|e| SpeechError::ModelCorrupt {
-            path: path.to_owned(),
-            reason: format!("whisper.cpp could not load it ({e})"),
+        let ctx = WhisperContext::new_with_params(path, params).map_err(|e| {
+            SpeechError::ModelCorrupt {
+                path: path.to_owned(),
+                reason: format!("whisper.cpp could not load it ({e})"),
+            }
         })?;
-        Ok(Self { ctx: Arc::new(ctx), header, path: path.to_owned() })
+        Ok(Self {
+            ctx: Arc::new(ctx),
+            header,
+            path: path.to_owned(),
+        })
     }
 
     /// The model's header.
@@ -117,7 +133,10 @@ pub struct WhisperRecognizer {
 
 impl std::fmt::Debug for WhisperRecognizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WhisperRecognizer").field("model", &self.model).field("config", &self.config).finish()
+        f.debug_struct("WhisperRecognizer")
+            .field("model", &self.model)
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -130,7 +149,11 @@ impl WhisperRecognizer {
     /// A recognizer with explicit settings.
     pub fn with_config(model: &WhisperModel, config: WhisperConfig) -> Result<Self, SpeechError> {
         let state = model.ctx.create_state().map_err(|e| engine(&e))?;
-        Ok(Self { model: model.clone(), state, config })
+        Ok(Self {
+            model: model.clone(),
+            state,
+            config,
+        })
     }
 
     /// The settings.
@@ -138,8 +161,13 @@ impl WhisperRecognizer {
         &self.config
     }
 
-    /// Transcribe 16 kHz samples (already prepared) with `prompt`; returns (text, mean token probability).
-    pub fn transcribe(&mut self, samples16k: &[f32], speech_ms: u32, prompt: &str) -> Result<(String, f32), SpeechError> {
+    /// Transcribe 16 kHz samples (already prepared) with `prompt` as the decoder's context.
+    pub fn transcribe(
+        &mut self,
+        samples16k: &[f32],
+        speech_ms: u32,
+        prompt: &str,
+    ) -> Result<Transcript, SpeechError> {
         let cfg = &self.config;
         // greedy, single pass: no temperature fallback (temperature_inc = 0)
         let mut p = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
@@ -159,8 +187,8 @@ impl WhisperRecognizer {
         p.set_suppress_nst(true);
         p.set_temperature(0.0);
         p.set_temperature_inc(0.0);
-        let by_speech = 4 + speech_ms.div_ceil(125);
-        p.set_max_tokens(i32::try_from(cfg.max_tokens.min(by_speech)).unwrap_or(48));
+        let token_limit = cfg.max_tokens.min(4 + speech_ms.div_ceil(125));
+        p.set_max_tokens(i32::try_from(token_limit).unwrap_or(48));
         let seconds = samples16k.len() as f32 / WHISPER_RATE as f32;
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let ctx = ((seconds * FRAMES_PER_SECOND).ceil() as u32 + cfg.audio_ctx_margin)
@@ -172,22 +200,47 @@ impl WhisperRecognizer {
         }
         self.state.full(p, samples16k).map_err(|e| engine(&e))?;
         let eot = self.model.ctx.token_eot();
+        let beg = self.model.ctx.token_beg();
         let mut text = String::new();
-        let (mut psum, mut pn) = (0.0f32, 0u32);
+        let (mut psum, mut pn, mut generated) = (0.0f32, 0u32, 0u32);
         for seg in self.state.as_iter() {
             text.push_str(&seg.to_str_lossy().map_err(|e| engine(&e))?);
             for i in 0..seg.n_tokens() {
-                if let Some(tok) = seg.get_token(i)
-                    && tok.token_id() < eot
-                {
+                let Some(tok) = seg.get_token(i) else {
+                    continue;
+                };
+                let id = tok.token_id();
+                if id < eot {
                     psum += tok.token_probability();
                     pn += 1;
+                    generated += 1;
+                } else if id >= beg {
+                    generated += 1;
                 }
             }
         }
-        let prob = if pn == 0 { 0.0 } else { psum / pn as f32 };
-        Ok((collapse_repeats(text.trim()), prob))
+        let raw = text.trim();
+        let text = collapse_repeats(raw);
+        Ok(Transcript {
+            // a clean repetition ("Yes. Yes. Yes.") is harmless and was cut above; running into
+            // the limit with anything else is garbage the decoder could not finish
+            suspect: text == raw && generated >= token_limit,
+            text,
+            probability: if pn == 0 { 0.0 } else { psum / pn as f32 },
+        })
     }
+}
+
+/// Whisper's output for one clip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    /// The text, with a repetition loop cut to one period.
+    pub text: String,
+    /// Mean probability of the text tokens.
+    pub probability: f32,
+    /// The decoder ran into the token limit and the text is not a clean repetition (a sign of
+    /// a hallucination).
+    pub suspect: bool,
 }
 
 /// Whisper on short clips sometimes loops ("Yes. Yes. Yes."): keep one period of a transcript
@@ -196,41 +249,62 @@ pub fn collapse_repeats(text: &str) -> String {
     let raw: Vec<&str> = text.split_whitespace().collect();
     let norm: Vec<String> = raw
         .iter()
-        .map(|w| w.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect())
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric())
+                .flat_map(char::to_lowercase)
+                .collect()
+        })
         .collect();
     let n = norm.len();
     for period in 1..=n / 2 {
         if (period..n).all(|i| norm[i] == norm[i - period]) {
-            return raw[..period].join(" ").trim_end_matches([',', ' ']).to_owned();
+            return raw[..period]
+                .join(" ")
+                .trim_end_matches([',', ' '])
+                .to_owned();
         }
     }
     text.to_owned()
 }
 
 fn engine(e: &whisper_rs::WhisperError) -> SpeechError {
-    SpeechError::Engine { engine: "whisper", message: e.to_string() }
+    SpeechError::Engine {
+        engine: "whisper",
+        message: e.to_string(),
+    }
 }
 
 impl Recognizer for WhisperRecognizer {
-    fn recognize(&mut self, pcm: &[i16], sample_rate: u32, expect: &Expectation) -> Result<Recognition, SpeechError> {
+    fn recognize(
+        &mut self,
+        pcm: &[i16],
+        sample_rate: u32,
+        expect: &Expectation,
+    ) -> Result<Recognition, SpeechError> {
         let started = Instant::now();
-        let audio_ms = u32::try_from(pcm.len() as u64 * 1000 / u64::from(sample_rate.max(1))).unwrap_or(u32::MAX);
+        let audio_ms = u32::try_from(pcm.len() as u64 * 1000 / u64::from(sample_rate.max(1)))
+            .unwrap_or(u32::MAX);
         let Some(prepared) = prepare(pcm, sample_rate, &self.config.prep)? else {
             return Ok(Recognition {
                 outcome: Outcome::NoInput,
                 transcript: String::new(),
                 asr_probability: 0.0,
+                suspect: false,
                 speech_ms: 0,
                 audio_ms,
                 elapsed: started.elapsed(),
             });
         };
-        let (transcript, asr_probability) = self.transcribe(&prepared.samples, prepared.speech_ms, &expect.prompt())?;
-        let outcome = expect.decide(&transcript);
+        let t = self.transcribe(&prepared.samples, prepared.speech_ms, &expect.prompt())?;
+        let weight = if t.suspect { LOOP_WEIGHT } else { 1.0 };
+        let outcome = expect.decide_weighted(&t.text, weight);
+        let (transcript, asr_probability, suspect) = (t.text, t.probability, t.suspect);
         Ok(Recognition {
             outcome,
             transcript,
             asr_probability,
+            suspect,
             speech_ms: prepared.speech_ms,
             audio_ms,
             elapsed: started.elapsed(),

@@ -9,13 +9,16 @@ mod common;
 
 use common::{models_dir, phone_phrase, tiny_en, ulaw_decode, ulaw_encode, with_timeout};
 use frontdoor_speech::{
-    Expectation, Interpretation, Outcome, Recognition, Recognizer, SpeechError, TINY_EN, WhisperModel,
-    WhisperRecognizer,
+    Expectation, Interpretation, Outcome, Recognition, Recognizer, SpeechError, TINY_EN,
+    WhisperModel, WhisperRecognizer,
 };
 
 fn bank() -> Expectation {
     Expectation::new()
-        .intent("lost_card", &["I lost my card", "my card was stolen", "block my card"])
+        .intent(
+            "lost_card",
+            &["I lost my card", "my card was stolen", "block my card"],
+        )
         .intent("balance", &["check my balance", "how much money do I have"])
         .intent("agent", &["speak to an agent", "talk to a person"])
 }
@@ -42,7 +45,10 @@ fn recognize(pcm: Vec<i16>, expect: Expectation) -> Recognition {
 fn assert_match(rec: &Recognition, want: &Interpretation) {
     match &rec.outcome {
         Outcome::Match(h) => assert_eq!(&h.interpretation, want, "transcript {:?}", rec.transcript),
-        other => panic!("expected {want:?}, got {other:?} (transcript {:?})", rec.transcript),
+        other => panic!(
+            "expected {want:?}, got {other:?} (transcript {:?})",
+            rec.transcript
+        ),
     }
 }
 
@@ -63,7 +69,10 @@ fn lost_card_intent() {
 
 #[test]
 fn balance_intent_paraphrased() {
-    let rec = recognize(phone_phrase("I would like to check my balance please"), bank());
+    let rec = recognize(
+        phone_phrase("I would like to check my balance please"),
+        bank(),
+    );
     assert_match(&rec, &Interpretation::Intent("balance".into()));
 }
 
@@ -87,8 +96,30 @@ fn no() {
 
 #[test]
 fn four_digits() {
-    let rec = recognize(phone_phrase("one two three four"), Expectation::new().digits(4, 4));
+    let rec = recognize(
+        phone_phrase("one two three four"),
+        Expectation::new().digits(4, 4),
+    );
     assert_match(&rec, &Interpretation::Digits("1234".into()));
+}
+
+#[test]
+fn four_digits_not_in_the_prompt_order() {
+    // regression: with "1 2 3 4." as the digit prompt tiny.en heard "5.0.0.0.0"
+    let rec = recognize(
+        phone_phrase("five nine zero seven"),
+        Expectation::new().digits(4, 4),
+    );
+    assert_match(&rec, &Interpretation::Digits("5907".into()));
+}
+
+#[test]
+fn seven_digits_with_oh() {
+    let rec = recognize(
+        phone_phrase("eight six seven five three oh nine"),
+        Expectation::new().digits(7, 7),
+    );
+    assert_match(&rec, &Interpretation::Digits("8675309".into()));
 }
 
 #[test]
@@ -101,7 +132,12 @@ fn silence_is_no_input() {
 #[test]
 fn unrelated_speech_is_no_match() {
     let rec = recognize(phone_phrase("The weather is lovely today"), bank());
-    assert!(matches!(rec.outcome, Outcome::NoMatch(_)), "{:?} ({:?})", rec.outcome, rec.transcript);
+    assert!(
+        matches!(rec.outcome, Outcome::NoMatch(_)),
+        "{:?} ({:?})",
+        rec.outcome,
+        rec.transcript
+    );
 }
 
 #[test]
@@ -110,13 +146,20 @@ fn missing_model_names_file_and_fix() {
     let err = WhisperModel::load(&path).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, SpeechError::ModelMissing { .. }), "{msg}");
-    assert!(msg.contains("does-not-exist.bin") && msg.contains("scripts/models/fetch"), "{msg}");
+    assert!(
+        msg.contains("does-not-exist.bin") && msg.contains("scripts/models/fetch"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn corrupt_model_is_an_error_not_a_hang() {
-    let good = std::fs::read(models_dir().join(TINY_EN))
-        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/models/fetch", models_dir().join(TINY_EN).display()));
+    let good = std::fs::read(models_dir().join(TINY_EN)).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run scripts/models/fetch",
+            models_dir().join(TINY_EN).display()
+        )
+    });
     let dir = std::env::temp_dir().join(format!("frontdoor-speech-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -132,11 +175,19 @@ fn corrupt_model_is_an_error_not_a_hang() {
     for (name, bytes) in cases {
         let path = dir.join(format!("{name}.bin"));
         std::fs::write(&path, bytes).unwrap();
-        let err = with_timeout(30, "loading a corrupt model", move || WhisperModel::load(&path).map(|_| ()))
-            .unwrap_err();
+        let err = with_timeout(30, "loading a corrupt model", move || {
+            WhisperModel::load(&path).map(|_| ())
+        })
+        .unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(err, SpeechError::ModelCorrupt { .. }), "{name}: {msg}");
-        assert!(msg.contains(&format!("{name}.bin")) && msg.contains("scripts/models/fetch"), "{msg}");
+        assert!(
+            matches!(err, SpeechError::ModelCorrupt { .. }),
+            "{name}: {msg}"
+        );
+        assert!(
+            msg.contains(&format!("{name}.bin")) && msg.contains("scripts/models/fetch"),
+            "{msg}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

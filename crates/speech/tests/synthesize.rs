@@ -12,15 +12,18 @@ use std::time::{Duration, Instant};
 
 use common::{models_dir, tiny_en, ulaw_decode, ulaw_encode, with_timeout};
 use frontdoor_speech::{
-    Expectation, Interpretation, Outcome, PiperPaths, PiperSynthesizer, Recognizer, SpeechError, Synthesizer,
-    WhisperRecognizer,
+    Expectation, Interpretation, Outcome, PiperPaths, PiperSynthesizer, Recognizer, SpeechError,
+    Synthesizer, WhisperRecognizer,
 };
 
 fn synth(text: &'static str) -> Vec<i16> {
     with_timeout(120, "piper synthesis", move || {
         let t = Instant::now();
-        let mut s = PiperSynthesizer::load(&PiperPaths::from_models_dir(&models_dir()), Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("cannot load piper: {e}"));
+        let mut s = PiperSynthesizer::load(
+            &PiperPaths::from_models_dir(&models_dir()),
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| panic!("cannot load piper: {e}"));
         let load = t.elapsed();
         let t = Instant::now();
         let pcm = s.synthesize(text, 8000).unwrap();
@@ -58,7 +61,10 @@ fn piper_to_whisper_round_trip() {
         let expect = Expectation::new()
             .intent("lost_card", &["I lost my card", "my card was stolen"])
             .intent("balance", &["check my balance"]);
-        WhisperRecognizer::new(model).unwrap().recognize(&line, 8000, &expect).unwrap()
+        WhisperRecognizer::new(model)
+            .unwrap()
+            .recognize(&line, 8000, &expect)
+            .unwrap()
     });
     eprintln!("heard {:?} -> {:?}", rec.transcript, rec.outcome);
     assert!(
@@ -77,9 +83,27 @@ fn missing_files_are_clear_errors_not_hangs() {
     let bad_lib = dir.join("libonnxruntime.so");
     std::fs::write(&bad_lib, b"not a library").unwrap();
     let cases = [
-        (PiperPaths { onnxruntime: dir.join("nope.so"), voice: real.voice.clone() }, "nope.so"),
-        (PiperPaths { onnxruntime: bad_lib, voice: real.voice.clone() }, "libonnxruntime.so"),
-        (PiperPaths { onnxruntime: real.onnxruntime.clone(), voice: dir.join("voice.onnx") }, "voice.onnx"),
+        (
+            PiperPaths {
+                onnxruntime: dir.join("nope.so"),
+                voice: real.voice.clone(),
+            },
+            "nope.so",
+        ),
+        (
+            PiperPaths {
+                onnxruntime: bad_lib,
+                voice: real.voice.clone(),
+            },
+            "libonnxruntime.so",
+        ),
+        (
+            PiperPaths {
+                onnxruntime: real.onnxruntime.clone(),
+                voice: dir.join("voice.onnx"),
+            },
+            "voice.onnx",
+        ),
     ];
     for (paths, name) in cases {
         let err = with_timeout(60, "loading piper with a bad path", move || {
@@ -87,8 +111,17 @@ fn missing_files_are_clear_errors_not_hangs() {
         })
         .unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(err, SpeechError::ModelMissing { .. } | SpeechError::ModelCorrupt { .. }), "{msg}");
-        assert!(msg.contains(name) && msg.contains("scripts/models/fetch"), "{msg}");
+        assert!(
+            matches!(
+                err,
+                SpeechError::ModelMissing { .. } | SpeechError::ModelCorrupt { .. }
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(name) && msg.contains("scripts/models/fetch"),
+            "{msg}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

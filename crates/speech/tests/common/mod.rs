@@ -11,8 +11,10 @@ use frontdoor_speech::{MODELS_DIR_ENV, TINY_EN, WhisperModel};
 
 /// `$FRONTDOOR_MODELS_DIR`, else the repository's `models/`.
 pub fn models_dir() -> PathBuf {
-    std::env::var_os(MODELS_DIR_ENV)
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"), PathBuf::from)
+    std::env::var_os(MODELS_DIR_ENV).map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"),
+        PathBuf::from,
+    )
 }
 
 /// The tiny.en model, loaded once per test binary. Panics (fails the test) with the loader's
@@ -21,12 +23,17 @@ pub fn tiny_en() -> &'static WhisperModel {
     static MODEL: OnceLock<WhisperModel> = OnceLock::new();
     MODEL.get_or_init(|| {
         let path = models_dir().join(TINY_EN);
-        WhisperModel::load(&path).unwrap_or_else(|e| panic!("cannot load the recognition model: {e}"))
+        WhisperModel::load(&path)
+            .unwrap_or_else(|e| panic!("cannot load the recognition model: {e}"))
     })
 }
 
 /// Run `f` on a thread; fail the test if it takes longer than `secs`.
-pub fn with_timeout<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn with_timeout<T: Send + 'static>(
+    secs: u64,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -40,7 +47,10 @@ pub fn with_timeout<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -
 
 /// Parse a 16-bit PCM mono WAV; returns (samples, rate).
 pub fn parse_wav(bytes: &[u8]) -> (Vec<i16>, u32) {
-    assert!(bytes.len() > 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WAVE", "not a WAV file");
+    assert!(
+        bytes.len() > 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WAVE",
+        "not a WAV file"
+    );
     let mut pos = 12;
     let mut rate = 0;
     while pos + 8 <= bytes.len() {
@@ -51,11 +61,17 @@ pub fn parse_wav(bytes: &[u8]) -> (Vec<i16>, u32) {
             let channels = u16::from_le_bytes(body[2..4].try_into().unwrap());
             rate = u32::from_le_bytes(body[4..8].try_into().unwrap());
             let bits = u16::from_le_bytes(body[14..16].try_into().unwrap());
-            assert!(channels == 1 && bits == 16, "want mono 16-bit, got {channels} ch {bits} bit");
+            assert!(
+                channels == 1 && bits == 16,
+                "want mono 16-bit, got {channels} ch {bits} bit"
+            );
         } else if id == b"data" {
             // espeak-ng writes 0x7fffffff-ish lengths when streaming to stdout: clamp
             let len = len.min(body.len());
-            let pcm = body[..len].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect();
+            let pcm = body[..len]
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                .collect();
             return (pcm, rate);
         }
         pos += 8 + len + (len & 1);
@@ -66,10 +82,23 @@ pub fn parse_wav(bytes: &[u8]) -> (Vec<i16>, u32) {
 /// Synthesise `text` with espeak-ng (Debian package espeak-ng); returns (samples, rate).
 pub fn espeak(text: &str, voice: &str, words_per_minute: u32) -> (Vec<i16>, u32) {
     let out = Command::new("espeak-ng")
-        .args(["-v", voice, "-s", &words_per_minute.to_string(), "--stdout", text])
+        .args([
+            "-v",
+            voice,
+            "-s",
+            &words_per_minute.to_string(),
+            "--stdout",
+            text,
+        ])
         .output()
-        .unwrap_or_else(|e| panic!("cannot run espeak-ng ({e}); install it: apt-get install espeak-ng"));
-    assert!(out.status.success(), "espeak-ng failed: {}", String::from_utf8_lossy(&out.stderr));
+        .unwrap_or_else(|e| {
+            panic!("cannot run espeak-ng ({e}); install it: apt-get install espeak-ng")
+        });
+    assert!(
+        out.status.success(),
+        "espeak-ng failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     parse_wav(&out.stdout)
 }
 
