@@ -3,6 +3,7 @@
 //!
 //! cargo run --release -p frontdoor-speech --example probe -- [--model PATH] [--threads N]
 //!     [--no-prompt] [--no-timestamps] [--pad-after-ms N] [--ctx-margin N] [--min-ctx N]
+//!     [--gain-db DB] [--noise-dbfs DBFS] [--only TEXT]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -14,6 +15,7 @@ fn main() {
     let mut cfg = WhisperConfig::default();
     let mut model = common::models_dir().join(frontdoor_speech::TINY_EN);
     let mut filter = String::new();
+    let (mut gain_db, mut noise_dbfs) = (0.0f32, None);
     while let Some(a) = args.next() {
         let mut num = || {
             args.next()
@@ -30,6 +32,8 @@ fn main() {
             "--ctx-margin" => cfg.audio_ctx_margin = num(),
             "--min-ctx" => cfg.min_audio_ctx = num(),
             "--only" => filter = args.next().expect("text"),
+            "--gain-db" => gain_db = args.next().and_then(|v| v.parse().ok()).expect("dB"),
+            "--noise-dbfs" => noise_dbfs = args.next().and_then(|v| v.parse().ok()),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -69,23 +73,24 @@ fn main() {
         ),
     ];
     println!(
-        "{:<42} {:<44} {:>6} {:>7} {:>6} {:<6} outcome",
-        "said", "heard", "audio", "ms", "RTF", ""
+        "{:<42} {:<44} {:>4} {:>6} {:>7} {:>6} {:<6} outcome",
+        "said", "heard", "p", "audio", "ms", "RTF", ""
     );
     let (mut total_ms, mut total_audio) = (0.0, 0.0);
     for (text, expect) in cases {
         if !text.contains(filter.as_str()) {
             continue;
         }
-        let pcm = common::phone_phrase(text);
+        let pcm = common::degrade(&common::phone_phrase(text), gain_db, noise_dbfs);
         let r = rec.recognize(&pcm, 8000, &expect).expect("recognize");
         let ms = r.elapsed.as_secs_f64() * 1000.0;
         total_ms += ms;
         total_audio += f64::from(r.audio_ms);
         println!(
-            "{:<42} {:<44} {:>6} {:>7.0} {:>6.3} {:<6} {:?}",
+            "{:<42} {:<44} {:>4.2} {:>6} {:>7.0} {:>6.3} {:<6} {:?}",
             text,
             format!("{:?}", r.transcript),
+            r.asr_probability,
             r.audio_ms,
             ms,
             r.real_time_factor(),

@@ -54,6 +54,8 @@ pub struct PrepConfig {
     pub min_speech_dbfs: f32,
     /// Frames must also be this much louder (dB) than the estimated noise floor.
     pub snr_db: f32,
+    /// Frames louder than this (dBFS) are speech whatever the noise floor.
+    pub always_speech_dbfs: f32,
     /// Less speech than this (ms) counts as no input.
     pub min_speech_ms: u32,
     /// Audio kept before the first / after the last speech frame, ms.
@@ -72,6 +74,7 @@ impl Default for PrepConfig {
             frame_ms: 20,
             min_speech_dbfs: -50.0,
             snr_db: 12.0,
+            always_speech_dbfs: -30.0,
             min_speech_ms: 100,
             keep_ms: 200,
             pad_before_ms: 500,
@@ -113,7 +116,11 @@ pub fn prepare(pcm: &[i16], rate: u32, cfg: &PrepConfig) -> Result<Option<Prepar
     let mut sorted = levels.clone();
     sorted.sort_by(f32::total_cmp);
     let floor = sorted[sorted.len() / 10];
-    let threshold = cfg.min_speech_dbfs.max(floor + cfg.snr_db);
+    // floor + SNR, but never above `always_speech_dbfs`: a clip that is speech from end to end
+    // has a high "floor" and would otherwise count as silence
+    let threshold = cfg
+        .min_speech_dbfs
+        .max((floor + cfg.snr_db).min(cfg.always_speech_dbfs));
     let speech: Vec<bool> = levels.iter().map(|&l| l > threshold).collect();
     let n_speech = speech.iter().filter(|&&s| s).count();
     let speech_ms = u32::try_from(n_speech)
@@ -218,6 +225,13 @@ mod tests {
                 .iter()
                 .all(|&s| s == 0.0)
         );
+    }
+
+    #[test]
+    fn speech_without_any_pause_is_speech() {
+        let pcm = tone(8000, 1500, 0.3);
+        let p = prepare(&pcm, 8000, &PrepConfig::default()).expect("prep");
+        assert!(p.is_some_and(|p| p.speech_ms >= 1400));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{models_dir, phone_phrase, tiny_en, ulaw_decode, ulaw_encode, with_timeout};
+use common::{degrade, models_dir, phone_phrase, tiny_en, ulaw_decode, ulaw_encode, with_timeout};
 use frontdoor_speech::{
     Expectation, Interpretation, Outcome, Recognition, Recognizer, SpeechError, TINY_EN,
     WhisperModel, WhisperRecognizer,
@@ -120,6 +120,40 @@ fn seven_digits_with_oh() {
         Expectation::new().digits(7, 7),
     );
     assert_match(&rec, &Interpretation::Digits("8675309".into()));
+}
+
+#[test]
+fn quiet_caller_is_normalised() {
+    // 20 dB below espeak's level (speech around -40 dBFS)
+    let rec = recognize(
+        degrade(&phone_phrase("I lost my card"), -20.0, None),
+        bank(),
+    );
+    assert_match(&rec, &Interpretation::Intent("lost_card".into()));
+}
+
+#[test]
+fn yes_and_no_over_line_noise() {
+    // white noise at -40 dBFS, about 20 dB below the speech
+    let rec = recognize(
+        degrade(&phone_phrase("yes"), 0.0, Some(-40.0)),
+        Expectation::new().yes_no(),
+    );
+    assert_match(&rec, &Interpretation::Yes);
+    let rec = recognize(
+        degrade(&phone_phrase("no"), 0.0, Some(-40.0)),
+        Expectation::new().yes_no(),
+    );
+    assert_match(&rec, &Interpretation::No);
+}
+
+#[test]
+fn line_noise_alone_is_not_speech() {
+    let rec = recognize(
+        degrade(&vec![0i16; 16_000], 0.0, Some(-50.0)),
+        bank().yes_no(),
+    );
+    assert_eq!(rec.outcome, Outcome::NoInput, "{:?}", rec.transcript);
 }
 
 #[test]

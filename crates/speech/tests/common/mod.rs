@@ -142,3 +142,20 @@ pub fn phone_phrase(text: &str) -> Vec<i16> {
     let (pcm, rate) = espeak(text, "en-us", 150);
     telephone(&pcm, rate, 300, 500)
 }
+
+/// Scale by `gain_db` and add white line noise at `noise_dbfs` RMS (deterministic LCG).
+pub fn degrade(pcm: &[i16], gain_db: f32, noise_dbfs: Option<f32>) -> Vec<i16> {
+    let gain = 10f32.powf(gain_db / 20.0);
+    // uniform in [-a, a] has RMS a / sqrt(3)
+    let amp = noise_dbfs.map_or(0.0, |d| 10f32.powf(d / 20.0) * 32768.0 * 3f32.sqrt());
+    let mut state: u32 = 0x1234_5678;
+    pcm.iter()
+        .map(|&s| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let u = (state >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0;
+            (f32::from(s) * gain + u * amp)
+                .round()
+                .clamp(-32768.0, 32767.0) as i16
+        })
+        .collect()
+}
