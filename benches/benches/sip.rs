@@ -112,7 +112,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let msg = &invites[i % invites.len()];
             i += 1;
-            if i % invites.len() == 0 {
+            if i.is_multiple_of(invites.len()) {
                 // Everything from the last round times out and is freed.
                 now += Duration::from_secs(300);
                 ua.handle_timeout(now);
@@ -153,7 +153,7 @@ fn benches(c: &mut Criterion) {
         let mut n = 0u64;
         b.iter(|| {
             n += 1;
-            if n % 4096 == 0 {
+            if n.is_multiple_of(4096) {
                 now += Duration::from_secs(300);
                 ua.handle_timeout(now);
                 drain(&mut ua);
