@@ -267,7 +267,7 @@ impl Expectation {
     }
 
     /// [`decide`](Self::decide) with every score multiplied by `weight` (the recognizer passes
-    /// 0.8 when the decoder ran into its token limit without a clean repetition).
+    /// 0.8 for a suspect transcript: too long for the speech and not a clean repetition).
     pub fn decide_weighted(&self, transcript: &str, weight: f32) -> Outcome {
         let words = normalize(transcript);
         if words.is_empty() || is_non_speech(&words) {

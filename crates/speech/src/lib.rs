@@ -52,7 +52,7 @@ pub struct Recognition {
     pub transcript: String,
     /// Mean probability of the transcript's tokens (0..=1), an engine-side confidence.
     pub asr_probability: f32,
-    /// The decoder hit its token limit without a clean repetition (likely a hallucination);
+    /// More words than the speech could hold and not a clean repetition (likely a hallucination);
     /// scores were weighted down (x0.8).
     pub suspect: bool,
     /// Speech detected in the audio, ms.

@@ -14,24 +14,6 @@ use crate::grammar::{Expectation, Outcome};
 use crate::model::{GgmlHeader, validate_ggml};
 use crate::{Recognition, Recognizer};
 
-#[cfg(test)]
-mod tests {
-    use super::collapse_repeats;
-
-    #[test]
-    fn repeats_collapse() {
-        assert_eq!(collapse_repeats("Yes. Yes. Yes. Yes"), "Yes.");
-        assert_eq!(collapse_repeats("1 2 3 4. 1 2 3 4. 1 2 3"), "1 2 3 4.");
-        assert_eq!(
-            collapse_repeats("I lost my card. I lost my card. I lost my"),
-            "I lost my card."
-        );
-        assert_eq!(collapse_repeats("no no"), "no");
-        assert_eq!(collapse_repeats("I lost my card"), "I lost my card");
-        assert_eq!(collapse_repeats("one two one"), "one two one");
-    }
-}
-
 /// Encoder frames per second of audio (whisper: 1500 frames per 30 s).
 const FRAMES_PER_SECOND: f32 = 50.0;
 /// Score weight for transcripts from a looping decoder.
@@ -200,31 +182,26 @@ impl WhisperRecognizer {
         }
         self.state.full(p, samples16k).map_err(|e| engine(&e))?;
         let eot = self.model.ctx.token_eot();
-        let beg = self.model.ctx.token_beg();
         let mut text = String::new();
-        let (mut psum, mut pn, mut generated) = (0.0f32, 0u32, 0u32);
+        let (mut psum, mut pn) = (0.0f32, 0u32);
         for seg in self.state.as_iter() {
             text.push_str(&seg.to_str_lossy().map_err(|e| engine(&e))?);
             for i in 0..seg.n_tokens() {
                 let Some(tok) = seg.get_token(i) else {
                     continue;
                 };
-                let id = tok.token_id();
-                if id < eot {
+                if tok.token_id() < eot {
                     psum += tok.token_probability();
                     pn += 1;
-                    generated += 1;
-                } else if id >= beg {
-                    generated += 1;
                 }
             }
         }
         let raw = text.trim();
-        let text = collapse_repeats(raw);
+        let max_words = plausible_words(speech_ms);
+        let (text, cut) = collapse_repeats(raw, max_words);
         Ok(Transcript {
-            // a clean repetition ("Yes. Yes. Yes.") is harmless and was cut above; running into
-            // the limit with anything else is garbage the decoder could not finish
-            suspect: text == raw && generated >= token_limit,
+            // too many words for the speech and not a clean repetition: garbage
+            suspect: !cut && text.split_whitespace().count() > max_words,
             text,
             probability: if pn == 0 { 0.0 } else { psum / pn as f32 },
         })
@@ -238,14 +215,22 @@ pub struct Transcript {
     pub text: String,
     /// Mean probability of the text tokens.
     pub probability: f32,
-    /// The decoder ran into the token limit and the text is not a clean repetition (a sign of
+    /// More words than the detected speech could hold, and not a clean repetition (a sign of
     /// a hallucination).
     pub suspect: bool,
 }
 
-/// Whisper on short clips sometimes loops ("Yes. Yes. Yes."): keep one period of a transcript
-/// that is the same word sequence repeated (ignoring case and punctuation).
-pub fn collapse_repeats(text: &str) -> String {
+/// Most words a speaker can plausibly say in `speech_ms` of detected speech (generous: the
+/// detector counts only loud frames, so real speech rates per detected second run up to ~5).
+pub fn plausible_words(speech_ms: u32) -> usize {
+    2 + (speech_ms as usize * 6).div_ceil(1000)
+}
+
+/// Whisper on short padded clips sometimes loops ("Yes. Yes. Yes."). When a transcript is one
+/// word sequence repeated (ignoring case and punctuation) and either each repetition ends a
+/// sentence or the whole is longer than `max_words`, keep one period. "1 2 1 2" is a PIN.
+/// Returns the text and whether it was cut.
+pub fn collapse_repeats(text: &str, max_words: usize) -> (String, bool) {
     let raw: Vec<&str> = text.split_whitespace().collect();
     let norm: Vec<String> = raw
         .iter()
@@ -257,15 +242,24 @@ pub fn collapse_repeats(text: &str) -> String {
         })
         .collect();
     let n = norm.len();
-    for period in 1..=n / 2 {
-        if (period..n).all(|i| norm[i] == norm[i - period]) {
-            return raw[..period]
+    for period in 1..n {
+        if n - period < period.min(2) {
+            break; // too little repeated to call it a loop
+        }
+        // a loop repeats whole sentences ("Yes. Yes.", also cut off mid-way: "Can I talk to a
+        // person? Can I talk to a"); a PIN ("1 2 1 2") does not end its unit with a full stop
+        // and is short enough for the speech
+        let sentence = raw[period - 1].ends_with(['.', '?', '!']);
+        let long = n > max_words && n >= 2 * period;
+        if (sentence || long) && (period..n).all(|i| norm[i] == norm[i - period]) {
+            let one = raw[..period]
                 .join(" ")
                 .trim_end_matches([',', ' '])
                 .to_owned();
+            return (one, true);
         }
     }
-    text.to_owned()
+    (text.to_owned(), false)
 }
 
 fn engine(e: &whisper_rs::WhisperError) -> SpeechError {
@@ -309,5 +303,38 @@ impl Recognizer for WhisperRecognizer {
             audio_ms,
             elapsed: started.elapsed(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{collapse_repeats, plausible_words};
+
+    #[test]
+    fn loops_collapse_when_too_long_for_the_speech() {
+        let c = |t: &str| collapse_repeats(t, 4);
+        assert_eq!(c("Yes. Yes. Yes. Yes. Yes"), ("Yes.".into(), true));
+        assert_eq!(c("1 2 3 4. 1 2 3 4. 1 2 3"), ("1 2 3 4.".into(), true));
+        assert_eq!(
+            c("I lost my card. I lost my card. I lost my"),
+            ("I lost my card.".into(), true)
+        );
+        // not periodic: left alone, reported as not collapsed
+        assert_eq!(
+            c("one two one three four"),
+            ("one two one three four".into(), false)
+        );
+    }
+
+    #[test]
+    fn plausible_repeats_are_kept() {
+        // a PIN of 1212 or 4444 is a repetition too, but short enough for the speech
+        let max = plausible_words(1100);
+        assert_eq!(collapse_repeats("1 2 1 2", max), ("1 2 1 2".into(), false));
+        assert_eq!(collapse_repeats("4 4 4 4", max), ("4 4 4 4".into(), false));
+        assert_eq!(
+            collapse_repeats("no no", plausible_words(400)),
+            ("no no".into(), false)
+        );
     }
 }
