@@ -4,16 +4,28 @@
 //! drives the UA (ring, answer, reject, hang up) and the media engine (start a leg, play,
 //! echo), owns the RTP port pool and emits the call events.
 //!
-//! Test numbers until the IVR arrives: `ring` rings for `ring_seconds` before answering (for
-//! CANCEL tests); `echo` returns the caller's audio; `digits` plays the welcome prompt, then
-//! reads back each key ("you pressed 5"); `answer` and every other number plays the welcome
-//! prompt, then hold audio until the caller hangs up.
+//! Routing is the dialplans' (`DialplanSet::route`). Built-in test numbers: `ring` rings for
+//! `ring_seconds` before answering (for CANCEL tests); `echo` returns the caller's audio;
+//! `digits` plays the welcome prompt, then reads back each key ("you pressed 5"); `answer`
+//! plays the welcome prompt, then hold audio until the caller hangs up; `bridge` answers, says
+//! it is not available yet and hangs up. Every flow route runs the IVR: the caller is looked
+//! up on the store thread while the call rings, then a `frontdoor_ivr::Call` interpreter
+//! drives the call (see [`CallApp::handle_note`]); the call record is written at the end.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use frontdoor_ivr::{
+    Action, Builtin, CallContext, Event as IvrInput, FlowId, PlaybackId, QueueOutcome, RouteTarget,
+    TransferOutcome,
+};
+use frontdoor_store::CallerProfile;
+use frontdoor_store::ivr_glue::{CallTimes, call_record, caller_attributes};
 
 use frontdoor_media::call::{InbandMode, MediaConfig, MediaSession};
 use frontdoor_media::g711::{G711, Ptime};
@@ -26,7 +38,39 @@ use frontdoor_sip::{CallHandle, EndCause, Transport, UaEvent, UserAgent};
 use crate::config::Config;
 use crate::events::{EventBody, EventSink};
 use crate::media::{Command, LegSpec, MediaEngine, Note};
+use crate::plans::{BRIDGE_TEXT, Plans, ReloadNote};
 use crate::ports::PortPool;
+use crate::store::{StoreReply, StoreRequest, StoreThread, caller_info};
+use crate::tts::{Rendered, Tts, TtsPool};
+
+/// Playback id of the driver's own prompts (the interpreter's ids are small).
+const DRIVER_PLAYBACK: u64 = u64::MAX;
+
+/// What the helper threads (store, speech, dialplan reload) report to the SIP task.
+#[derive(Debug)]
+pub enum AppNote {
+    /// From the store thread.
+    Store(StoreReply),
+    /// From a speech thread.
+    Rendered(Rendered),
+    /// From the reload thread.
+    Reload(ReloadNote),
+}
+
+/// What the IVR needs from the driver.
+#[derive(Debug)]
+pub struct IvrSetup {
+    /// The dialplans at start.
+    pub plans: Arc<Plans>,
+    /// Speech.
+    pub tts: Arc<Tts>,
+    /// Speech threads for texts with variables.
+    pub tts_pool: TtsPool,
+    /// The store thread.
+    pub store: StoreThread,
+    /// Where voicemail goes (`<data-dir>/recordings`).
+    pub recordings: PathBuf,
+}
 
 /// Prompts the test numbers need; the server refuses to start without them.
 pub const REQUIRED_PROMPTS: &[&str] = &[
@@ -55,6 +99,34 @@ enum Mode {
     Digits,
     /// The caller's audio returned.
     Echo,
+    /// Says "not available" and hangs up (until bridging lands).
+    Bridge,
+    /// A dialplan flow through the IVR interpreter.
+    Ivr,
+}
+
+/// A flow call waiting for its caller lookup.
+#[derive(Debug)]
+struct PendingFlow {
+    plans: Arc<Plans>,
+    plan: Arc<frontdoor_ivr::Dialplan>,
+    flow: FlowId,
+    since: Instant,
+}
+
+/// The interpreter of one call and what the driver tracks for it.
+#[derive(Debug)]
+struct IvrCall {
+    call: frontdoor_ivr::Call,
+    profile: CallerProfile,
+    /// The dialplan version the call started on (its prompts).
+    plans: Arc<Plans>,
+    /// Playback the media engine is playing.
+    playing: Option<u64>,
+    /// Say waiting for speech to render: (playback id, since).
+    rendering: Option<(u64, Instant)>,
+    /// Deadline last pushed onto the timer heap.
+    timer_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -68,6 +140,14 @@ struct Call {
     media_started: bool,
     /// Why we hung up, when it was us (reported instead of `local_bye`).
     hangup_cause: Option<&'static str>,
+    /// Dialed number.
+    number: String,
+    received_wall: DateTime<Utc>,
+    answered_wall: Option<DateTime<Utc>>,
+    pending_flow: Option<PendingFlow>,
+    ivr: Option<Box<IvrCall>>,
+    /// A playback asked for before the media leg started (late offer).
+    pending_play: Option<(u64, Vec<Prompt>)>,
 }
 
 /// The call application state.
@@ -88,10 +168,26 @@ pub struct CallApp {
     total: u64,
     /// Ended calls whose media leg the engine is still closing: port to free on `Note::Ended`.
     pending_release: HashMap<u64, (Arc<str>, Option<u16>)>,
+    plans: Arc<Plans>,
+    tts: Arc<Tts>,
+    tts_pool: TtsPool,
+    /// Calls waiting for a text to render, by (voice, text): (call, playback id, language).
+    tts_waiting: HashMap<crate::tts::Key, Vec<(u64, u64, String)>>,
+    store: StoreThread,
+    recordings_dir: PathBuf,
+    /// Recordings running: call → (Call-ID, relative path, absolute path).
+    recording: HashMap<u64, (Arc<str>, String, PathBuf)>,
+    /// WAVs being written: call → (Call-ID, relative path).
+    writing: HashMap<u64, (Arc<str>, String)>,
+    /// Call records being written: call → Call-ID.
+    recording_calls: HashMap<u64, Arc<str>>,
+    ivr_timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    beep: Prompt,
 }
 
 impl CallApp {
     /// A new application: SDP advertises `media_ip`, sockets bind `bind_ip`, ports from `ports`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<Config>,
         media_ip: IpAddr,
@@ -100,8 +196,26 @@ impl CallApp {
         events: EventSink,
         media: MediaEngine,
         prompts: Arc<PromptLibrary>,
+        ivr: IvrSetup,
     ) -> Self {
+        let beep: Vec<i16> = (0..2400)
+            .map(|n| {
+                let t = f64::from(n) / 8000.0;
+                (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()) as i16
+            })
+            .collect();
         Self {
+            plans: ivr.plans,
+            tts: ivr.tts,
+            tts_pool: ivr.tts_pool,
+            tts_waiting: HashMap::new(),
+            store: ivr.store,
+            recordings_dir: ivr.recordings,
+            recording: HashMap::new(),
+            writing: HashMap::new(),
+            recording_calls: HashMap::new(),
+            ivr_timers: BinaryHeap::new(),
+            beep: Prompt::from_pcm("beep", &beep),
             calls: HashMap::new(),
             ports,
             events,
@@ -134,11 +248,43 @@ impl CallApp {
 
     /// The next time [`handle_timeout`](Self::handle_timeout) must run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.answer_timers.peek().map(|Reverse((at, _))| *at)
+        let a = self.answer_timers.peek().map(|Reverse((at, _))| *at);
+        let b = self.ivr_timers.peek().map(|Reverse((at, _))| *at);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Runs due timers (the `ring` number's delayed answer).
+    /// The dialplan version new calls get.
+    pub fn plans(&self) -> &Arc<Plans> {
+        &self.plans
+    }
+
+    /// Stops the store thread after its queued work (call records, recordings).
+    pub fn finish(self) {
+        self.store.finish();
+    }
+
+    /// Runs due timers (the `ring` number's delayed answer, IVR timeouts).
     pub fn handle_timeout(&mut self, now: Instant, ua: &mut UserAgent) {
+        while let Some(Reverse((at, handle))) = self.ivr_timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.ivr_timers.pop();
+            let call = CallHandle(handle);
+            let Some(ivr) = self.calls.get_mut(&call).and_then(|c| c.ivr.as_mut()) else {
+                continue;
+            };
+            if ivr.timer_at == Some(at) {
+                ivr.timer_at = None;
+            }
+            if ivr.call.poll_timeout().is_some_and(|t| t <= now) {
+                ivr.call.handle_timeout(now, Utc::now());
+            }
+            self.drive(now, ua, call);
+        }
         while let Some(Reverse((at, handle))) = self.answer_timers.peek().copied() {
             if at > now {
                 break;
@@ -193,6 +339,7 @@ impl CallApp {
                 request_user,
                 source,
                 transport,
+                headers,
                 ..
             } => self.incoming(
                 now,
@@ -204,6 +351,7 @@ impl CallApp {
                 request_user,
                 source,
                 transport,
+                headers,
             ),
             UaEvent::CallAnswered { call, .. } => {
                 if let Some(c) = self.calls.get(&call) {
@@ -241,9 +389,12 @@ impl CallApp {
                 self.media.send(Command::Info(call.0, content_type, body));
             }
             UaEvent::CallEnded { call, cause } => {
-                let Some(c) = self.calls.remove(&call) else {
+                let Some(mut c) = self.calls.remove(&call) else {
                     return;
                 };
+                if let Some(ivr) = c.ivr.take() {
+                    self.end_ivr(now, call, &c, *ivr);
+                }
                 if c.media_started {
                     // The port goes back when the worker confirms (Note::Ended).
                     self.media.send(Command::Remove(call.0));
@@ -287,9 +438,12 @@ impl CallApp {
         number: String,
         source: SocketAddr,
         transport: Transport,
+        headers: Vec<(String, String)>,
     ) {
         let call_id: Arc<str> = Arc::from(call_id);
         self.total += 1;
+        let trusted = self.config.trunks.allows(source.ip());
+        let info = caller_info(&from, &headers, trusted);
         self.events.emit(
             Some(&call_id),
             EventBody::CallReceived {
@@ -297,7 +451,10 @@ impl CallApp {
                 to,
                 number: number.clone(),
                 source,
-                transport: transport.as_str(),
+                transport: match transport {
+                    Transport::Udp => "udp",
+                    Transport::Tcp => "tcp",
+                },
             },
         );
         let mut refuse = if !self.config.trunks.allows(source.ip()) {
@@ -306,6 +463,34 @@ impl CallApp {
             Some((503, "max_calls reached"))
         } else {
             None
+        };
+        let route = self.plans.set.route(&number, None);
+        let mut ring_first = false;
+        let mut pending_flow = None;
+        let mode = match route {
+            None => {
+                refuse = refuse.or(Some((404, "no route for the number")));
+                Mode::Answer
+            }
+            Some(m) => match m.target {
+                RouteTarget::Builtin(Builtin::Answer) => Mode::Answer,
+                RouteTarget::Builtin(Builtin::Ring) => {
+                    ring_first = true;
+                    Mode::Answer
+                }
+                RouteTarget::Builtin(Builtin::Echo) => Mode::Echo,
+                RouteTarget::Builtin(Builtin::Digits) => Mode::Digits,
+                RouteTarget::Builtin(Builtin::Bridge { .. }) => Mode::Bridge,
+                RouteTarget::Flow(flow) => {
+                    pending_flow = Some(PendingFlow {
+                        plans: self.plans.clone(),
+                        plan: m.plan,
+                        flow,
+                        since: now,
+                    });
+                    Mode::Ivr
+                }
+            },
         };
         let pair = if refuse.is_none() {
             self.bind_pair()
@@ -319,11 +504,6 @@ impl CallApp {
             Some((p, a, b)) => (Some(p), Some((a, b))),
             None => (None, None),
         };
-        let mode = match number.as_str() {
-            "echo" => Mode::Echo,
-            "digits" => Mode::Digits,
-            _ => Mode::Answer,
-        };
         self.calls.insert(
             call,
             Call {
@@ -335,6 +515,12 @@ impl CallApp {
                 mode,
                 media_started: false,
                 hangup_cause: None,
+                number: number.clone(),
+                received_wall: Utc::now(),
+                answered_wall: None,
+                pending_flow,
+                ivr: None,
+                pending_play: None,
             },
         );
         if let Some((status, reason)) = refuse {
@@ -351,7 +537,11 @@ impl CallApp {
             return;
         }
         self.events.emit(Some(&call_id), EventBody::CallRinging {});
-        if number == "ring" {
+        if mode == Mode::Ivr {
+            // The call rings while the store thread looks the caller up.
+            self.store
+                .send(StoreRequest::Recognise { key: call.0, info });
+        } else if ring_first {
             self.answer_timers
                 .push(Reverse((now + self.ring_for, call.0)));
         } else {
@@ -375,6 +565,7 @@ impl CallApp {
         match ua.answer(now, call, &local) {
             Ok(media) => {
                 c.answered_at = Some(now);
+                c.answered_wall = Some(Utc::now());
                 self.events.emit(
                     Some(&c.call_id),
                     EventBody::CallAnswered {
@@ -440,6 +631,40 @@ impl CallApp {
         })));
         match mode {
             Mode::Echo => self.media.send(Command::SetEcho(call.0, true)),
+            Mode::Ivr => {
+                if let Some((id, prompts)) = self
+                    .calls
+                    .get_mut(&call)
+                    .and_then(|c| c.pending_play.take())
+                {
+                    self.media.send(Command::Play(call.0, id, prompts));
+                }
+            }
+            Mode::Bridge => {
+                let voice = self.tts.voice("en");
+                match self.tts.cached(&voice, BRIDGE_TEXT) {
+                    Some(p) => {
+                        self.events.emit(
+                            Some(&call_id),
+                            EventBody::IvrSay {
+                                id: DRIVER_PLAYBACK,
+                                text: BRIDGE_TEXT.to_owned(),
+                                language: "en".to_owned(),
+                                voice,
+                                cache: "memory",
+                                wait_ms: 0,
+                            },
+                        );
+                        self.media
+                            .send(Command::Play(call.0, DRIVER_PLAYBACK, vec![p]));
+                    }
+                    None => {
+                        // Not rendered (cannot happen after a good start): hang up at once.
+                        self.media
+                            .send(Command::Play(call.0, DRIVER_PLAYBACK, vec![]));
+                    }
+                }
+            }
             Mode::Answer | Mode::Digits => {
                 if mode == Mode::Answer {
                     self.media
@@ -462,7 +687,7 @@ impl CallApp {
                 prompts: names.iter().map(|n| (*n).to_owned()).collect(),
             },
         );
-        self.media.send(Command::Play(key, prompts));
+        self.media.send(Command::Play(key, 0, prompts));
     }
 
     /// Handles a note from the media engine.
@@ -487,7 +712,9 @@ impl CallApp {
                         duration_ms,
                     },
                 );
-                if mode == Mode::Digits {
+                if mode == Mode::Ivr {
+                    self.feed(now, ua, CallHandle(key), IvrInput::Dtmf(digit));
+                } else if mode == Mode::Digits {
                     let name = match digit {
                         '*' => "digit-star".to_owned(),
                         '#' => "digit-pound".to_owned(),
@@ -536,7 +763,39 @@ impl CallApp {
             Note::Failed { key, reason } => {
                 tracing::warn!(leg = key, %reason, "media leg failed");
             }
-            Note::PromptDone { .. } | Note::Latched { .. } => {}
+            Note::PromptDone { key, id } => {
+                let call = CallHandle(key);
+                let Some(c) = self.calls.get_mut(&call) else {
+                    return;
+                };
+                match c.mode {
+                    Mode::Bridge if id == DRIVER_PLAYBACK => {
+                        if let Err(e) = ua.hangup(now, call) {
+                            tracing::debug!(error = %e, "hangup after the bridge notice");
+                        }
+                    }
+                    Mode::Ivr => {
+                        if let Some(ivr) = c.ivr.as_mut() {
+                            if ivr.playing == Some(id) {
+                                ivr.playing = None;
+                            }
+                        }
+                        self.feed(now, ua, call, IvrInput::PromptFinished(PlaybackId(id)));
+                    }
+                    _ => {}
+                }
+            }
+            Note::Recorded { key, pcm } => {
+                if let Some((call_id, rel, abs)) = self.recording.remove(&key) {
+                    self.writing.insert(key, (call_id, rel));
+                    self.store.send(StoreRequest::WriteWav {
+                        key,
+                        path: abs,
+                        pcm,
+                    });
+                }
+            }
+            Note::Latched { .. } => {}
         }
     }
 
@@ -544,6 +803,425 @@ impl CallApp {
     pub fn media_draining(&self) -> usize {
         self.pending_release.len()
     }
+
+    /// Handles what a helper thread reports (store, speech, dialplan reload).
+    pub fn handle_note(&mut self, now: Instant, ua: &mut UserAgent, note: AppNote) {
+        match note {
+            AppNote::Reload(ReloadNote::Reloaded(plans)) => {
+                self.events.emit(
+                    None,
+                    EventBody::DialplanLoaded {
+                        version: plans.version,
+                        dialplans: plans.names(),
+                    },
+                );
+                self.plans = plans;
+            }
+            AppNote::Reload(ReloadNote::Rejected(diagnostics)) => {
+                self.events
+                    .emit(None, EventBody::DialplanRejected { diagnostics });
+            }
+            AppNote::Store(StoreReply::Recognised { key, profile }) => {
+                self.recognised(now, ua, CallHandle(key), *profile);
+            }
+            AppNote::Store(StoreReply::Recorded {
+                key,
+                outcome,
+                error,
+            }) => {
+                if let Some(call_id) = self.recording_calls.remove(&key) {
+                    self.events.emit(
+                        Some(&call_id),
+                        EventBody::StoreCallRecorded { outcome, error },
+                    );
+                }
+            }
+            AppNote::Store(StoreReply::WavWritten {
+                key,
+                duration,
+                bytes,
+                error,
+                ..
+            }) => {
+                let Some((call_id, rel)) = self.writing.remove(&key) else {
+                    return;
+                };
+                self.events.emit(
+                    Some(&call_id),
+                    EventBody::IvrRecordingSaved {
+                        path: rel,
+                        duration_ms: millis(duration),
+                        bytes,
+                        error: error.clone(),
+                    },
+                );
+                let duration = if error.is_some() {
+                    Duration::ZERO
+                } else {
+                    duration
+                };
+                self.feed(
+                    now,
+                    ua,
+                    CallHandle(key),
+                    IvrInput::RecordingFinished { duration },
+                );
+            }
+            AppNote::Rendered(Rendered { key, result }) => {
+                let waiters = self.tts_waiting.remove(&key).unwrap_or_default();
+                for (call, id, language) in waiters {
+                    let handle = CallHandle(call);
+                    let Some(c) = self.calls.get_mut(&handle) else {
+                        continue;
+                    };
+                    let call_id = c.call_id.clone();
+                    let Some(ivr) = c.ivr.as_mut() else { continue };
+                    let Some((_, since)) = ivr.rendering.filter(|(w, _)| *w == id) else {
+                        continue; // stopped (barge-in) while rendering
+                    };
+                    ivr.rendering = None;
+                    match &result {
+                        Ok((prompt, source)) => {
+                            self.events.emit(
+                                Some(&call_id),
+                                EventBody::IvrSay {
+                                    id,
+                                    text: key.1.clone(),
+                                    language,
+                                    voice: key.0.clone(),
+                                    cache: source.as_str(),
+                                    wait_ms: millis(now.saturating_duration_since(since)),
+                                },
+                            );
+                            self.play_ivr(handle, id, prompt.clone());
+                        }
+                        Err(e) => {
+                            tracing::error!(call_id = %call_id, error = %e, "speech failed; skipping the prompt");
+                            self.feed(now, ua, handle, IvrInput::PromptFinished(PlaybackId(id)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The caller lookup of a flow call came back: start its interpreter.
+    fn recognised(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        call: CallHandle,
+        profile: CallerProfile,
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return; // the caller gave up while we looked
+        };
+        let Some(pending) = c.pending_flow.take() else {
+            return;
+        };
+        let attrs = caller_attributes(&profile);
+        self.events.emit(
+            Some(&c.call_id),
+            EventBody::StoreCaller {
+                number: attrs.number.clone(),
+                known: attrs.known,
+                previous_calls: profile.previous_calls,
+                lookup_ms: millis(now.saturating_duration_since(pending.since)),
+            },
+        );
+        let ctx = CallContext {
+            call_id: c.call_id.to_string(),
+            dialed: c.number.clone(),
+            trunk: None,
+            caller: attrs,
+        };
+        match frontdoor_ivr::Call::new(pending.plan, &pending.flow, ctx) {
+            Ok(mut ivr) => {
+                ivr.start(now, Utc::now());
+                c.ivr = Some(Box::new(IvrCall {
+                    call: ivr,
+                    profile,
+                    plans: pending.plans,
+                    playing: None,
+                    rendering: None,
+                    timer_at: None,
+                }));
+                self.drive(now, ua, call);
+            }
+            Err(e) => {
+                tracing::error!(call_id = %c.call_id, error = %e, "cannot start the flow");
+                let _ = ua.reject(now, call, 500, None);
+            }
+        }
+    }
+
+    /// Feeds an input to a call's interpreter and runs what follows.
+    fn feed(&mut self, now: Instant, ua: &mut UserAgent, call: CallHandle, input: IvrInput) {
+        let Some(ivr) = self.calls.get_mut(&call).and_then(|c| c.ivr.as_mut()) else {
+            return;
+        };
+        ivr.call.handle_event(input, now, Utc::now());
+        self.drive(now, ua, call);
+    }
+
+    /// Drains the interpreter: its events onto the stream, its actions executed (feeding
+    /// back what completes at once), until it waits; then re-arms its timer.
+    fn drive(&mut self, now: Instant, ua: &mut UserAgent, call: CallHandle) {
+        for _ in 0..1024 {
+            let Some(c) = self.calls.get_mut(&call) else {
+                return;
+            };
+            let call_id = c.call_id.clone();
+            let Some(ivr) = c.ivr.as_mut() else { return };
+            let mut actions = Vec::new();
+            while let Some(e) = ivr.call.poll_event() {
+                self.events.emit(Some(&call_id), EventBody::Ivr(e));
+            }
+            while let Some(a) = ivr.call.poll_action() {
+                actions.push(a);
+            }
+            if actions.is_empty() {
+                break;
+            }
+            let mut inputs = Vec::new();
+            for a in actions {
+                if let Some(i) = self.execute(now, ua, call, &call_id, a) {
+                    inputs.push(i);
+                }
+            }
+            for i in inputs {
+                if let Some(ivr) = self.calls.get_mut(&call).and_then(|c| c.ivr.as_mut()) {
+                    ivr.call.handle_event(i, now, Utc::now());
+                }
+            }
+        }
+        if let Some(ivr) = self.calls.get_mut(&call).and_then(|c| c.ivr.as_mut()) {
+            if let Some(t) = ivr.call.poll_timeout() {
+                if ivr.timer_at.is_none_or(|at| t < at) {
+                    ivr.timer_at = Some(t);
+                    self.ivr_timers.push(Reverse((t, call.0)));
+                }
+            }
+        }
+    }
+
+    /// Executes one interpreter action; returns the input to feed back when it completes at once.
+    fn execute(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        call: CallHandle,
+        call_id: &Arc<str>,
+        action: Action,
+    ) -> Option<IvrInput> {
+        match action {
+            Action::Answer => {
+                let answered = self
+                    .calls
+                    .get(&call)
+                    .is_some_and(|c| c.answered_at.is_some());
+                if !answered {
+                    self.answer(now, ua, call);
+                }
+                self.calls
+                    .get(&call)
+                    .is_some_and(|c| c.answered_at.is_some())
+                    .then_some(IvrInput::Answered)
+            }
+            Action::Play { id, file } => {
+                let prompt = self
+                    .calls
+                    .get(&call)
+                    .and_then(|c| c.ivr.as_ref())
+                    .and_then(|i| i.plans.prompts.get(&file).cloned());
+                let Some(p) = prompt else {
+                    tracing::error!(%call_id, %file, "prompt not loaded; skipping it");
+                    return Some(IvrInput::PromptFinished(id));
+                };
+                self.ensure_answered(now, ua, call);
+                self.events
+                    .emit(Some(call_id), EventBody::IvrPlay { id: id.0, file });
+                self.play_ivr(call, id.0, p);
+                None
+            }
+            Action::Say { id, text, language } => {
+                if text.trim().is_empty() {
+                    return Some(IvrInput::PromptFinished(id));
+                }
+                self.ensure_answered(now, ua, call);
+                let voice = self.tts.voice(&language);
+                if let Some(p) = self.tts.cached(&voice, &text) {
+                    self.events.emit(
+                        Some(call_id),
+                        EventBody::IvrSay {
+                            id: id.0,
+                            text,
+                            language,
+                            voice,
+                            cache: "memory",
+                            wait_ms: 0,
+                        },
+                    );
+                    self.play_ivr(call, id.0, p);
+                    return None;
+                }
+                // Not rendered yet (a text with variables): the call waits, the SIP task not.
+                if let Some(ivr) = self.calls.get_mut(&call).and_then(|c| c.ivr.as_mut()) {
+                    ivr.rendering = Some((id.0, now));
+                }
+                let key = (voice, text);
+                let waiters = self.tts_waiting.entry(key.clone()).or_default();
+                if waiters.is_empty() {
+                    self.tts_pool.request(key);
+                }
+                waiters.push((call.0, id.0, language));
+                None
+            }
+            Action::StopPlayback { id } => {
+                if let Some(ivr) = self.calls.get_mut(&call).and_then(|c| c.ivr.as_mut()) {
+                    if ivr.rendering.is_some_and(|(r, _)| r == id.0) {
+                        ivr.rendering = None;
+                    }
+                    if ivr.playing == Some(id.0) {
+                        ivr.playing = None;
+                        self.media.send(Command::StopPlayback(call.0));
+                    }
+                    if let Some(c) = self.calls.get_mut(&call) {
+                        if c.pending_play.as_ref().is_some_and(|(p, _)| *p == id.0) {
+                            c.pending_play = None;
+                        }
+                    }
+                }
+                None
+            }
+            Action::StartDigitCollection | Action::StopDigitCollection => None,
+            Action::Enqueue(req) => {
+                // No ACD yet: the dialplan's on_failure speaks ("all agents are busy").
+                self.events.emit(
+                    Some(call_id),
+                    EventBody::IvrEnqueue {
+                        queue: req.queue,
+                        priority: req.priority,
+                        result: "failed",
+                        reason: "no acd",
+                    },
+                );
+                Some(IvrInput::QueueResult(QueueOutcome::Failed {
+                    reason: "no acd".to_owned(),
+                }))
+            }
+            Action::Transfer { to, .. } => {
+                self.events.emit(
+                    Some(call_id),
+                    EventBody::IvrTransfer {
+                        to,
+                        result: "failed",
+                        reason: "not available",
+                    },
+                );
+                Some(IvrInput::TransferResult(TransferOutcome::Failed {
+                    status: None,
+                }))
+            }
+            Action::Record {
+                path,
+                max_duration,
+                beep,
+                ..
+            } => {
+                let media_started = self.calls.get(&call).is_some_and(|c| c.media_started);
+                let Some(abs) = safe_join(&self.recordings_dir, &path).filter(|_| media_started)
+                else {
+                    tracing::warn!(%call_id, %path, "cannot record here; skipping the recording");
+                    return Some(IvrInput::RecordingFinished {
+                        duration: Duration::ZERO,
+                    });
+                };
+                if beep {
+                    self.media.send(Command::Play(
+                        call.0,
+                        DRIVER_PLAYBACK,
+                        vec![self.beep.clone()],
+                    ));
+                }
+                self.media.send(Command::Record(call.0, max_duration));
+                self.recording.insert(call.0, (call_id.clone(), path, abs));
+                None
+            }
+            Action::StopRecording => {
+                self.media.send(Command::StopRecord(call.0));
+                None
+            }
+            Action::Hangup { reason } => {
+                tracing::debug!(%call_id, %reason, "IVR hangs up");
+                if let Err(e) = ua.hangup(now, call) {
+                    tracing::debug!(error = %e, "IVR hangup");
+                }
+                None
+            }
+        }
+    }
+
+    fn ensure_answered(&mut self, now: Instant, ua: &mut UserAgent, call: CallHandle) {
+        if self
+            .calls
+            .get(&call)
+            .is_some_and(|c| c.answered_at.is_none())
+        {
+            // Media needs an answered call (no early media): answer first.
+            self.answer(now, ua, call);
+            if let Some(ivr) = self.calls.get_mut(&call).and_then(|c| c.ivr.as_mut()) {
+                ivr.call.handle_event(IvrInput::Answered, now, Utc::now());
+            }
+        }
+    }
+
+    fn play_ivr(&mut self, call: CallHandle, id: u64, prompt: Prompt) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if let Some(ivr) = c.ivr.as_mut() {
+            ivr.playing = Some(id);
+        }
+        if c.media_started {
+            self.media.send(Command::Play(call.0, id, vec![prompt]));
+        } else {
+            c.pending_play = Some((id, vec![prompt]));
+        }
+    }
+
+    /// The call is over: tell the interpreter, write the call record.
+    fn end_ivr(&mut self, now: Instant, call: CallHandle, c: &Call, mut ivr: IvrCall) {
+        let wall = Utc::now();
+        ivr.call.handle_event(IvrInput::CallerHungUp, now, wall);
+        while let Some(e) = ivr.call.poll_event() {
+            self.events.emit(Some(&c.call_id), EventBody::Ivr(e));
+        }
+        let record = call_record(
+            &ivr.profile,
+            &c.number,
+            CallTimes {
+                started_at: c.received_wall,
+                answered_at: c.answered_wall,
+                ended_at: Some(wall),
+            },
+            ivr.call.summary(),
+        );
+        self.recording_calls.insert(call.0, c.call_id.clone());
+        self.store.send(StoreRequest::Record {
+            key: call.0,
+            record: Box::new(record),
+        });
+    }
+}
+
+/// `base/rel` when `rel` is a plain relative path (no `..`, not absolute).
+fn safe_join(base: &Path, rel: &str) -> Option<PathBuf> {
+    let p = Path::new(rel);
+    if rel.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    Some(base.join(p))
 }
 
 fn millis(d: Duration) -> u64 {

@@ -32,6 +32,9 @@ pub enum ConfigError {
     /// A port range is malformed.
     #[error("invalid RTP port range {0:?}: expected LO-HI with 1024 <= LO < HI <= 65535")]
     PortRange(String),
+    /// `[store] region` is not one we know.
+    #[error("invalid [store] region {0:?}: expected US, CA, GB or CN")]
+    Region(String),
 }
 
 /// The whole configuration.
@@ -48,6 +51,10 @@ pub struct Config {
     pub calls: CallsSection,
     /// Overload protection.
     pub overload: OverloadSection,
+    /// The IVR: dialplans, text-to-speech.
+    pub ivr: IvrSection,
+    /// The customer store and call records.
+    pub store: StoreSection,
 }
 
 /// `[sip]`
@@ -204,6 +211,76 @@ impl Default for OverloadSection {
     }
 }
 
+/// `[ivr]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IvrSection {
+    /// Directory of dialplans (`*.toml`); `--dialplans` overrides it.
+    pub dialplans: String,
+    /// How often the dialplan files are checked for edits (hot reload), milliseconds; 0 turns
+    /// polling off (SIGHUP still reloads).
+    pub reload_interval_ms: u64,
+    /// The espeak-ng program.
+    pub espeak: String,
+    /// espeak-ng voice per dialplan language (`en = "en"`, `zh = "cmn"`); a language not
+    /// listed is passed to espeak-ng as the voice name.
+    pub voices: std::collections::BTreeMap<String, String>,
+    /// Speaking rate in words per minute (espeak-ng `-s`); 0 = espeak-ng's default (175).
+    pub tts_speed: u32,
+    /// Disk cache of rendered speech; default `<data-dir>/tts`.
+    pub tts_cache: Option<String>,
+    /// Threads rendering speech (espeak-ng processes at once).
+    pub tts_threads: usize,
+}
+
+impl Default for IvrSection {
+    fn default() -> Self {
+        let mut voices = std::collections::BTreeMap::new();
+        voices.insert("en".to_owned(), "en".to_owned());
+        voices.insert("zh".to_owned(), "cmn".to_owned());
+        Self {
+            dialplans: "dialplans".to_owned(),
+            reload_interval_ms: 1000,
+            espeak: "espeak-ng".to_owned(),
+            voices,
+            tts_speed: 0,
+            tts_cache: None,
+            tts_threads: 2,
+        }
+    }
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Data directory: `frontdoor.db` (SQLite), `recordings/`, `tts/`; `--data-dir`
+    /// overrides it.
+    pub data_dir: String,
+    /// Default region for national-format caller numbers (`US`, `CA`, `GB`, `CN`).
+    pub region: String,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            data_dir: "data".to_owned(),
+            region: "US".to_owned(),
+        }
+    }
+}
+
+impl StoreSection {
+    /// The region as the store's type.
+    pub fn region(&self) -> Result<frontdoor_store::Region, ConfigError> {
+        frontdoor_store::Region::from_code(&self.region)
+            .ok_or_else(|| ConfigError::Region(self.region.clone()))
+    }
+}
+
+/// The SQLite file inside a data directory.
+pub const DB_FILE: &str = "frontdoor.db";
+
 impl Config {
     /// Reads `path`, or returns the defaults when `path` is `None`.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
@@ -270,6 +347,24 @@ mod tests {
         assert!(c.trunks.allows("198.51.100.9".parse().unwrap()));
         assert!(c.trunks.allows("10.1.2.3".parse().unwrap()));
         assert!(!c.trunks.allows("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn ivr_and_store_sections() {
+        let c = Config::parse("", "x").unwrap();
+        assert_eq!(c.ivr.voices.get("zh").map(String::as_str), Some("cmn"));
+        assert_eq!(c.store.region().unwrap(), frontdoor_store::Region::Nanp);
+        let c = Config::parse(
+            "[ivr]\nreload_interval_ms = 0\nvoices = { en = \"en-us\" }\n[store]\nregion = \"GB\"\ndata_dir = \"/var/lib/fd\"\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.ivr.reload_interval_ms, 0);
+        assert_eq!(c.ivr.voices.get("en").map(String::as_str), Some("en-us"));
+        assert_eq!(c.store.region().unwrap(), frontdoor_store::Region::Gb);
+        assert_eq!(c.store.data_dir, "/var/lib/fd");
+        let bad = Config::parse("[store]\nregion = \"XX\"\n", "x").unwrap();
+        assert!(bad.store.region().is_err());
     }
 
     #[test]

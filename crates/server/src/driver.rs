@@ -17,11 +17,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::calls::CallApp;
-use crate::config::Config;
+use crate::calls::{AppNote, CallApp, IvrSetup};
+use crate::config::{Config, DB_FILE};
 use crate::events::{EventBody, EventSink};
 use crate::media::MediaEngine;
+use crate::plans::{Plans, Reloader};
 use crate::ports::PortPool;
+use crate::store::StoreThread;
+use crate::tts::{Tts, TtsPool};
 
 /// Most datagrams read in one go before the loop looks at its other inputs.
 const BATCH: usize = 256;
@@ -47,6 +50,9 @@ pub enum ServeError {
     /// The media engine could not start.
     #[error("cannot start the media engine: {0}")]
     Media(std::io::Error),
+    /// The store or the IVR's threads could not start.
+    #[error("cannot start the IVR: {0}")]
+    Ivr(String),
 }
 
 /// What `frontdoor serve` runs with.
@@ -62,6 +68,14 @@ pub struct ServeOptions {
     pub events: EventSink,
     /// Prompts, decoded and pre-encoded.
     pub prompts: Arc<frontdoor_media::prompt::PromptLibrary>,
+    /// Directory the prompts came from.
+    pub prompt_dir: std::path::PathBuf,
+    /// The dialplans, validated and ready.
+    pub plans: Arc<Plans>,
+    /// Speech.
+    pub tts: Arc<Tts>,
+    /// Data directory (SQLite, recordings).
+    pub data_dir: std::path::PathBuf,
 }
 
 enum TcpEvent {
@@ -114,6 +128,10 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         rtp_ports,
         events,
         prompts,
+        prompt_dir,
+        plans,
+        tts,
+        data_dir,
     } = opts;
     let udp = bind_udp(sip, config.sip.udp_recv_buffer).map_err(|source| ServeError::Bind {
         what: "UDP",
@@ -149,6 +167,55 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     };
     let (media_tx, mut media_rx) = mpsc::unbounded_channel();
     let media = MediaEngine::start(threads, media_tx).map_err(ServeError::Media)?;
+    let (app_tx, mut app_rx) = mpsc::unbounded_channel::<AppNote>();
+    let region = config
+        .store
+        .region()
+        .map_err(|e| ServeError::Ivr(e.to_string()))?;
+    let store_tx = app_tx.clone();
+    let store = StoreThread::start(&data_dir.join(DB_FILE), region, move |r| {
+        let _ = store_tx.send(AppNote::Store(r));
+    })
+    .map_err(ServeError::Ivr)?;
+    let tts_tx = app_tx.clone();
+    let tts_pool = TtsPool::start(tts.clone(), config.ivr.tts_threads, move |r| {
+        let _ = tts_tx.send(AppNote::Rendered(r));
+    })
+    .map_err(|e| ServeError::Ivr(e.to_string()))?;
+    let (reload_wake, reload_rx) = std::sync::mpsc::channel::<()>();
+    let reloader = Reloader {
+        interval: (config.ivr.reload_interval_ms > 0)
+            .then(|| Duration::from_millis(config.ivr.reload_interval_ms)),
+        prompt_dir,
+        library: prompts.clone(),
+        tts: tts.clone(),
+        threads: config.ivr.tts_threads,
+    };
+    let reload_set = plans.set.clone();
+    let reload_tx = app_tx.clone();
+    std::thread::Builder::new()
+        .name("dialplan-reload".into())
+        .spawn(move || {
+            reloader.run(reload_set, reload_rx, |n| {
+                let _ = reload_tx.send(AppNote::Reload(n));
+            })
+        })
+        .map_err(|e| ServeError::Ivr(e.to_string()))?;
+    drop(app_tx);
+    events.emit(
+        None,
+        EventBody::DialplanLoaded {
+            version: plans.version,
+            dialplans: plans.names(),
+        },
+    );
+    let ivr = IvrSetup {
+        plans,
+        tts,
+        tts_pool,
+        store,
+        recordings: data_dir.join("recordings"),
+    };
     let mut app = CallApp::new(
         config.clone(),
         public_ip,
@@ -157,6 +224,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         events.clone(),
         media,
         prompts,
+        ivr,
     );
 
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(4096);
@@ -168,6 +236,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(ServeError::Signals)?;
 
     let rcvbuf_at_start = udp_rcvbuf_errors();
     events.emit(
@@ -213,6 +282,17 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             }
             _ = sigint.recv(), if stopping_at.is_none() => {
                 begin_shutdown(&mut stopping_at, &mut ua, &mut app, &events, &config);
+            }
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: checking the dialplans");
+                let _ = reload_wake.send(());
+            }
+            Some(note) = app_rx.recv() => {
+                let now = Instant::now();
+                app.handle_note(now, &mut ua, note);
+                while let Ok(note) = app_rx.try_recv() {
+                    app.handle_note(now, &mut ua, note);
+                }
             }
             ready = udp.readable() => {
                 if let Err(e) = ready {
@@ -303,10 +383,17 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     }
 
     acceptor.abort();
+    drop(reload_wake);
+    // Pending store work (call records, recordings of the calls just ended) is written first.
+    while let Ok(note) = media_rx.try_recv() {
+        app.handle_media(Instant::now(), &mut ua, note);
+    }
+    let total_calls = app.total_calls();
+    app.finish();
     let rcvbuf_errors = udp_rcvbuf_errors().saturating_sub(rcvbuf_at_start);
     let stats = ua.stats();
     tracing::info!(
-        calls = app.total_calls(),
+        calls = total_calls,
         udp_rcvbuf_errors = rcvbuf_errors,
         stats = ?stats,
         events_dropped = events.dropped(),
@@ -315,7 +402,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     events.emit(
         None,
         EventBody::ServerStopped {
-            calls_total: app.total_calls(),
+            calls_total: total_calls,
             udp_rcvbuf_errors: rcvbuf_errors,
         },
     );

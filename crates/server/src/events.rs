@@ -150,6 +150,98 @@ pub enum EventBody {
         /// Where the media went at the end.
         remote: SocketAddr,
     },
+    /// A dialplan version was loaded at start or by a hot reload.
+    #[serde(rename = "dialplan.loaded")]
+    DialplanLoaded {
+        /// 1 at start, +1 per reload.
+        version: u64,
+        /// Names of the dialplans.
+        dialplans: Vec<String>,
+    },
+    /// An edit of the dialplans was rejected; the running version stays.
+    #[serde(rename = "dialplan.rejected")]
+    DialplanRejected {
+        /// The diagnostics (`file:line:col: error: ...` with hints).
+        diagnostics: Vec<String>,
+    },
+    /// The IVR speaks a text (the call waited `wait_ms` when it was not rendered yet).
+    #[serde(rename = "ivr.say")]
+    IvrSay {
+        /// Playback id (per call).
+        id: u64,
+        /// The text, variables substituted.
+        text: String,
+        /// Dialplan language.
+        language: String,
+        /// espeak-ng voice.
+        voice: String,
+        /// `memory`, `disk` or `rendered`.
+        cache: &'static str,
+        /// Milliseconds the call waited for the speech.
+        wait_ms: u64,
+    },
+    /// The IVR plays a prompt file.
+    #[serde(rename = "ivr.play")]
+    IvrPlay {
+        /// Playback id (per call).
+        id: u64,
+        /// File, relative to the prompts directory.
+        file: String,
+    },
+    /// An `enqueue` step asked for an agent (no ACD yet: always `failed`).
+    #[serde(rename = "ivr.enqueue")]
+    IvrEnqueue {
+        /// Queue.
+        queue: String,
+        /// Priority class.
+        priority: u8,
+        /// `failed`.
+        result: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A `transfer` step asked for a B leg (no bridging yet: always `failed`).
+    #[serde(rename = "ivr.transfer")]
+    IvrTransfer {
+        /// Target URI.
+        to: String,
+        /// `failed`.
+        result: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A voicemail recording was written.
+    #[serde(rename = "ivr.recording_saved")]
+    IvrRecordingSaved {
+        /// Path relative to the recordings directory.
+        path: String,
+        /// Length in milliseconds.
+        duration_ms: u64,
+        /// File size.
+        bytes: u64,
+        /// Error, when the file could not be written.
+        error: Option<String>,
+    },
+    /// The caller recognition of a call (before its flow starts).
+    #[serde(rename = "store.caller")]
+    StoreCaller {
+        /// E.164 number, or null (anonymous/invalid).
+        number: Option<String>,
+        /// A customer of the store.
+        known: bool,
+        /// Earlier call records from this number.
+        previous_calls: u64,
+        /// Milliseconds the lookup took (the call rang meanwhile).
+        lookup_ms: u64,
+    },
+    /// The call record was written.
+    #[serde(rename = "store.call_recorded")]
+    StoreCallRecorded {
+        /// The outcome stored.
+        outcome: String,
+        /// Error, when the write failed.
+        error: Option<String>,
+    },
     /// The call ended.
     #[serde(rename = "call.ended")]
     CallEnded {
@@ -162,6 +254,10 @@ pub enum EventBody {
         /// Milliseconds from answer to the end (0 when never answered).
         talk_ms: u64,
     },
+    /// An event of the IVR interpreter (`ivr.started`, `ivr.recognition`, `ivr.step`,
+    /// `ivr.route`, `ivr.gather`, `ivr.recorded`, `ivr.ended`), as `frontdoor-ivr` serialises it.
+    #[serde(untagged)]
+    Ivr(frontdoor_ivr::IvrEvent),
 }
 
 /// One event as queued: the body plus the envelope fields taken at emission.
@@ -396,6 +492,44 @@ mod tests {
         assert_eq!(lines[1]["call_id"], "abc@host");
         assert_eq!(lines[1]["cause"], "remote_bye");
         assert!(lines[0]["ts"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn ivr_events_keep_their_own_type() {
+        let dir = std::env::temp_dir().join(format!("fd-events-ivr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("e.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let (sink, writer) = EventSink::open(EventTarget::File(path.clone())).unwrap();
+        let cid: Arc<str> = Arc::from("c@h");
+        sink.emit(
+            Some(&cid),
+            EventBody::Ivr(frontdoor_ivr::IvrEvent::Step {
+                step: "menu".to_owned(),
+                verb: "menu",
+            }),
+        );
+        sink.emit(
+            Some(&cid),
+            EventBody::Ivr(frontdoor_ivr::IvrEvent::Ended {
+                outcome: frontdoor_ivr::Outcome::Abandoned {
+                    step: "menu".to_owned(),
+                },
+            }),
+        );
+        drop(sink);
+        writer.finish();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["type"], "ivr.step", "{text}");
+        assert_eq!(lines[0]["step"], "menu");
+        assert_eq!(lines[0]["call_id"], "c@h");
+        assert_eq!(lines[1]["type"], "ivr.ended");
+        assert_eq!(lines[1]["outcome"], "abandoned");
+        assert_eq!(lines[1]["step"], "menu");
     }
 
     #[test]

@@ -10,4 +10,7 @@ pub mod config;
 pub mod driver;
 pub mod events;
 pub mod media;
+pub mod plans;
 pub mod ports;
+pub mod store;
+pub mod tts;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use frontdoor::config::{Config, parse_port_range};
 use frontdoor::driver::{ServeOptions, serve};
 use frontdoor::events::{EventSink, EventTarget};
+use frontdoor::tts::Tts;
 use frontdoor_media::prompt::PromptLibrary;
 
 #[derive(Debug, Parser)]
@@ -42,6 +43,28 @@ enum Command {
         /// Directory of prompt audio files (overrides the config file).
         #[arg(long)]
         prompts: Option<PathBuf>,
+        /// Directory of dialplans (`*.toml`; default `dialplans`, or `[ivr] dialplans`).
+        #[arg(long)]
+        dialplans: Option<PathBuf>,
+        /// Data directory: SQLite store, recordings, speech cache (default `data`, or
+        /// `[store] data_dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Validate dialplans: every problem of every file with file:line:col and a hint; exit
+    /// status 1 when any file is invalid.
+    Check {
+        /// A dialplan directory or one file.
+        #[arg(default_value = "dialplans")]
+        path: PathBuf,
+        /// Directory of prompt audio files `play` steps refer to.
+        #[arg(long, default_value = "prompts")]
+        prompts: PathBuf,
+    },
+    /// The customer store.
+    Customers {
+        #[command(subcommand)]
+        command: CustomersCommand,
     },
     /// Run the ACD core in simulated time (Poisson arrivals, exponential handle times,
     /// patience, VIP share, callbacks, skills) and print service level, speed of answer and
@@ -56,6 +79,26 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CustomersCommand {
+    /// Import customers from CSV (header `phone,name,tier,vip,language,notes`; `phone`
+    /// required). Bad rows are reported with their line and skipped; exit status 2 when any
+    /// row was rejected, 1 when the file could not be imported at all.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// Data directory holding `frontdoor.db`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Configuration file (for `[store]`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Region for national-format numbers (overrides `[store] region`).
+        #[arg(long)]
+        region: Option<String>,
     },
 }
 
@@ -76,13 +119,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Check { path, prompts } => run_check(&path, &prompts),
+        Command::Customers {
+            command:
+                CustomersCommand::Import {
+                    file,
+                    data_dir,
+                    config,
+                    region,
+                },
+        } => run_import(&file, data_dir, config, region),
         Command::Serve {
             sip,
             config,
             events,
             rtp_ports,
             prompts,
-        } => match run_serve(sip, config, events, rtp_ports, prompts) {
+            dialplans,
+            data_dir,
+        } => match run_serve(sip, config, events, rtp_ports, prompts, dialplans, data_dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("frontdoor: {e}");
@@ -92,14 +147,97 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_check(path: &std::path::Path, prompts: &std::path::Path) -> ExitCode {
+    let result = if path.is_dir() {
+        frontdoor_ivr::check_dir(path, Some(prompts))
+    } else {
+        frontdoor_ivr::check_file(path, Some(prompts)).map(|l| vec![l])
+    };
+    match result {
+        Ok(loaded) => {
+            for l in &loaded {
+                for w in &l.warnings {
+                    println!("{w}");
+                }
+            }
+            let names: Vec<&str> = loaded.iter().map(|l| l.plan.name.as_str()).collect();
+            println!(
+                "{}: ok ({} dialplan{}: {})",
+                path.display(),
+                loaded.len(),
+                if loaded.len() == 1 { "" } else { "s" },
+                names.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            for d in &diags {
+                println!("{d}");
+            }
+            let errors = diags
+                .iter()
+                .filter(|d| d.severity == frontdoor_ivr::Severity::Error)
+                .count();
+            eprintln!("{}: {errors} error(s)", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_import(
+    file: &std::path::Path,
+    data_dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    region: Option<String>,
+) -> ExitCode {
+    let go = || -> Result<frontdoor_store::ImportReport, Box<dyn std::error::Error>> {
+        let config = Config::load(config.as_deref())?;
+        let region = match region {
+            Some(r) => frontdoor_store::Region::from_code(&r)
+                .ok_or_else(|| format!("unknown region {r:?}: expected US, CA, GB or CN"))?,
+            None => config.store.region()?,
+        };
+        let dir = data_dir.unwrap_or_else(|| PathBuf::from(&config.store.data_dir));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let store = frontdoor_store::SqliteStore::open(&dir.join(frontdoor::config::DB_FILE))?;
+        let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        Ok(frontdoor_store::import_csv(&store, f, region)?)
+    };
+    match go() {
+        Ok(report) => {
+            for e in &report.errors {
+                println!("{}:{}: error: {}", file.display(), e.line, e.message);
+            }
+            println!(
+                "imported {} customer(s), rejected {} row(s)",
+                report.imported,
+                report.errors.len()
+            );
+            if report.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        Err(e) => {
+            eprintln!("frontdoor customers import: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_serve(
     sip: SocketAddr,
     config: Option<PathBuf>,
     events: Option<String>,
     rtp_ports: Option<String>,
     prompts: Option<PathBuf>,
+    dialplans: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(config.as_deref())?;
+    config.store.region()?;
     let prompt_dir = prompts.unwrap_or_else(|| PathBuf::from(&config.media.prompts));
     let (library, warnings) =
         PromptLibrary::load_dir(&prompt_dir, frontdoor::calls::REQUIRED_PROMPTS)
@@ -108,6 +246,32 @@ fn run_serve(
         tracing::warn!(path = %path.display(), error = %why, "prompt skipped");
     }
     tracing::info!(count = library.len(), dir = %prompt_dir.display(), "prompts loaded");
+    let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(&config.store.data_dir));
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let dialplan_dir = dialplans.unwrap_or_else(|| PathBuf::from(&config.ivr.dialplans));
+    let tts_cache = config
+        .ivr
+        .tts_cache
+        .as_ref()
+        .map_or_else(|| data_dir.join("tts"), PathBuf::from);
+    let tts = Arc::new(Tts::new(&config.ivr, tts_cache));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    let plans = match frontdoor::plans::load(&dialplan_dir, &prompt_dir, &library, &tts, threads) {
+        Ok(p) => p,
+        Err(e) => {
+            for l in e.lines() {
+                eprintln!("{l}");
+            }
+            return Err(format!(
+                "the dialplans in {} are not valid; not starting",
+                dialplan_dir.display()
+            )
+            .into());
+        }
+    };
+    tracing::info!(dir = %dialplan_dir.display(), dialplans = ?plans.names(), "dialplans loaded");
     let range = rtp_ports
         .as_deref()
         .unwrap_or(&config.media.rtp_ports)
@@ -133,6 +297,10 @@ fn run_serve(
         rtp_ports,
         events: sink,
         prompts: Arc::new(library),
+        prompt_dir,
+        plans: Arc::new(plans),
+        tts,
+        data_dir,
     }));
     drop(runtime);
     if let Some(w) = writer {

@@ -16,9 +16,10 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use frontdoor_media::call::{MediaEvent, MediaSession, MediaStats};
+use frontdoor_media::call::{MediaEvent, MediaSession, MediaStats, RxOutcome};
 use frontdoor_media::dtmf::{Digit, DtmfSource};
 use frontdoor_media::prompt::Prompt;
+use frontdoor_media::rtp::{PayloadKind, parse_rtp};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -50,8 +51,9 @@ pub struct LegSpec {
 pub enum Command {
     /// Start a leg.
     Add(Box<LegSpec>),
-    /// Queue prompts to play, in order.
-    Play(LegKey, Vec<Prompt>),
+    /// Queue prompts to play, in order; [`Note::PromptDone`] with this playback id comes
+    /// when the queue has played out (not after [`Command::StopPlayback`]).
+    Play(LegKey, u64, Vec<Prompt>),
     /// Stop playing (barge-in); queued prompts are dropped.
     StopPlayback(LegKey),
     /// What to play when nothing is queued (hold audio); `None` = silence.
@@ -66,7 +68,13 @@ pub enum Command {
     Info(LegKey, String, bytes::Bytes),
     /// Send a DTMF digit as RFC 4733.
     SendDtmf(LegKey, Digit),
-    /// End the leg; its final statistics come back as [`Note::Ended`].
+    /// Record the caller's audio (decoded, placed by RTP timestamp: reordering-safe, gaps
+    /// are silence) for at most this long; [`Note::Recorded`] brings the samples.
+    Record(LegKey, Duration),
+    /// Stop the recording now.
+    StopRecord(LegKey),
+    /// End the leg; its final statistics come back as [`Note::Ended`] (after a
+    /// [`Note::Recorded`] if a recording was running).
     Remove(LegKey),
 }
 
@@ -88,6 +96,15 @@ pub enum Note {
     PromptDone {
         /// Leg.
         key: LegKey,
+        /// Playback id of the last `Play`.
+        id: u64,
+    },
+    /// A recording ended (stop, maximum length or end of the leg).
+    Recorded {
+        /// Leg.
+        key: LegKey,
+        /// Mono 8 kHz samples.
+        pcm: Vec<i16>,
     },
     /// No RTP for the configured time (and not on hold).
     Timeout {
@@ -179,7 +196,9 @@ impl MediaEngine {
                 (Some(idx), None)
             }
             Command::Remove(key) => (self.placement.get(key).copied(), Some(*key)),
-            Command::Play(k, _)
+            Command::Play(k, _, _)
+            | Command::Record(k, _)
+            | Command::StopRecord(k)
             | Command::StopPlayback(k)
             | Command::SetIdle(k, _)
             | Command::SetEcho(k, _)
@@ -223,8 +242,68 @@ struct Leg {
     rtcp: Option<UdpSocket>,
     rtcp_remote: Option<SocketAddr>,
     session: Box<MediaSession>,
-    playing: bool,
+    playing: Option<u64>,
     timed_out: bool,
+    recording: Option<Recording>,
+}
+
+/// A recording in progress: samples placed by RTP timestamp.
+struct Recording {
+    started: Instant,
+    deadline: Instant,
+    max_samples: usize,
+    first_ts: Option<u32>,
+    pcm: Vec<i16>,
+}
+
+impl Recording {
+    fn new(now: Instant, max: Duration) -> Self {
+        let max_samples = usize::try_from(max.as_millis().saturating_mul(8)).unwrap_or(usize::MAX);
+        Self {
+            started: now,
+            deadline: now + max,
+            max_samples,
+            first_ts: None,
+            pcm: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, ts: u32, samples: &[i16]) {
+        let first = *self.first_ts.get_or_insert(ts);
+        let offset = ts.wrapping_sub(first);
+        // Packets from before the start (reordered) or absurd jumps are not recorded.
+        if offset > u32::MAX / 2 {
+            return;
+        }
+        let Ok(at) = usize::try_from(offset) else {
+            return;
+        };
+        if at >= self.max_samples {
+            return;
+        }
+        let end = (at + samples.len()).min(self.max_samples);
+        if self.pcm.len() < end {
+            self.pcm.resize(end, 0);
+        }
+        if let (Some(dst), Some(src)) = (self.pcm.get_mut(at..end), samples.get(..end - at)) {
+            dst.copy_from_slice(src);
+        }
+    }
+
+    /// The samples, padded with silence to the time it ran (the caller may have sent no RTP).
+    fn finish(mut self, now: Instant) -> Vec<i16> {
+        let ran = usize::try_from(
+            now.saturating_duration_since(self.started)
+                .as_millis()
+                .saturating_mul(8),
+        )
+        .unwrap_or(usize::MAX)
+        .min(self.max_samples);
+        if self.pcm.len() < ran {
+            self.pcm.resize(ran, 0);
+        }
+        self.pcm
+    }
 }
 
 struct Worker {
@@ -322,18 +401,32 @@ impl Worker {
     fn command(&mut self, now: Instant, cmd: Command) {
         match cmd {
             Command::Add(spec) => self.add(now, *spec),
-            Command::Play(key, prompts) => self.with_leg(
+            Command::Play(key, id, prompts) => self.with_leg(
                 key,
                 |leg, _| {
                     for p in prompts {
                         leg.session.play(p);
                     }
-                    leg.playing = leg.session.is_playing();
+                    leg.playing = leg.session.is_playing().then_some(id);
                 },
                 now,
             ),
-            Command::StopPlayback(key) => {
-                self.with_leg(key, |leg, _| leg.session.stop_prompts(), now)
+            Command::StopPlayback(key) => self.with_leg(
+                key,
+                |leg, _| {
+                    leg.session.stop_prompts();
+                    leg.playing = None;
+                },
+                now,
+            ),
+            Command::Record(key, max) => self.with_leg(
+                key,
+                |leg, now| leg.recording = Some(Recording::new(now, max)),
+                now,
+            ),
+            Command::StopRecord(key) => {
+                let notes = self.notes.clone();
+                self.with_leg(key, |leg, now| finish_recording(leg, now, &notes), now);
             }
             Command::SetIdle(key, p) => {
                 self.with_leg(key, |leg, _| leg.session.set_idle_audio(p), now)
@@ -376,6 +469,7 @@ impl Worker {
                 if let Some(idx) = self.by_key.remove(&key) {
                     if self.legs.contains(idx) {
                         let mut leg = self.legs.remove(idx);
+                        finish_recording(&mut leg, now, &self.notes);
                         let _ = self.poll.registry().deregister(&mut leg.rtp);
                         if let Some(s) = leg.rtcp.as_mut() {
                             let _ = self.poll.registry().deregister(s);
@@ -442,8 +536,9 @@ impl Worker {
             rtcp,
             rtcp_remote: Some(SocketAddr::new(remote.ip(), remote.port().wrapping_add(1))),
             session,
-            playing: false,
+            playing: None,
             timed_out: false,
+            recording: None,
         });
         self.by_key.insert(key, idx);
         self.schedule(idx, generation, now);
@@ -471,7 +566,10 @@ impl Worker {
                     if is_rtcp {
                         let _ = leg.session.handle_rtcp(now, src, data);
                     } else {
-                        let _ = leg.session.handle_rtp(now, src, data);
+                        let outcome = leg.session.handle_rtp(now, src, data);
+                        if let (Some(rec), RxOutcome::Audio) = (leg.recording.as_mut(), outcome) {
+                            record_packet(rec, data, &leg.session);
+                        }
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -518,15 +616,41 @@ fn tick(leg: &mut Leg, now: Instant, notes: &UnboundedSender<Note>) -> Instant {
         }
     }
     drain_events(leg, notes);
-    if leg.playing && !leg.session.is_playing() {
-        leg.playing = false;
-        let _ = notes.send(Note::PromptDone { key: leg.key });
+    if let Some(id) = leg.playing {
+        if !leg.session.is_playing() {
+            leg.playing = None;
+            let _ = notes.send(Note::PromptDone { key: leg.key, id });
+        }
+    }
+    if leg.recording.as_ref().is_some_and(|r| now >= r.deadline) {
+        finish_recording(leg, now, notes);
     }
     if !leg.timed_out && leg.session.media_timeout(now) {
         leg.timed_out = true;
         let _ = notes.send(Note::Timeout { key: leg.key });
     }
     leg.session.poll_timeout()
+}
+
+fn finish_recording(leg: &mut Leg, now: Instant, notes: &UnboundedSender<Note>) {
+    if let Some(rec) = leg.recording.take() {
+        let _ = notes.send(Note::Recorded {
+            key: leg.key,
+            pcm: rec.finish(now),
+        });
+    }
+}
+
+/// Decodes one accepted audio packet into the recording.
+fn record_packet(rec: &mut Recording, data: &[u8], session: &MediaSession) {
+    let Ok(pkt) = parse_rtp(data, session.payload_map()) else {
+        return;
+    };
+    if let PayloadKind::Audio(codec) = pkt.kind {
+        let mut pcm = [0i16; 480];
+        let n = codec.decode_into(pkt.payload, &mut pcm);
+        rec.push(pkt.timestamp, pcm.get(..n).unwrap_or_default());
+    }
 }
 
 fn drain_events(leg: &mut Leg, notes: &UnboundedSender<Note>) {

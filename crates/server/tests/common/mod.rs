@@ -32,17 +32,71 @@ pub struct Server {
     pub events_path: PathBuf,
 }
 
+/// Speech rendered by espeak-ng, shared by every test server (renders once per machine).
+pub fn tts_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tts-cache")
+}
+
+/// The config text with `[ivr] tts_cache` pointing at the shared cache.
+fn with_tts_cache(config: &str) -> String {
+    let line = format!("tts_cache = {:?}\n", tts_cache().display().to_string());
+    if config.contains("[ivr]\n") {
+        config.replacen("[ivr]\n", &format!("[ivr]\n{line}"), 1)
+    } else {
+        format!("{config}\n[ivr]\n{line}")
+    }
+}
+
+/// Server starts are serialised within a test binary: the first one renders the speech
+/// cache, the others read it.
+static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A temporary directory for a test.
+pub fn test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("frontdoor-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Where a test server takes its dialplans and keeps its data.
+pub struct Dirs {
+    /// Dialplan directory (default: the repository's `dialplans/`).
+    pub dialplans: PathBuf,
+    /// Data directory (default: `data` in the test's directory).
+    pub data: Option<PathBuf>,
+}
+
+impl Default for Dirs {
+    fn default() -> Self {
+        Dirs {
+            dialplans: repo_root().join("dialplans"),
+            data: None,
+        }
+    }
+}
+
 impl Server {
     /// Starts `frontdoor serve` on 127.0.0.1:`sip_port` with an optional config text.
     pub fn start(name: &str, sip_port: u16, rtp: (u16, u16), config: &str) -> Server {
-        let dir =
-            std::env::temp_dir().join(format!("frontdoor-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        Self::start_with(name, sip_port, rtp, config, Dirs::default())
+    }
+
+    /// Like [`Server::start`], with the dialplan and data directories given.
+    pub fn start_with(
+        name: &str,
+        sip_port: u16,
+        rtp: (u16, u16),
+        config: &str,
+        dirs: Dirs,
+    ) -> Server {
+        let dir = test_dir(name);
         let events_path = dir.join("events.jsonl");
         let config_path = dir.join("frontdoor.toml");
-        std::fs::write(&config_path, config).unwrap();
+        std::fs::write(&config_path, with_tts_cache(config)).unwrap();
+        let data = dirs.data.unwrap_or_else(|| dir.join("data"));
         let log = std::fs::File::create(dir.join("server.log")).unwrap();
+        let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         let child = Command::new(env!("CARGO_BIN_EXE_frontdoor"))
             .args(["serve", "--sip", &format!("127.0.0.1:{sip_port}")])
             .arg("--config")
@@ -52,6 +106,10 @@ impl Server {
             .args(["--rtp-ports", &format!("{}-{}", rtp.0, rtp.1)])
             .arg("--prompts")
             .arg(repo_root().join("prompts"))
+            .arg("--dialplans")
+            .arg(&dirs.dialplans)
+            .arg("--data-dir")
+            .arg(&data)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -63,7 +121,7 @@ impl Server {
             dir,
             events_path,
         };
-        server.wait_event(Duration::from_secs(20), |e| e["type"] == "server.started");
+        server.wait_event(Duration::from_secs(90), |e| e["type"] == "server.started");
         server
     }
 
@@ -381,4 +439,49 @@ impl RawCall {
             }
         }
     }
+}
+
+/// Writes a pcap (Ethernet/IPv4/UDP, 127.0.0.1:4000 → :6000) of RTP packets, each with its
+/// capture time in microseconds from the start, as SIPp's `play_pcap_audio` replays them.
+pub fn write_pcap(path: &Path, packets: &[(u64, Vec<u8>)]) {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
+    for (t_us, rtp) in packets {
+        let udp_len = 8 + rtp.len();
+        let ip_len = 20 + udp_len;
+        let mut pkt = vec![0u8; 12];
+        pkt.extend_from_slice(&[0x08, 0x00]);
+        pkt.extend_from_slice(&[
+            0x45,
+            0,
+            (ip_len >> 8) as u8,
+            ip_len as u8,
+            0,
+            0,
+            0,
+            0,
+            64,
+            17,
+            0,
+            0,
+        ]);
+        pkt.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
+        pkt.extend_from_slice(&4000u16.to_be_bytes());
+        pkt.extend_from_slice(&6000u16.to_be_bytes());
+        pkt.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        pkt.extend_from_slice(&[0, 0]);
+        pkt.extend_from_slice(rtp);
+        out.extend_from_slice(&((1_700_000_000 + t_us / 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&((t_us % 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
+        out.extend_from_slice(&pkt);
+    }
+    std::fs::write(path, out).unwrap();
 }

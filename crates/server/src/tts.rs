@@ -1,0 +1,325 @@
+//! Text to speech with espeak-ng, off the SIP task.
+//!
+//! `espeak-ng -v VOICE -w FILE` reads the text on its standard input (so a text can never be
+//! taken for an option), the WAV is decoded and pre-encoded once with
+//! [`Prompt::from_bytes`], and kept in two caches keyed by (voice, speed, text): in memory for
+//! the process, and on disk (`<data-dir>/tts/VOICE-HASH.wav`) across restarts. Rendering
+//! blocks, so it runs on the loader (static texts, before a dialplan version is used) or on
+//! the [`TtsPool`] threads (texts with `{variables}`); the SIP task only looks up the memory
+//! cache.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use frontdoor_media::g711::G711;
+use frontdoor_media::prompt::Prompt;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::config::IvrSection;
+
+/// Longest an espeak-ng run may take.
+const RENDER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where a rendered prompt came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The in-memory cache.
+    Memory,
+    /// The disk cache.
+    Disk,
+    /// A new espeak-ng run.
+    Rendered,
+}
+
+impl Source {
+    /// Name on the event stream.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Memory => "memory",
+            Source::Disk => "disk",
+            Source::Rendered => "rendered",
+        }
+    }
+}
+
+/// Cache key: voice and text.
+pub type Key = (String, String);
+
+/// The speech renderer and its caches. Shared (`Arc`) by the loader, the pool and the SIP task.
+#[derive(Debug)]
+pub struct Tts {
+    program: String,
+    voices: std::collections::BTreeMap<String, String>,
+    speed: u32,
+    cache_dir: PathBuf,
+    memory: Mutex<HashMap<Key, Prompt>>,
+}
+
+fn fnv64(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+impl Tts {
+    /// A renderer with the `[ivr]` settings, caching on disk under `cache_dir`.
+    pub fn new(cfg: &IvrSection, cache_dir: PathBuf) -> Self {
+        Self {
+            program: cfg.espeak.clone(),
+            voices: cfg.voices.clone(),
+            speed: cfg.tts_speed,
+            cache_dir,
+            memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The espeak-ng voice for a dialplan language.
+    pub fn voice(&self, language: &str) -> String {
+        self.voices
+            .get(language)
+            .cloned()
+            .unwrap_or_else(|| language.to_owned())
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Prompt>> {
+        self.memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The prompt when it is in the memory cache (cheap; the SIP task calls this).
+    pub fn cached(&self, voice: &str, text: &str) -> Option<Prompt> {
+        self.memory()
+            .get(&(voice.to_owned(), text.to_owned()))
+            .cloned()
+    }
+
+    fn cache_path(&self, voice: &str, text: &str) -> PathBuf {
+        let safe: String = voice
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let speed = self.speed.to_string();
+        self.cache_dir
+            .join(format!("{safe}-{:016x}.wav", fnv64(&[voice, &speed, text])))
+    }
+
+    /// The prompt for `text` in `voice`: memory, then disk, then espeak-ng. Blocking.
+    pub fn render(&self, voice: &str, text: &str) -> Result<(Prompt, Source), String> {
+        if let Some(p) = self.cached(voice, text) {
+            return Ok((p, Source::Memory));
+        }
+        let path = self.cache_path(voice, text);
+        let (prompt, source) = match std::fs::read(&path)
+            .ok()
+            .and_then(|data| read_cached(&path, &data))
+        {
+            Some(p) => (p, Source::Disk),
+            None => (self.espeak(voice, text, &path)?, Source::Rendered),
+        };
+        self.memory()
+            .insert((voice.to_owned(), text.to_owned()), prompt.clone());
+        Ok((prompt, source))
+    }
+
+    fn espeak(&self, voice: &str, text: &str, path: &Path) -> Result<Prompt, String> {
+        std::fs::create_dir_all(&self.cache_dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.cache_dir.display()))?;
+        // A unique temporary name, renamed into place: concurrent renderers never see half a file.
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
+        let mut cmd = Command::new(&self.program);
+        cmd.arg("-v").arg(voice);
+        if self.speed > 0 {
+            cmd.arg("-s").arg(self.speed.to_string());
+        }
+        cmd.arg("-w")
+            .arg(&tmp)
+            .arg("--stdin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.program))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(text.as_bytes());
+        }
+        let start = Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break s,
+                Ok(None) if start.elapsed() > RENDER_TIMEOUT => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(format!("{} timed out", self.program));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => return Err(format!("{}: {e}", self.program)),
+            }
+        };
+        let mut err = String::new();
+        if let Some(mut s) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut s, &mut err);
+        }
+        if !status.success() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!(
+                "{} -v {voice} failed ({status}): {}",
+                self.program,
+                err.trim()
+            ));
+        }
+        let data = std::fs::read(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let prompt = Prompt::from_bytes(path, data).map_err(|e| e.to_string())?;
+        // The disk cache keeps the 8 kHz result (what calls hear), so a restart decodes it
+        // without resampling.
+        let pcm = G711::Pcmu.decode(prompt.encoded(G711::Pcmu));
+        let _ = std::fs::write(&tmp, crate::store::wav_bytes(&pcm));
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            tracing::debug!(error = %e, "cannot keep the rendered speech on disk");
+            let _ = std::fs::remove_file(&tmp);
+        }
+        Ok(prompt)
+    }
+}
+
+/// A cache file: the 8 kHz mono 16-bit WAV [`crate::store::wav_bytes`] writes, else any
+/// format the prompt decoder reads.
+fn read_cached(path: &Path, data: &[u8]) -> Option<Prompt> {
+    let ours = data.len() >= 44
+        && data.get(..4) == Some(b"RIFF")
+        && data.get(20..24) == Some(&[1, 0, 1, 0])
+        && data.get(24..28) == Some(&8000u32.to_le_bytes())
+        && data.get(34..36) == Some(&[16, 0])
+        && data.get(36..40) == Some(b"data");
+    if !ours {
+        return Prompt::from_bytes(path, data.to_vec()).ok();
+    }
+    let pcm: Vec<i16> = data
+        .get(44..)?
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    if pcm.is_empty() {
+        return None;
+    }
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("tts");
+    Some(Prompt::from_pcm(name, &pcm))
+}
+
+/// A finished render for the SIP task.
+#[derive(Debug)]
+pub struct Rendered {
+    /// Voice and text.
+    pub key: Key,
+    /// The prompt, or why not.
+    pub result: Result<(Prompt, Source), String>,
+}
+
+/// Threads that render texts with `{variables}` on demand.
+#[derive(Debug)]
+pub struct TtsPool {
+    tx: std::sync::mpsc::Sender<Key>,
+}
+
+impl TtsPool {
+    /// Starts `threads` renderers reporting with `done`.
+    pub fn start(
+        tts: Arc<Tts>,
+        threads: usize,
+        done: impl Fn(Rendered) + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Key>();
+        let rx = Arc::new(Mutex::new(rx));
+        let done = Arc::new(done);
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let tts = tts.clone();
+            let done = done.clone();
+            std::thread::Builder::new()
+                .name(format!("tts-{i}"))
+                .spawn(move || {
+                    loop {
+                        let next = rx
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .recv();
+                        let Ok(key) = next else { return };
+                        let result = tts.render(&key.0, &key.1);
+                        done(Rendered { key, result });
+                    }
+                })?;
+        }
+        Ok(Self { tx })
+    }
+
+    /// Queues a render.
+    pub fn request(&self, key: Key) {
+        let _ = self.tx.send(key);
+    }
+}
+
+/// Helper for [`TtsPool::start`]: forward finished renders to an unbounded channel.
+pub fn forward<T: Send + 'static>(
+    tx: UnboundedSender<T>,
+    wrap: fn(Rendered) -> T,
+) -> impl Fn(Rendered) + Send + Sync + 'static {
+    move |r| {
+        let _ = tx.send(wrap(r));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn renders_once_then_caches_in_memory_and_on_disk() {
+        let dir = std::env::temp_dir().join(format!("fd-tts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = IvrSection::default();
+        let tts = Tts::new(&cfg, dir.clone());
+        let (p, src) = tts.render("en", "Hello from the unit test.").unwrap();
+        assert_eq!(src, Source::Rendered);
+        assert!(
+            p.duration() > Duration::from_millis(300),
+            "{:?}",
+            p.duration()
+        );
+        let (_, src) = tts.render("en", "Hello from the unit test.").unwrap();
+        assert_eq!(src, Source::Memory);
+        let again = Tts::new(&cfg, dir.clone());
+        let (q, src) = again.render("en", "Hello from the unit test.").unwrap();
+        assert_eq!(src, Source::Disk);
+        assert_eq!(q.samples(), p.samples());
+        assert!(tts.render("zzqq", "x").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn voices_per_language() {
+        let tts = Tts::new(&IvrSection::default(), PathBuf::from("/nonexistent"));
+        assert_eq!(tts.voice("zh"), "cmn");
+        assert_eq!(tts.voice("en"), "en");
+        assert_eq!(tts.voice("fr"), "fr");
+    }
+}
