@@ -465,27 +465,72 @@ fn hot_reload_applies_valid_edits_to_new_calls_and_rejects_invalid_ones() {
     );
     let hotline = plans.join("hotline.toml");
     let original = std::fs::read_to_string(&hotline).unwrap();
-    let edited = original.replace(
-        "en = \"Welcome to Frontdoor Bank.\"",
-        "en = \"Welcome to the edited bank.\"",
-    );
+    let old_cards = "To report a lost or stolen card, press 1.";
+    let edited = original
+        .replace(
+            "en = \"Welcome to Frontdoor Bank.\"",
+            "en = \"Welcome to the edited bank.\"",
+        )
+        .replace(
+            old_cards,
+            "Edited cards menu. To report a lost card, press 1.",
+        );
     assert_ne!(original, edited);
-    std::fs::write(&hotline, &edited).unwrap();
-    let loaded = server.wait_event(Duration::from_secs(30), |e| {
-        e["type"] == "dialplan.loaded" && e["version"] == 2
+    // Call A starts on version 1 and reaches the cards menu ("1" English, "2" cards) only
+    // after the edit is live: it keeps hearing version 1. Call B, started after the reload,
+    // hears version 2.
+    std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            call(
+                &server,
+                "reload-a",
+                25192,
+                26220,
+                "anonymous",
+                "5000",
+                &[(700, '1'), (6500, '2')],
+                8000,
+            );
+        });
+        server.wait_event(Duration::from_secs(10), |e| e["type"] == "ivr.started");
+        std::fs::write(&hotline, &edited).unwrap();
+        let loaded = server.wait_event(Duration::from_secs(30), |e| {
+            e["type"] == "dialplan.loaded" && e["version"] == 2
+        });
+        assert_eq!(loaded["dialplans"][0], "hotline");
+        call(
+            &server,
+            "reload-b",
+            25195,
+            26240,
+            "anonymous",
+            "5000",
+            &[],
+            1500,
+        );
+        a.join().unwrap();
     });
-    assert_eq!(loaded["dialplans"][0], "hotline");
-    call(
-        &server,
-        "reload1",
-        25192,
-        26220,
-        "anonymous",
-        "5000",
-        &[],
-        1500,
-    );
-    server.wait_count(Duration::from_secs(10), 1, |e| e["type"] == "ivr.ended");
+    server.wait_count(Duration::from_secs(10), 2, |e| e["type"] == "ivr.ended");
+    {
+        let events = server.events();
+        let ids = call_ids_in_order(&events);
+        let a = says(&of_call(&events, &ids[0]));
+        assert_eq!(
+            a.first().map(String::as_str),
+            Some("Welcome to Frontdoor Bank."),
+            "{a:?}"
+        );
+        assert!(
+            a.iter().any(|t| t.starts_with(old_cards)),
+            "the call in progress keeps its version: {a:?}"
+        );
+        let b = says(&of_call(&events, &ids[1]));
+        assert_eq!(
+            b.first().map(String::as_str),
+            Some("Welcome to the edited bank."),
+            "{b:?}"
+        );
+    }
 
     // An invalid edit: rejected with its diagnostics, the edited version stays.
     let broken = edited.replacen("verb = \"menu\"", "verb = \"menuu\"", 1);
@@ -498,7 +543,7 @@ fn hot_reload_applies_valid_edits_to_new_calls_and_rejects_invalid_ones() {
     assert!(diags.contains("unknown verb"), "{diags}");
     call(
         &server,
-        "reload2",
+        "reload-c",
         25192,
         26220,
         "anonymous",
@@ -506,18 +551,16 @@ fn hot_reload_applies_valid_edits_to_new_calls_and_rejects_invalid_ones() {
         &[],
         1500,
     );
-    server.wait_count(Duration::from_secs(10), 2, |e| e["type"] == "ivr.ended");
+    server.wait_count(Duration::from_secs(10), 3, |e| e["type"] == "ivr.ended");
     let events = server.events();
     let ids = call_ids_in_order(&events);
-    assert_eq!(ids.len(), 2);
-    for id in &ids {
-        let s = says(&of_call(&events, id));
-        assert_eq!(
-            s.first().map(String::as_str),
-            Some("Welcome to the edited bank."),
-            "{s:?}"
-        );
-    }
+    assert_eq!(ids.len(), 3);
+    let c = says(&of_call(&events, &ids[2]));
+    assert_eq!(
+        c.first().map(String::as_str),
+        Some("Welcome to the edited bank."),
+        "{c:?}"
+    );
     assert!(
         !events
             .iter()
