@@ -674,3 +674,46 @@ fn drain_events(leg: &mut Leg, notes: &UnboundedSender<Note>) {
         let _ = notes.send(note);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recording_places_samples_by_timestamp() {
+        let t0 = Instant::now();
+        let mut r = Recording::new(t0, Duration::from_millis(100)); // 800 samples
+        r.push(1000, &[1; 160]);
+        // Reordered: the third frame before the second.
+        r.push(1320, &[3; 160]);
+        r.push(1160, &[2; 160]);
+        // From before the start: ignored.
+        r.push(840, &[9; 160]);
+        assert_eq!(r.pcm.len(), 480);
+        assert!(r.pcm[..160].iter().all(|&s| s == 1));
+        assert!(r.pcm[160..320].iter().all(|&s| s == 2));
+        assert!(r.pcm[320..480].iter().all(|&s| s == 3));
+        // A frame past the maximum is cut; beyond it, dropped.
+        r.push(1000 + 720, &[4; 160]);
+        r.push(1000 + 5000, &[5; 160]);
+        assert_eq!(r.pcm.len(), 800);
+        assert!(r.pcm[480..720].iter().all(|&s| s == 0), "a gap is silence");
+        assert!(r.pcm[720..].iter().all(|&s| s == 4));
+        assert!(!r.pcm.contains(&5));
+    }
+
+    #[test]
+    fn a_recording_without_rtp_is_silence_for_the_time_it_ran() {
+        let t0 = Instant::now();
+        let r = Recording::new(t0, Duration::from_secs(10));
+        let pcm = r.finish(t0 + Duration::from_millis(1500));
+        assert_eq!(pcm.len(), 12_000);
+        assert!(pcm.iter().all(|&s| s == 0));
+        let r = Recording::new(t0, Duration::from_secs(1));
+        assert_eq!(
+            r.finish(t0 + Duration::from_secs(5)).len(),
+            8000,
+            "capped at the maximum"
+        );
+    }
+}

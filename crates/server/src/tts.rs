@@ -56,8 +56,14 @@ pub struct Tts {
     voices: std::collections::BTreeMap<String, String>,
     speed: u32,
     cache_dir: PathBuf,
-    memory: Mutex<HashMap<Key, Prompt>>,
+    /// Prompt and whether it is pinned (static dialplan text) or evictable (a text with
+    /// variables, e.g. a caller's name).
+    memory: Mutex<HashMap<Key, (Prompt, bool)>>,
 }
+
+/// Texts with variables kept in memory at most; beyond, they are dropped (the disk cache
+/// still has them).
+const MAX_DYNAMIC: usize = 2048;
 
 fn fnv64(parts: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -90,7 +96,7 @@ impl Tts {
             .unwrap_or_else(|| language.to_owned())
     }
 
-    fn memory(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Prompt>> {
+    fn memory(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (Prompt, bool)>> {
         self.memory
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -100,7 +106,7 @@ impl Tts {
     pub fn cached(&self, voice: &str, text: &str) -> Option<Prompt> {
         self.memory()
             .get(&(voice.to_owned(), text.to_owned()))
-            .cloned()
+            .map(|(p, _)| p.clone())
     }
 
     fn cache_path(&self, voice: &str, text: &str) -> PathBuf {
@@ -119,8 +125,23 @@ impl Tts {
             .join(format!("{safe}-{:016x}.wav", fnv64(&[voice, &speed, text])))
     }
 
-    /// The prompt for `text` in `voice`: memory, then disk, then espeak-ng. Blocking.
+    /// The prompt for a static `text` in `voice` (kept in memory for good): memory, then
+    /// disk, then espeak-ng. Blocking.
     pub fn render(&self, voice: &str, text: &str) -> Result<(Prompt, Source), String> {
+        self.render_kept(voice, text, true)
+    }
+
+    /// Like [`Tts::render`] for a text with variables: evictable from memory.
+    pub fn render_dynamic(&self, voice: &str, text: &str) -> Result<(Prompt, Source), String> {
+        self.render_kept(voice, text, false)
+    }
+
+    fn render_kept(
+        &self,
+        voice: &str,
+        text: &str,
+        pinned: bool,
+    ) -> Result<(Prompt, Source), String> {
         if let Some(p) = self.cached(voice, text) {
             return Ok((p, Source::Memory));
         }
@@ -132,8 +153,13 @@ impl Tts {
             Some(p) => (p, Source::Disk),
             None => (self.espeak(voice, text, &path)?, Source::Rendered),
         };
-        self.memory()
-            .insert((voice.to_owned(), text.to_owned()), prompt.clone());
+        let mut memory = self.memory();
+        if !pinned && memory.values().filter(|(_, pin)| !pin).count() >= MAX_DYNAMIC {
+            memory.retain(|_, (_, pin)| *pin);
+        }
+        let key = (voice.to_owned(), text.to_owned());
+        let pin = pinned || memory.get(&key).is_some_and(|(_, pin)| *pin);
+        memory.insert(key, (prompt.clone(), pin));
         Ok((prompt, source))
     }
 
@@ -263,7 +289,7 @@ impl TtsPool {
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .recv();
                         let Ok(key) = next else { return };
-                        let result = tts.render(&key.0, &key.1);
+                        let result = tts.render_dynamic(&key.0, &key.1);
                         done(Rendered { key, result });
                     }
                 })?;
