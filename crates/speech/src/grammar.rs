@@ -215,7 +215,7 @@ impl Expectation {
         {
             // the right number of digits is strong evidence even among filler words ("my pin is ...")
             let score = if (min..=max).contains(&digits.len()) {
-                0.4 + 0.6 * score
+                0.4 + 0.6 * score * score
             } else {
                 0.4 * score
             };
@@ -264,6 +264,23 @@ impl Expectation {
     /// Decide on a transcript: no input, no match, or the accepted interpretation.
     pub fn decide(&self, transcript: &str) -> Outcome {
         self.decide_weighted(transcript, 1.0)
+    }
+
+    /// Decide on several readings of one utterance (e.g. a repetitive transcript and its
+    /// repetition unit): the best accepted reading, else the best rejected one.
+    pub fn decide_best(&self, readings: &[&str], weight: f32) -> Outcome {
+        let rank = |o: &Outcome| match o {
+            Outcome::Match(h) => 2.0 + h.score,
+            Outcome::NoMatch(Some(h)) => 1.0 + h.score,
+            Outcome::NoMatch(None) => 1.0,
+            Outcome::NoInput => 0.0,
+        };
+        readings
+            .iter()
+            .map(|r| self.decide_weighted(r, weight))
+            .fold(Outcome::NoInput, |best, o| {
+                if rank(&o) > rank(&best) { o } else { best }
+            })
     }
 
     /// [`decide`](Self::decide) with every score multiplied by `weight` (the recognizer passes
@@ -509,6 +526,20 @@ mod tests {
             accepted(&e.decide("My pin in 4 4 1 2.")),
             Some(&Interpretation::Digits("4412".into()))
         );
+        // several readings: the one that fits wins; a PIN stays a PIN
+        assert_eq!(
+            accepted(&e.decide_best(&["1 2 3 4 1 2 3 4", "1 2 3 4"], 1.0)),
+            Some(&Interpretation::Digits("1234".into()))
+        );
+        assert_eq!(
+            accepted(&e.decide_best(&["1 2 1 2", "1 2"], 1.0)),
+            Some(&Interpretation::Digits("1212".into()))
+        );
+        // noise around the right number of digits is not accepted
+        assert!(matches!(
+            e.decide("2 nero 2x 2 nero 2x 2 nero 2"),
+            Outcome::NoMatch(_)
+        ));
         // a looping decoder's noise around the right number of digits is not accepted
         assert!(matches!(
             e.decide_weighted("2 nero 2x 2 nero 2x 2 nero 2", 0.8),

@@ -199,9 +199,15 @@ impl WhisperRecognizer {
         let raw = text.trim();
         let max_words = plausible_words(speech_ms);
         let (text, cut) = collapse_repeats(raw, max_words);
+        let alternative = if cut {
+            None
+        } else {
+            repetition_unit(&text, true)
+        };
         Ok(Transcript {
-            // too many words for the speech and not a clean repetition: garbage
-            suspect: !cut && text.split_whitespace().count() > max_words,
+            // too many words for the speech and not a repetition: garbage
+            suspect: alternative.is_none() && text.split_whitespace().count() > max_words,
+            alternative,
             text,
             probability: if pn == 0 { 0.0 } else { psum / pn as f32 },
         })
@@ -213,6 +219,9 @@ impl WhisperRecognizer {
 pub struct Transcript {
     /// The text, with a repetition loop cut to one period.
     pub text: String,
+    /// For a repetitive text that was kept ("1 2 1 2", "1 2 3 4 1 2 3 4"): its unit, an
+    /// alternative reading the expectation may prefer.
+    pub alternative: Option<String>,
     /// Mean probability of the text tokens.
     pub probability: f32,
     /// More words than the detected speech could hold, and not a clean repetition (a sign of
@@ -228,9 +237,28 @@ pub fn plausible_words(speech_ms: u32) -> usize {
 
 /// Whisper on short padded clips sometimes loops ("Yes. Yes. Yes."). When a transcript is one
 /// word sequence repeated (ignoring case and punctuation) and either each repetition ends a
-/// sentence or the whole is longer than `max_words`, keep one period. "1 2 1 2" is a PIN.
+/// sentence or the whole is longer than `max_words`, keep one period. "1 2 1 2" is a PIN and is
+/// kept (the recognizer still tries "1 2" as an alternative reading, see [`repetition_unit`]).
 /// Returns the text and whether it was cut.
 pub fn collapse_repeats(text: &str, max_words: usize) -> (String, bool) {
+    let n = text.split_whitespace().count();
+    if let Some(unit) = repetition_unit(text, false)
+        && unit.ends_with(['.', '?', '!'])
+    {
+        return (unit, true);
+    }
+    if n > max_words
+        && let Some(unit) = repetition_unit(text, true)
+    {
+        return (unit, true);
+    }
+    (text.to_owned(), false)
+}
+
+/// The shortest word sequence whose repetition makes up `text`. With `whole`, the text must
+/// hold the unit at least twice in full; without, a cut-off last repetition counts (at least
+/// two words of it, or the whole unit). `None` when not periodic.
+pub fn repetition_unit(text: &str, whole: bool) -> Option<String> {
     let raw: Vec<&str> = text.split_whitespace().collect();
     let norm: Vec<String> = raw
         .iter()
@@ -243,23 +271,20 @@ pub fn collapse_repeats(text: &str, max_words: usize) -> (String, bool) {
         .collect();
     let n = norm.len();
     for period in 1..n {
-        if n - period < period.min(2) {
-            break; // too little repeated to call it a loop
+        let repeated = n - period;
+        if repeated < if whole { period } else { period.min(2) } {
+            break; // too little repeated to call it a repetition
         }
-        // a loop repeats whole sentences ("Yes. Yes.", also cut off mid-way: "Can I talk to a
-        // person? Can I talk to a"); a PIN ("1 2 1 2") does not end its unit with a full stop
-        // and is short enough for the speech
-        let sentence = raw[period - 1].ends_with(['.', '?', '!']);
-        let long = n > max_words && n >= 2 * period;
-        if (sentence || long) && (period..n).all(|i| norm[i] == norm[i - period]) {
-            let one = raw[..period]
-                .join(" ")
-                .trim_end_matches([',', ' '])
-                .to_owned();
-            return (one, true);
+        if (period..n).all(|i| norm[i] == norm[i - period]) {
+            return Some(
+                raw[..period]
+                    .join(" ")
+                    .trim_end_matches([',', ' '])
+                    .to_owned(),
+            );
         }
     }
-    (text.to_owned(), false)
+    None
 }
 
 fn engine(e: &whisper_rs::WhisperError) -> SpeechError {
@@ -292,7 +317,9 @@ impl Recognizer for WhisperRecognizer {
         };
         let t = self.transcribe(&prepared.samples, prepared.speech_ms, &expect.prompt())?;
         let weight = if t.suspect { LOOP_WEIGHT } else { 1.0 };
-        let outcome = expect.decide_weighted(&t.text, weight);
+        let mut readings = vec![t.text.as_str()];
+        readings.extend(t.alternative.as_deref());
+        let outcome = expect.decide_best(&readings, weight);
         let (transcript, asr_probability, suspect) = (t.text, t.probability, t.suspect);
         Ok(Recognition {
             outcome,
@@ -308,7 +335,7 @@ impl Recognizer for WhisperRecognizer {
 
 #[cfg(test)]
 mod tests {
-    use super::{collapse_repeats, plausible_words};
+    use super::{collapse_repeats, plausible_words, repetition_unit};
 
     #[test]
     fn loops_collapse_when_too_long_for_the_speech() {
@@ -327,6 +354,19 @@ mod tests {
     }
 
     #[test]
+    fn repetition_units() {
+        let unit = |t: &str, whole: bool| repetition_unit(t, whole);
+        assert_eq!(unit("1 2 3 4 1 2 3 4", true).as_deref(), Some("1 2 3 4"));
+        assert_eq!(unit("1 2 1 2", true).as_deref(), Some("1 2"));
+        assert_eq!(unit("1 2 3 4", true), None);
+        assert_eq!(unit("yes", true), None);
+        // a cut-off repetition only counts when allowed
+        let noisy = "3 3 M and 1 3 3 3 M and";
+        assert_eq!(unit(noisy, true), None);
+        assert_eq!(unit(noisy, false).as_deref(), Some("3 3 M and 1 3"));
+    }
+
+    #[test]
     fn plausible_repeats_are_kept() {
         // a PIN of 1212 or 4444 is a repetition too, but short enough for the speech
         let max = plausible_words(1100);
@@ -335,6 +375,20 @@ mod tests {
         assert_eq!(
             collapse_repeats("no no", plausible_words(400)),
             ("no no".into(), false)
+        );
+        // sentence-final punctuation marks a loop even when short, also cut off mid-way
+        assert_eq!(
+            collapse_repeats("Yes. Yes. Yes.", 10),
+            ("Yes.".into(), true)
+        );
+        assert_eq!(collapse_repeats("No. No.", 10), ("No.".into(), true));
+        assert_eq!(
+            collapse_repeats("Can I talk to a person? Can I talk to a", 20),
+            ("Can I talk to a person?".into(), true)
+        );
+        assert_eq!(
+            collapse_repeats("I lost my card. I", 10),
+            ("I lost my card. I".into(), false)
         );
     }
 }
