@@ -38,13 +38,15 @@ use frontdoor_sip::{CallHandle, EndCause, Transport, UaEvent, UserAgent};
 use crate::config::Config;
 use crate::events::{EventBody, EventSink};
 use crate::media::{Command, LegSpec, MediaEngine, Note};
-use crate::plans::{BRIDGE_TEXT, Plans, ReloadNote};
+use crate::plans::{AGENTS_BUSY, BRIDGE_TEXT, NOT_AVAILABLE, Plans, ReloadNote, notice};
 use crate::ports::PortPool;
 use crate::store::{StoreReply, StoreRequest, StoreThread, caller_info};
 use crate::tts::{Rendered, Tts, TtsPool};
 
 /// Playback id of the driver's own prompts (the interpreter's ids are small).
 const DRIVER_PLAYBACK: u64 = u64::MAX;
+/// Playback id of a notice after which the driver feeds the interpreter a result.
+const DRIVER_NOTICE: u64 = u64::MAX - 1;
 
 /// What the helper threads (store, speech, dialplan reload) report to the SIP task.
 #[derive(Debug)]
@@ -127,6 +129,8 @@ struct IvrCall {
     rendering: Option<(u64, Instant)>,
     /// Deadline last pushed onto the timer heap.
     timer_at: Option<Instant>,
+    /// Input to feed when the driver's notice (`DRIVER_NOTICE`) has played.
+    after_notice: Option<IvrInput>,
 }
 
 #[derive(Debug)]
@@ -775,12 +779,17 @@ impl CallApp {
                         }
                     }
                     Mode::Ivr => {
+                        let mut after = None;
                         if let Some(ivr) = c.ivr.as_mut() {
                             if ivr.playing == Some(id) {
                                 ivr.playing = None;
                             }
+                            if id == DRIVER_NOTICE {
+                                after = ivr.after_notice.take();
+                            }
                         }
-                        self.feed(now, ua, call, IvrInput::PromptFinished(PlaybackId(id)));
+                        let input = after.unwrap_or(IvrInput::PromptFinished(PlaybackId(id)));
+                        self.feed(now, ua, call, input);
                     }
                     _ => {}
                 }
@@ -945,6 +954,7 @@ impl CallApp {
                     playing: None,
                     rendering: None,
                     timer_at: None,
+                    after_notice: None,
                 }));
                 self.drive(now, ua, call);
             }
@@ -1096,7 +1106,9 @@ impl CallApp {
             }
             Action::StartDigitCollection | Action::StopDigitCollection => None,
             Action::Enqueue(req) => {
-                // No ACD yet: the dialplan's on_failure speaks ("all agents are busy").
+                // No ACD yet: the step fails. With an `on_failure` the dialplan speaks (the
+                // hotline: "All our agents are busy..."); without one the driver says "All
+                // agents are busy" before the interpreter hangs up.
                 self.events.emit(
                     Some(call_id),
                     EventBody::IvrEnqueue {
@@ -1106,9 +1118,10 @@ impl CallApp {
                         reason: "no acd",
                     },
                 );
-                Some(IvrInput::QueueResult(QueueOutcome::Failed {
+                let failed = IvrInput::QueueResult(QueueOutcome::Failed {
                     reason: "no acd".to_owned(),
-                }))
+                });
+                self.fail_with_notice(call, call_id, AGENTS_BUSY, &req.language, failed)
             }
             Action::Transfer { to, .. } => {
                 self.events.emit(
@@ -1119,9 +1132,14 @@ impl CallApp {
                         reason: "not available",
                     },
                 );
-                Some(IvrInput::TransferResult(TransferOutcome::Failed {
-                    status: None,
-                }))
+                let failed = IvrInput::TransferResult(TransferOutcome::Failed { status: None });
+                let lang = self
+                    .calls
+                    .get(&call)
+                    .and_then(|c| c.ivr.as_ref())
+                    .map(|i| i.call.var("lang").unwrap_or("en").to_owned())
+                    .unwrap_or_default();
+                self.fail_with_notice(call, call_id, NOT_AVAILABLE, &lang, failed)
             }
             Action::Record {
                 path,
@@ -1160,6 +1178,43 @@ impl CallApp {
                 None
             }
         }
+    }
+
+    /// A failed enqueue/transfer: fed at once when the current step has an `on_failure` (the
+    /// dialplan handles it), else after the driver's notice has played.
+    fn fail_with_notice(
+        &mut self,
+        call: CallHandle,
+        call_id: &Arc<str>,
+        table: &[(&'static str, &'static str)],
+        language: &str,
+        failed: IvrInput,
+    ) -> Option<IvrInput> {
+        let ivr = self.calls.get(&call).and_then(|c| c.ivr.as_ref())?;
+        if current_step_has_on_failure(&ivr.call) || !self.calls.get(&call)?.media_started {
+            return Some(failed);
+        }
+        let (lang, text) = notice(table, language);
+        let voice = self.tts.voice(lang);
+        let Some(p) = self.tts.cached(&voice, text) else {
+            return Some(failed);
+        };
+        self.events.emit(
+            Some(call_id),
+            EventBody::IvrSay {
+                id: DRIVER_NOTICE,
+                text: text.to_owned(),
+                language: lang.to_owned(),
+                voice,
+                cache: "memory",
+                wait_ms: 0,
+            },
+        );
+        if let Some(ivr) = self.calls.get_mut(&call).and_then(|c| c.ivr.as_mut()) {
+            ivr.after_notice = Some(failed);
+        }
+        self.play_ivr(call, DRIVER_NOTICE, p);
+        None
     }
 
     fn ensure_answered(&mut self, now: Instant, ua: &mut UserAgent, call: CallHandle) {
@@ -1213,6 +1268,23 @@ impl CallApp {
             record: Box::new(record),
         });
     }
+}
+
+/// Whether the step the interpreter is in (the last of its path) has an `on_failure`.
+fn current_step_has_on_failure(call: &frontdoor_ivr::Call) -> bool {
+    use frontdoor_ivr::model::Verb;
+    let summary = call.summary();
+    let Some(step) = summary.path.last() else {
+        return false;
+    };
+    let plan = call.dialplan();
+    plan.flow(&FlowId(summary.flow.clone()))
+        .and_then(|f| f.steps.get(&frontdoor_ivr::StepId(step.clone())))
+        .is_some_and(|s| match &s.verb {
+            Verb::Enqueue(e) => e.on_failure.is_some(),
+            Verb::Transfer(t) => t.on_failure.is_some(),
+            _ => true,
+        })
 }
 
 /// `base/rel` when `rel` is a plain relative path (no `..`, not absolute).

@@ -23,6 +23,32 @@ use crate::tts::Tts;
 /// Text the driver itself speaks for the `bridge` test number.
 pub const BRIDGE_TEXT: &str = "Sorry, the bridge test number is not available yet. Goodbye.";
 
+/// What the driver says when an `enqueue` step without `on_failure` fails (no ACD yet), by
+/// language; English for any other.
+pub const AGENTS_BUSY: &[(&str, &str)] = &[
+    ("en", "All agents are busy. Please call again later."),
+    ("zh", "所有坐席正忙，请稍后再拨。"),
+];
+
+/// What the driver says when a `transfer` step without `on_failure` fails (no bridging yet).
+pub const NOT_AVAILABLE: &[(&str, &str)] = &[
+    ("en", "Sorry, that number is not available."),
+    ("zh", "对不起，该号码暂时无法接通。"),
+];
+
+/// The notice of `table` in `language` (English when it has none): (language, text).
+pub fn notice(
+    table: &[(&'static str, &'static str)],
+    language: &str,
+) -> (&'static str, &'static str) {
+    table
+        .iter()
+        .find(|(l, _)| *l == language)
+        .or_else(|| table.first())
+        .copied()
+        .unwrap_or(("en", ""))
+}
+
 /// One version of the dialplans, ready to run.
 #[derive(Debug)]
 pub struct Plans {
@@ -162,6 +188,9 @@ pub fn prepare(
     let mut prompts = HashMap::new();
     let mut texts = BTreeSet::new();
     texts.insert(("en".to_owned(), BRIDGE_TEXT.to_owned()));
+    for (l, t) in AGENTS_BUSY.iter().chain(NOT_AVAILABLE) {
+        texts.insert(((*l).to_owned(), (*t).to_owned()));
+    }
     for plan in set.plans() {
         for file in play_files(plan) {
             if prompts.contains_key(&file) {

@@ -722,3 +722,108 @@ fn customers_import_reports_bad_rows_and_keeps_the_good_ones() {
     let out = import(&data, "name\nx\n", "nophone.csv");
     assert_eq!(out.status.code(), Some(1));
 }
+
+const MINI: &str = r#"
+name = "mini"
+
+[[route]]
+number = "7000"
+flow = "queue"
+
+[[route]]
+number = "7001"
+flow = "xfer"
+
+[flows.queue]
+start = "answer"
+
+[flows.queue.steps.answer]
+verb = "answer"
+next = "q"
+
+[flows.queue.steps.q]
+verb = "enqueue"
+queue = "sales"
+
+[flows.xfer]
+start = "answer"
+
+[flows.xfer.steps.answer]
+verb = "answer"
+next = "t"
+
+[flows.xfer.steps.t]
+verb = "transfer"
+to = "sip:bob@127.0.0.1:5070"
+on_failure = "sorry"
+
+[flows.xfer.steps.sorry]
+verb = "say"
+text = "The transfer failed."
+next = "bye"
+
+[flows.xfer.steps.bye]
+verb = "hangup"
+"#;
+
+/// Until the ACD and bridging land: an `enqueue` without `on_failure` hears "All agents are
+/// busy" from the driver and is hung up; a failed `transfer` goes to its `on_failure`.
+#[test]
+fn enqueue_and_transfer_fail_until_the_acd_and_bridging_land() {
+    let dir = test_dir("ivr-mini-plans");
+    std::fs::write(dir.join("mini.toml"), MINI).unwrap();
+    let server = Server::start_with(
+        "ivr-mini",
+        25095,
+        (38800, 38899),
+        "",
+        Dirs {
+            dialplans: dir.clone(),
+            data: None,
+        },
+    );
+    for number in ["7000", "7001"] {
+        sipp(
+            &server,
+            25196,
+            26250,
+            &[
+                "-sf",
+                &scenario("uac-wait-bye.xml"),
+                "-s",
+                number,
+                "-m",
+                "1",
+            ],
+        );
+    }
+    server.wait_count(Duration::from_secs(10), 2, |e| {
+        e["type"] == "store.call_recorded"
+    });
+    let events = server.events();
+    let ids = call_ids_in_order(&events);
+    assert_eq!(ids.len(), 2);
+    let q = of_call(&events, &ids[0]);
+    assert_eq!(says(&q), ["All agents are busy. Please call again later."]);
+    let enq = q.iter().find(|e| e["type"] == "ivr.enqueue").unwrap();
+    assert_eq!(enq["queue"], "sales");
+    let ended = q.iter().find(|e| e["type"] == "ivr.ended").unwrap();
+    assert_eq!(ended["outcome"], "route_failed");
+    let t = of_call(&events, &ids[1]);
+    assert!(
+        t.iter()
+            .any(|e| e["type"] == "ivr.transfer" && e["result"] == "failed")
+    );
+    assert!(
+        t.iter()
+            .any(|e| e["type"] == "ivr.route" && e["step"] == "t" && e["to"] == "sorry")
+    );
+    assert_eq!(says(&t), ["The transfer failed."]);
+    let ended = t.iter().find(|e| e["type"] == "ivr.ended").unwrap();
+    assert_eq!(ended["outcome"], "hung_up");
+    for id in &ids {
+        let c = of_call(&events, id);
+        let end = c.iter().find(|e| e["type"] == "call.ended").unwrap();
+        assert_eq!(end["cause"], "local_bye", "the IVR hung up");
+    }
+}
