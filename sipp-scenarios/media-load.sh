@@ -21,7 +21,11 @@
 # Environment: SERVER_CPU, LOAD_CPU, RATE, PORT (SIP, default 5070), OUT (log directory),
 # FRONTDOOR_BIN / RTPLOAD_BIN / REFLECTOR_BIN (skip the build), CARGO_TARGET_DIR,
 # RT=1 to run both sides SCHED_FIFO (`chrt -f 10`, needs CAP_SYS_NICE) so that other work on a
-# shared box (compilers) cannot preempt them — say so when quoting such figures.
+# shared box (compilers) cannot preempt them — say so when quoting such figures. SIPp then runs
+# SCHED_OTHER (`chrt -o 0`) so that it never delays rtpload's packet clock.
+# RX_POLL_MS: rtpload's receive polling period (default 1; 0 = sleep in epoll_wait, which on
+# loopback makes the engine pay for waking rtpload in every send). REFL_POLL_MS: the same for
+# the reflector (default 0: echo at once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,7 +55,8 @@ RTPLOAD_BIN=${RTPLOAD_BIN:-$TARGET/release/rtpload}
 REFLECTOR_BIN=${REFLECTOR_BIN:-$TARGET/release/reflector}
 
 PRIO=()
-if [ "${RT:-0}" = 1 ]; then PRIO=(chrt -f 10); fi
+SIPP_WRAP=()
+if [ "${RT:-0}" = 1 ]; then PRIO=(chrt -f 10); SIPP_WRAP=(--sipp-wrapper "chrt -o 0"); fi
 
 snmp_rcvbuf() { awk '/^Udp:/{ if (h) { for (i=1;i<=NF;i++) if (n[i]=="RcvbufErrors") print $i; exit } else { for (i=1;i<=NF;i++) n[i]=$i; h=1 } }' /proc/net/snmp; }
 
@@ -74,6 +79,7 @@ EOF
   set +e
   "${PRIO[@]}" taskset -c "$LOAD_CPU" "$RTPLOAD_BIN" --calls "$CALLS" --seconds "$SECS" --rate "$RATE" \
     --sip "127.0.0.1:$PORT" --events "$OUT/events.jsonl" --pid "$SERVER" --base "$LOAD_BASE" \
+    --rx-poll-ms "${RX_POLL_MS:-1}" "${SIPP_WRAP[@]}" \
     --out-dir "$OUT" --json "$OUT/rtpload.json"
   RC=$?
   set -e
@@ -83,19 +89,20 @@ EOF
   grep -h '"server.stopped"' "$OUT/events.jsonl" | sed 's/^/  server.stopped : /' || true
 else
   "${PRIO[@]}" taskset -c "$SERVER_CPU" "$REFLECTOR_BIN" --base "$REFL_BASE" --calls "$CALLS" \
-    --seconds $((SECS + 30)) >"$OUT/reflector.out" 2>"$OUT/reflector.log" &
+    --seconds $((SECS + 3)) --poll-ms "${REFL_POLL_MS:-0}" >"$OUT/reflector.out" 2>"$OUT/reflector.log" &
   REFL=$!
   trap 'kill $REFL 2>/dev/null || true' EXIT
   for _ in $(seq 200); do grep -q sockets "$OUT/reflector.log" 2>/dev/null && break; sleep 0.05; done
   grep -q sockets "$OUT/reflector.log" || { echo "reflector did not start:"; cat "$OUT/reflector.log"; exit 1; }
   set +e
   "${PRIO[@]}" taskset -c "$LOAD_CPU" "$RTPLOAD_BIN" --calls "$CALLS" --seconds "$SECS" \
-    --reflector-ports "$REFL_BASE" --pid "$REFL" --base "$LOAD_BASE" --json "$OUT/rtpload.json"
+    --reflector-ports "$REFL_BASE" --pid "$REFL" --base "$LOAD_BASE" --json "$OUT/rtpload.json" \
+    --rx-poll-ms "${RX_POLL_MS:-1}"
   RC=$?
   set -e
-  kill -TERM "$REFL" 2>/dev/null; wait "$REFL" 2>/dev/null || true
+  wait "$REFL" 2>/dev/null || true   # exits by itself (--seconds) and prints its counts
   trap - EXIT
-  echo "  reflector      : pinned to CPU $SERVER_CPU; rtpload on CPU $LOAD_CPU"
+  echo "  reflector      : pinned to CPU $SERVER_CPU (poll ${REFL_POLL_MS:-0} ms: $(cat "$OUT/reflector.out")); rtpload on CPU $LOAD_CPU"
 fi
 RCV1=$(snmp_rcvbuf)
 echo "  UDP RcvbufErrors (kernel, whole box): $((RCV1 - RCV0))"

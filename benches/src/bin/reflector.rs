@@ -42,6 +42,11 @@ struct Args {
     /// Exit after this many seconds (bounded run).
     #[arg(long, default_value_t = 600.0)]
     seconds: f64,
+    /// Poll the sockets every N ms (`epoll_wait` with a zero timeout) instead of sleeping in
+    /// `epoll_wait` until a datagram arrives: on loopback a sleeping receiver makes every
+    /// sender pay for its wake-up. 0 = block (echo at once).
+    #[arg(long, default_value_t = 0)]
+    poll_ms: u64,
 }
 
 fn main() -> Result<()> {
@@ -77,8 +82,22 @@ fn main() -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs_f64(args.seconds.max(0.0));
     let (mut pkts_in, mut pkts_out, mut send_drops, mut syscalls) = (0u64, 0u64, 0u64, 0u64);
 
+    let period = Duration::from_millis(args.poll_ms.min(1000));
+    let mut next = Instant::now();
     while Instant::now() < deadline {
-        match poll.poll(&mut events, Some(Duration::from_millis(100))) {
+        let timeout = if period.is_zero() {
+            Some(Duration::from_millis(100))
+        } else {
+            next += period;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else {
+                next = now;
+            }
+            Some(Duration::ZERO)
+        };
+        match poll.poll(&mut events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => bail!("poll: {e}"),

@@ -92,6 +92,10 @@ struct Args {
     /// SIPp binary.
     #[arg(long, default_value = "sipp")]
     sipp: String,
+    /// Command words put before SIPp, e.g. `chrt -o 0` to run it SCHED_OTHER while rtpload
+    /// itself runs SCHED_FIFO (so SIPp never delays the packet clock).
+    #[arg(long, allow_hyphen_values = true)]
+    sipp_wrapper: Option<String>,
     /// Directory for the injection file and SIPp's logs (default: a new one under /tmp).
     #[arg(long)]
     out_dir: Option<PathBuf>,
@@ -105,6 +109,12 @@ struct Args {
     /// Print one line per call.
     #[arg(long)]
     per_call: bool,
+    /// Receive by polling every N ms (`epoll_wait` with a zero timeout) instead of sleeping in
+    /// `epoll_wait`. On loopback the sender pays for waking a sleeping receiver (the wake-up
+    /// runs in its `sendto`), so a blocking receiver makes the engine look slower than it is
+    /// against a real peer behind a NIC. Arrival times are the kernel's either way. 0 = block.
+    #[arg(long, default_value_t = 1)]
+    rx_poll_ms: u64,
 }
 
 fn main() -> Result<()> {
@@ -502,6 +512,17 @@ impl RxStream {
         }
     }
 
+    /// Packets a real-time 20 ms stream would have delivered between the first and the last
+    /// arrival: a sender that falls behind and restarts its clock (no sequence gap, fewer
+    /// packets) shows here, not in `expected`.
+    fn expected_wallclock(&self) -> u64 {
+        if self.ssrc.is_none() {
+            0
+        } else {
+            ((self.last_ns - self.first_ns + PTIME_NS / 2) / PTIME_NS + 1).max(0) as u64
+        }
+    }
+
     fn expected(&self) -> u64 {
         if self.ssrc.is_none() {
             0
@@ -530,6 +551,7 @@ fn receiver(
     mut poll: Poll,
     stop: Arc<AtomicBool>,
     window: Arc<Window>,
+    poll_ms: u64,
 ) -> Result<RxResult> {
     let n = sockets.len();
     let mut streams = (0..n)
@@ -543,8 +565,25 @@ fn receiver(
     let mut bufs = [[0u8; RX_BUF]; RX_BATCH];
     let mut no_timestamp = 0u64;
     let mut syscalls = 0u64;
+    let period = i64::try_from(poll_ms).unwrap_or(1000).min(1000) * 1_000_000;
+    let mut next = monotonic_ns();
     while !stop.load(Ordering::Relaxed) {
-        match poll.poll(&mut events, Some(Duration::from_millis(20))) {
+        let timeout = if period > 0 {
+            next += period;
+            let now = monotonic_ns();
+            if next < now {
+                next = now; // fell behind: no burst of catch-up polls
+            }
+            while let Err(Errno::EINTR) = clock_nanosleep(
+                ClockId::CLOCK_MONOTONIC,
+                ClockNanosleepFlags::TIMER_ABSTIME,
+                &ns_to_ts(next),
+            ) {}
+            Duration::ZERO
+        } else {
+            Duration::from_millis(20)
+        };
+        match poll.poll(&mut events, Some(timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => bail!("poll: {e}"),
@@ -694,7 +733,7 @@ impl Run {
         })
     }
 
-    fn spawn_threads(self, window: &Arc<Window>) -> Result<Threads> {
+    fn spawn_threads(self, window: &Arc<Window>, rx_poll_ms: u64) -> Result<Threads> {
         let (tx, rx) = channel();
         let tx_stop = Arc::new(AtomicBool::new(false));
         let rx_stop = Arc::new(AtomicBool::new(false));
@@ -712,7 +751,7 @@ impl Run {
         let poll = self.poll;
         let rx_thread = thread::Builder::new()
             .name("rtpload-rx".into())
-            .spawn(move || receiver(s, poll, st, w))?;
+            .spawn(move || receiver(s, poll, st, w, rx_poll_ms))?;
         Ok(Threads {
             sockets: self.sockets,
             ports: self.ports,
@@ -738,7 +777,7 @@ impl Run {
             end: AtomicI64::new(0),
         });
         let calls = self.sockets.len();
-        let threads = self.spawn_threads(&window)?;
+        let threads = self.spawn_threads(&window, args.rx_poll_ms)?;
         let t0 = realtime_ns();
         let hold = Duration::from_secs_f64(args.seconds.max(1.0));
         let margin = (hold.as_nanos() as i64 / 5).min(2_000_000_000);
@@ -814,7 +853,7 @@ impl Run {
             start: AtomicI64::new(0),
             end: AtomicI64::new(0),
         });
-        let threads = self.spawn_threads(&window)?;
+        let threads = self.spawn_threads(&window, args.rx_poll_ms)?;
         let (sockets, tx) = (Arc::clone(&threads.sockets), threads.tx.clone());
 
         let mut sipp = spawn_sipp(args, &csv, &out_dir, calls)?;
@@ -1021,7 +1060,19 @@ fn spawn_sipp(args: &Args, csv: &Path, out_dir: &Path, calls: usize) -> Result<C
         .with_context(|| format!("scenario {}", args.scenario.display()))?;
     let hold_ms = (args.seconds * 1000.0).round() as u64;
     let timeout_s = (args.seconds + calls as f64 / args.rate.max(1.0) + 60.0).ceil() as u64;
-    let mut cmd = Command::new(&args.sipp);
+    let wrapper: Vec<&str> = args
+        .sipp_wrapper
+        .as_deref()
+        .map(|w| w.split_whitespace().collect())
+        .unwrap_or_default();
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(&args.sipp);
+            c
+        }
+        None => Command::new(&args.sipp),
+    };
     cmd.current_dir(out_dir)
         .arg(args.sip.to_string())
         .arg("-sf")
@@ -1127,6 +1178,17 @@ impl Report {
         self.rx.streams.iter().map(|s| s.received).sum()
     }
 
+    /// Packets short of real time (see `RxStream::expected_wallclock`), all calls.
+    fn short_of_realtime(&self) -> (u64, u64) {
+        let s = &self.rx.streams;
+        let wall: u64 = s.iter().map(RxStream::expected_wallclock).sum();
+        let short: u64 = s
+            .iter()
+            .map(|x| x.expected_wallclock().saturating_sub(x.received))
+            .sum();
+        (short, wall)
+    }
+
     fn totals(&self) -> (u64, u64, u64, u64, u64) {
         let s = &self.rx.streams;
         let received: u64 = s.iter().map(|x| x.received).sum();
@@ -1179,6 +1241,7 @@ impl Report {
             "duplicates": s.dups,
             "reordered": s.reordered,
             "stalls": s.stalls,
+            "short_of_realtime": s.expected_wallclock().saturating_sub(s.received),
             "other_ssrc": s.other_ssrc,
             "malformed": s.malformed,
             "jitter": pcts(&s.jitter),
@@ -1209,6 +1272,8 @@ impl Report {
                 "duplicates": dups,
                 "reordered": reordered,
                 "stalls": stalls,
+                "short_of_realtime": self.short_of_realtime().0,
+                "expected_realtime": self.short_of_realtime().1,
                 "no_kernel_timestamp": self.rx.no_timestamp,
                 "recv_syscalls": self.rx.syscalls,
                 "engine_packets_out": self.engine_sum("packets_out"),
@@ -1279,6 +1344,12 @@ impl Report {
                 (eout - received as f64).max(0.0) * 100.0 / eout
             );
         }
+        let (short, wall) = self.short_of_realtime();
+        let _ = writeln!(
+            o,
+            "    real time    : {short} packets short of a 20 ms stream over each call's first..last arrival ({:.4} %)",
+            pct(short, wall)
+        );
         let calls_with_loss = self
             .rx
             .streams
