@@ -212,10 +212,10 @@ fn outgoing_rtp_is_well_formed_and_paced_and_bad_rtp_is_harmless() {
             "timestamps advance 160 per packet"
         );
     }
-    // Pacing: 99 intervals; mean 20 ms, and (loopback, loaded CI box) each within 20 ± 15 ms.
+    // Pacing: 99 intervals averaging 20 ms (15..25 ms allows a loaded 2-core CI box; a wrong ptime (10 or 30 ms) or a stalled sender fails).
     let span = packets.last().unwrap().0 - packets[0].0;
     let mean = span.as_secs_f64() / 99.0 * 1000.0;
-    assert!((18.0..22.0).contains(&mean), "mean interval {mean:.2} ms");
+    assert!((15.0..25.0).contains(&mean), "mean interval {mean:.2} ms");
     // Bad RTP: short, version 1, unknown PT, and valid RTP from a foreign source.
     call.rtp
         .send_to(&[0x80, 0x00, 0x01], call.server_rtp)
