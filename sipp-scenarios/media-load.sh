@@ -22,7 +22,8 @@
 # FRONTDOOR_BIN / RTPLOAD_BIN / REFLECTOR_BIN (skip the build), CARGO_TARGET_DIR,
 # RT=1 to run both sides SCHED_FIFO (`chrt -f 10`, needs CAP_SYS_NICE) so that other work on a
 # shared box (compilers) cannot preempt them — say so when quoting such figures. SIPp then runs
-# SCHED_OTHER (`chrt -o 0`) so that it never delays rtpload's packet clock.
+# SCHED_OTHER (`chrt -o 0`) so that it never delays rtpload's packet clock (SIPP_FIFO=1: SIPp
+# keeps SCHED_FIFO too, for runs where SCHED_OTHER would starve it).
 # RX_POLL_MS: rtpload's receive polling period (default 1; 0 = sleep in epoll_wait, which on
 # loopback makes the engine pay for waking rtpload in every send). REFL_POLL_MS: the same for
 # the reflector (default 0: echo at once).
@@ -56,7 +57,10 @@ REFLECTOR_BIN=${REFLECTOR_BIN:-$TARGET/release/reflector}
 
 PRIO=()
 SIPP_WRAP=()
-if [ "${RT:-0}" = 1 ]; then PRIO=(chrt -f 10); SIPP_WRAP=(--sipp-wrapper "chrt -o 0"); fi
+if [ "${RT:-0}" = 1 ]; then
+  PRIO=(chrt -f 10)
+  if [ "${SIPP_FIFO:-0}" != 1 ]; then SIPP_WRAP=(--sipp-wrapper "chrt -o 0"); fi
+fi
 
 snmp_rcvbuf() { awk '/^Udp:/{ if (h) { for (i=1;i<=NF;i++) if (n[i]=="RcvbufErrors") print $i; exit } else { for (i=1;i<=NF;i++) n[i]=$i; h=1 } }' /proc/net/snmp; }
 
