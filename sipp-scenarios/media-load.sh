@@ -24,6 +24,10 @@
 # shared box (compilers) cannot preempt them — say so when quoting such figures. SIPp then runs
 # SCHED_OTHER (`chrt -o 0`) so that it never delays rtpload's packet clock (SIPP_FIFO=1: SIPp
 # keeps SCHED_FIFO too, for runs where SCHED_OTHER would starve it).
+# SPIN=1: a SCHED_IDLE busy loop on each of the two CPUs for the run, so that the vCPUs never
+# halt: on a KVM guest waking a halted vCPU is slow, and the engine (which sleeps and wakes
+# 1,000+ times a second) pays for it in CPU time and tail latency. SCHED_IDLE runs only when
+# nothing else wants the CPU.
 # RX_POLL_MS: rtpload's receive polling period (default 1; 0 = sleep in epoll_wait, which on
 # loopback makes the engine pay for waking rtpload in every send). REFL_POLL_MS: the same for
 # the reflector (default 0: echo at once).
@@ -62,9 +66,18 @@ if [ "${RT:-0}" = 1 ]; then
   if [ "${SIPP_FIFO:-0}" != 1 ]; then SIPP_WRAP=(--sipp-wrapper "chrt -o 0"); fi
 fi
 
+SPINNERS=()
+if [ "${SPIN:-0}" = 1 ]; then
+  for c in "$SERVER_CPU" "$LOAD_CPU"; do
+    chrt -i 0 taskset -c "$c" timeout $((SECS + 300)) sh -c 'while :; do :; done' &
+    SPINNERS+=($!)
+  done
+fi
+stop_spinners() { for p in "${SPINNERS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+
 snmp_rcvbuf() { awk '/^Udp:/{ if (h) { for (i=1;i<=NF;i++) if (n[i]=="RcvbufErrors") print $i; exit } else { for (i=1;i<=NF;i++) n[i]=$i; h=1 } }' /proc/net/snmp; }
 
-echo "media-load: $MODE, $CALLS calls, ${SECS} s; $(nproc) CPUs; load average: $(cut -d' ' -f1-3 /proc/loadavg)${PRIO:+; ${PRIO[*]}}"
+echo "media-load: $MODE, $CALLS calls, ${SECS} s; $(nproc) CPUs; load average: $(cut -d' ' -f1-3 /proc/loadavg)${PRIO:+; ${PRIO[*]}}${SPINNERS:+; SCHED_IDLE spinners}"
 RCV0=$(snmp_rcvbuf)
 
 if [ "$MODE" = engine ]; then
@@ -77,7 +90,7 @@ EOF
   "${PRIO[@]}" taskset -c "$SERVER_CPU" "$FRONTDOOR_BIN" serve --sip "127.0.0.1:$PORT" --config "$OUT/frontdoor.toml" \
     --events "$OUT/events.jsonl" 2>"$OUT/server.log" &
   SERVER=$!
-  trap 'kill $SERVER 2>/dev/null || true' EXIT
+  trap 'kill $SERVER 2>/dev/null || true; stop_spinners' EXIT
   for _ in $(seq 200); do grep -q server.started "$OUT/events.jsonl" 2>/dev/null && break; sleep 0.05; done
   grep -q server.started "$OUT/events.jsonl" || { echo "frontdoor did not start:"; cat "$OUT/server.log"; exit 1; }
   set +e
@@ -95,7 +108,7 @@ else
   "${PRIO[@]}" taskset -c "$SERVER_CPU" "$REFLECTOR_BIN" --base "$REFL_BASE" --calls "$CALLS" \
     --seconds $((SECS + 3)) --poll-ms "${REFL_POLL_MS:-0}" >"$OUT/reflector.out" 2>"$OUT/reflector.log" &
   REFL=$!
-  trap 'kill $REFL 2>/dev/null || true' EXIT
+  trap 'kill $REFL 2>/dev/null || true; stop_spinners' EXIT
   for _ in $(seq 200); do grep -q sockets "$OUT/reflector.log" 2>/dev/null && break; sleep 0.05; done
   grep -q sockets "$OUT/reflector.log" || { echo "reflector did not start:"; cat "$OUT/reflector.log"; exit 1; }
   set +e
@@ -108,6 +121,7 @@ else
   trap - EXIT
   echo "  reflector      : pinned to CPU $SERVER_CPU (poll ${REFL_POLL_MS:-0} ms: $(cat "$OUT/reflector.out")); rtpload on CPU $LOAD_CPU"
 fi
+stop_spinners
 RCV1=$(snmp_rcvbuf)
 echo "  UDP RcvbufErrors (kernel, whole box): $((RCV1 - RCV0))"
 echo "  logs           : $OUT"

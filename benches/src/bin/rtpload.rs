@@ -534,6 +534,9 @@ impl RxStream {
 
 struct RxResult {
     streams: Vec<RxStream>,
+    /// Arrivals in the steady window by 1 ms phase of the 20 ms cycle: an engine that spreads
+    /// its calls evenly over its timer wheel gives a flat profile; clumping shows as peaks.
+    phase: [u64; SLOTS],
     total_jitter: Histogram<u64>,
     steady_jitter: Histogram<u64>,
     no_timestamp: u64,
@@ -565,6 +568,7 @@ fn receiver(
     let mut bufs = [[0u8; RX_BUF]; RX_BATCH];
     let mut no_timestamp = 0u64;
     let mut syscalls = 0u64;
+    let mut phase = [0u64; SLOTS];
     let period = i64::try_from(poll_ms).unwrap_or(1000).min(1000) * 1_000_000;
     let mut next = monotonic_ns();
     while !stop.load(Ordering::Relaxed) {
@@ -641,6 +645,12 @@ fn receiver(
                         MultiHeaders::<SockaddrIn>::preallocate(RX_BATCH, Some(cmsg_space.clone()));
                 }
                 for ((len, t), buf) in meta.iter().zip(bufs.iter()).take(got) {
+                    if w_start > 0 && *t >= w_start && *t <= w_end {
+                        let ph = (t.rem_euclid(PTIME_NS) / 1_000_000) as usize;
+                        if let Some(x) = phase.get_mut(ph) {
+                            *x += 1;
+                        }
+                    }
                     if let Some(us) = st.packet(*t, buf.get(..*len).unwrap_or_default()) {
                         let _ = total_jitter.record(us.max(1));
                         if w_start > 0 && *t >= w_start && *t <= w_end {
@@ -656,6 +666,7 @@ fn receiver(
     }
     Ok(RxResult {
         streams,
+        phase,
         total_jitter,
         steady_jitter,
         no_timestamp,
@@ -1279,6 +1290,7 @@ impl Report {
                 "engine_packets_out": self.engine_sum("packets_out"),
                 "jitter": pcts(&self.rx.total_jitter),
                 "jitter_steady": pcts(&self.rx.steady_jitter),
+                "phase_profile_steady": self.rx.phase.to_vec(),
                 "steady_window_s": if self.window.0 > 0 { (self.window.1 - self.window.0) as f64 / 1e9 } else { 0.0 },
             },
             "sent": {
@@ -1372,6 +1384,21 @@ impl Report {
                 "    steady window ({:.1} s, all calls up): {}",
                 (self.window.1 - self.window.0) as f64 / 1e9,
                 pcts_text(&self.rx.steady_jitter)
+            );
+        }
+        let in_window: u64 = self.rx.phase.iter().sum();
+        if in_window > 0 {
+            let mean = in_window as f64 / SLOTS as f64;
+            let (lo, hi) = self
+                .rx
+                .phase
+                .iter()
+                .fold((u64::MAX, 0), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            let _ = writeln!(
+                o,
+                "    phase spread : arrivals per 1 ms of the 20 ms cycle (steady window): min {:.0} %, max {:.0} % of the mean (flat = calls evenly spread)",
+                lo as f64 * 100.0 / mean,
+                hi as f64 * 100.0 / mean
             );
         }
         if self.rx.no_timestamp > 0 {
