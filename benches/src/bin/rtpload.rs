@@ -170,6 +170,8 @@ struct ProcSample {
     at_ns: i64,
     cpu_ticks: u64,
     rss_kib: u64,
+    /// Context switches (voluntary + involuntary), all threads: wake-ups.
+    ctxt: u64,
 }
 
 fn proc_sample(pid: &str) -> Option<ProcSample> {
@@ -186,11 +188,34 @@ fn proc_sample(pid: &str) -> Option<ProcSample> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let mut ctxt = 0u64;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let Ok(st) = std::fs::read_to_string(t.path().join("status")) else {
+                continue;
+            };
+            for l in st.lines() {
+                if let Some(v) = l
+                    .strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                {
+                    ctxt += v.trim().parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+    }
     Some(ProcSample {
         at_ns: monotonic_ns(),
         cpu_ticks: utime + stime,
         rss_kib,
+        ctxt,
     })
+}
+
+/// Context switches per second between two samples.
+fn ctxt_rate(a: &ProcSample, b: &ProcSample) -> Option<f64> {
+    let dt = (b.at_ns - a.at_ns) as f64 / 1e9;
+    (dt > 0.0).then(|| b.ctxt.saturating_sub(a.ctxt) as f64 / dt)
 }
 
 /// CPU % of one core between two samples (USER_HZ = 100 on Linux).
@@ -1305,6 +1330,7 @@ impl Report {
             "process": {
                 "what": self.sampled,
                 "cpu_pct_steady": cpu,
+                "context_switches_per_s_steady": self.proc_window.as_ref().and_then(|(a, b)| ctxt_rate(a, b)),
                 "rss_idle_mib": mem.map(|m| m.0),
                 "rss_steady_mib": mem.map(|m| m.1),
                 "rss_kib_per_call": mem.map(|m| m.2),
@@ -1446,9 +1472,14 @@ impl Report {
         }
         let Figures { cpu, mem, me } = self.proc_figures();
         if let Some(c) = cpu {
+            let cs = self
+                .proc_window
+                .as_ref()
+                .and_then(|(a, b)| ctxt_rate(a, b))
+                .unwrap_or(0.0);
             let _ = writeln!(
                 o,
-                "  {} process  : CPU {c:.1} % of one core over the steady window",
+                "  {} process  : CPU {c:.1} % of one core over the steady window; {cs:.0} context switches/s (all threads)",
                 self.sampled
             );
         }
