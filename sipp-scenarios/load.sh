@@ -28,6 +28,8 @@ fi
 
 snmp_rcvbuf() { awk '/^Udp:/{ if (h) { for (i=1;i<=NF;i++) if (n[i]=="RcvbufErrors") print $i; exit } else { for (i=1;i<=NF;i++) n[i]=$i; h=1 } }' /proc/net/snmp; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# Datagrams the kernel dropped on frontdoor's own SIP socket (/proc/net/udp "drops" column).
+sip_drops() { awk -v p="$(printf ':%04X' "$PORT")" '$2 ~ p"$" { print $NF; exit }' /proc/net/udp; }
 
 taskset -c "$SERVER_CPU" "$FRONTDOOR_BIN" serve --sip "127.0.0.1:$PORT" --rtp-ports 10000-59999 \
   --events "$OUT/events.jsonl" 2>"$OUT/server.log" &
@@ -48,6 +50,7 @@ set -e
 T1=$(date +%s.%N)
 CPU1=$(cpu_ticks $SERVER)
 RCV1=$(snmp_rcvbuf)
+SIPDROPS=$(sip_drops)
 RSS=$(awk '/VmRSS/{print $2}' /proc/$SERVER/status)
 HWM=$(awk '/VmHWM/{print $2}' /proc/$SERVER/status)
 kill -TERM $SERVER; wait $SERVER || true
@@ -57,9 +60,9 @@ SCREEN=$(ls "$OUT"/*_screen.log | head -1)
 RTT=$(ls "$OUT"/*_rtt.csv 2>/dev/null | head -1 || true)
 STAT=$(ls "$OUT"/*_.csv "$OUT"/*[0-9].csv 2>/dev/null | grep -v rtt | head -1 || true)
 python3 - "$SCREEN" "${RTT:-}" "${STAT:-}" "$RATE" "$CALLS" "$T0" "$T1" "$CPU0" "$CPU1" "$(getconf CLK_TCK)" \
-  "$RSS" "$HWM" "$RCV0" "$RCV1" "$SERVER_CPU" "$SIPP_CPU" "$SIPP_RC" <<'PY'
+  "$RSS" "$HWM" "$RCV0" "$RCV1" "$SERVER_CPU" "$SIPP_CPU" "$SIPP_RC" "${SIPDROPS:-0}" <<'PY'
 import re, sys, csv
-screen, rtt, stat, rate, calls, t0, t1, c0, c1, hz, rss, hwm, r0, r1, scpu, pcpu, rc = sys.argv[1:]
+screen, rtt, stat, rate, calls, t0, t1, c0, c1, hz, rss, hwm, r0, r1, scpu, pcpu, rc, sipdrops = sys.argv[1:]
 text = open(screen, errors="replace").read()
 def counter(name):
     m = re.findall(name + r"\s*\|\s*\d+\s*\|\s*(\d+)", text)
@@ -95,7 +98,7 @@ print(f"achieved rate       : {done / wall:.0f} calls/s over {wall:.1f} s")
 print(f"INVITE->200 (ms)    : p50 {pct(50):.3f}  p90 {pct(90):.3f}  p99 {pct(99):.3f}  max {samples[-1] if samples else float('nan'):.3f}  ({len(samples)} samples)")
 print(f"server CPU          : {cpu_s:.2f} s = {cpu_s / wall * 100:.0f} % of one core, {cpu_s / max(done,1) * 1e6:.1f} us per call")
 print(f"server RSS          : {int(rss)/1024:.1f} MiB (peak {int(hwm)/1024:.1f} MiB)")
-print(f"UDP RcvbufErrors    : {int(r1) - int(r0)}")
+print(f"UDP RcvbufErrors    : {int(r1) - int(r0)} on the host (SIPp's sockets included); {sipdrops} on frontdoor's SIP socket")
 print(f"pinned              : frontdoor on CPU {scpu}, sipp on CPU {pcpu}")
 print(f"sipp exit status    : {rc}")
 PY

@@ -331,8 +331,13 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                     ua.set_shedding(Some(config.overload.retry_after_s));
                     shedding_since = Some(now);
                 } else if let Some(since) = shedding_since {
-                    if full_batches == 0 && now.duration_since(since) > Duration::from_secs(1) && stopping_at.is_none() {
-                        tracing::info!("overload over: accepting new calls");
+                    // The backlog is gone: accept again at once, so a short stall sheds
+                    // only the calls that arrived while the socket was really behind.
+                    if full_batches == 0 && stopping_at.is_none() {
+                        tracing::info!(
+                            shed_for_ms = now.duration_since(since).as_millis(),
+                            "overload over: accepting new calls"
+                        );
                         ua.set_shedding(None);
                         shedding_since = None;
                     }
