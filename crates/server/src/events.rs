@@ -406,32 +406,28 @@ fn write_loop(rx: Receiver<Queued>, out: Box<dyn Write + Send>, shared: &Shared)
                 write_event(&mut out, &mut line, &ev);
             }
         }
-        let dropped = shared.dropped.load(Ordering::Relaxed);
-        if dropped > reported_drops {
-            reported_drops = dropped;
-            let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
-            let ev = Queued {
-                seq,
-                ts: SystemTime::now(),
-                call_id: None,
-                body: EventBody::EventsDropped { total: dropped },
-            };
-            write_event(&mut out, &mut line, &ev);
-        }
+        report_drops(&mut out, &mut line, shared, &mut reported_drops);
         let _ = out.flush();
     }
-    let dropped = shared.dropped.load(Ordering::Relaxed);
-    if dropped > reported_drops {
-        let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
-        let ev = Queued {
-            seq,
-            ts: SystemTime::now(),
-            call_id: None,
-            body: EventBody::EventsDropped { total: dropped },
-        };
-        write_event(&mut out, &mut line, &ev);
-    }
+    report_drops(&mut out, &mut line, shared, &mut reported_drops);
     let _ = out.flush();
+}
+
+/// Writes an `events.dropped` event when more events were lost since the last report.
+fn report_drops(out: &mut impl Write, line: &mut Vec<u8>, shared: &Shared, reported: &mut u64) {
+    let dropped = shared.dropped.load(Ordering::Relaxed);
+    if dropped <= *reported {
+        return;
+    }
+    *reported = dropped;
+    let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
+    let ev = Queued {
+        seq,
+        ts: SystemTime::now(),
+        call_id: None,
+        body: EventBody::EventsDropped { total: dropped },
+    };
+    write_event(out, line, &ev);
 }
 
 fn write_event(out: &mut impl Write, line: &mut Vec<u8>, ev: &Queued) {
