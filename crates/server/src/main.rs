@@ -1,6 +1,8 @@
 //! The `frontdoor` command.
 #![forbid(unsafe_code)]
 
+mod recognize;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +63,18 @@ enum Command {
         #[arg(long, default_value = "prompts")]
         prompts: PathBuf,
     },
+    /// Recognise a WAV file against a dialplan step's speech input (its intents, yes/no or
+    /// digits) with the recognizer calls use; prints one JSON line. Exit status 1 on errors.
+    Recognize {
+        /// The dialplan file (validated first).
+        #[arg(long)]
+        dialplan: PathBuf,
+        /// The step: `STEP` (unique across flows) or `FLOW.STEP`.
+        #[arg(long)]
+        step: String,
+        /// The audio: WAV, mono or stereo PCM, 8 or 16 kHz (8000..=48000 Hz accepted).
+        audio: PathBuf,
+    },
     /// The customer store.
     Customers {
         #[command(subcommand)]
@@ -107,7 +121,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,whisper_rs=warn")),
         )
         .init();
     let cli = Cli::parse();
@@ -120,6 +134,20 @@ fn main() -> ExitCode {
             }
         },
         Command::Check { path, prompts } => run_check(&path, &prompts),
+        Command::Recognize {
+            dialplan,
+            step,
+            audio,
+        } => match recognize::run(&dialplan, &step, &audio) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("frontdoor recognize: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Customers {
             command:
                 CustomersCommand::Import {
