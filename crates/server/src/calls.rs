@@ -808,6 +808,11 @@ impl CallApp {
         }
     }
 
+    /// Wakes the media workers for the commands queued since the last call.
+    pub fn flush_media(&mut self) {
+        self.media.flush();
+    }
+
     /// Calls whose media is still being torn down.
     pub fn media_draining(&self) -> usize {
         self.pending_release.len()

@@ -461,6 +461,8 @@ async fn pump(
             break;
         }
     }
+    // One wake-up per worker for everything this batch queued.
+    app.flush_media();
 }
 
 async fn send(

@@ -138,6 +138,8 @@ struct WorkerHandle {
     tx: Sender<Command>,
     waker: Arc<Waker>,
     join: Option<JoinHandle<()>>,
+    /// Commands were queued since the last [`MediaEngine::flush`].
+    pending: bool,
 }
 
 /// The engine: a fixed set of worker threads; legs are spread over them.
@@ -172,6 +174,7 @@ impl MediaEngine {
                 tx,
                 waker,
                 join: Some(join),
+                pending: false,
             });
         }
         Ok(Self {
@@ -210,11 +213,22 @@ impl MediaEngine {
         if let Some(key) = remove {
             self.placement.remove(&key);
         }
-        let Some(w) = idx.and_then(|i| self.workers.get(i)) else {
+        let Some(w) = idx.and_then(|i| self.workers.get_mut(i)) else {
             return;
         };
         if w.tx.send(cmd).is_ok() {
-            let _ = w.waker.wake();
+            w.pending = true;
+        }
+    }
+
+    /// Wakes the workers that have commands queued. The control plane calls this once after
+    /// each batch of work rather than per command: a wake-up is a syscall and, on a busy core,
+    /// a context switch.
+    pub fn flush(&mut self) {
+        for w in &mut self.workers {
+            if std::mem::take(&mut w.pending) {
+                let _ = w.waker.wake();
+            }
         }
     }
 }

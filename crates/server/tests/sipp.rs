@@ -241,8 +241,7 @@ fn trunk_allow_list_refuses_others() {
         !out.status.success(),
         "calls from a non-allowed source must fail"
     );
-    let events = server.events();
-    let rejected = of_type(&events, "call.rejected");
+    let rejected = server.wait_count(Duration::from_secs(5), 5, |e| e["type"] == "call.rejected");
     assert_eq!(rejected.len(), 5);
     assert!(rejected.iter().all(|e| e["status"] == 403));
 }
