@@ -91,6 +91,7 @@ fn phone_wav(text: &str, name: &str) -> PathBuf {
         .unwrap_or_else(|e| panic!("cannot run espeak-ng ({e}); apt-get install espeak-ng"));
     assert!(status.success(), "espeak-ng failed for {text:?}");
     let (pcm, rate) = read_pcm16(&std::fs::read(&raw).unwrap());
+    let _ = std::fs::remove_file(&raw);
     let narrow = f32_to_i16(&resample(&i16_to_f32(&pcm), rate, 8000).unwrap());
     let line = G711::Pcmu.decode(&G711::Pcmu.encode(&narrow));
     let mut out = vec![0i16; 8 * 300];
@@ -218,6 +219,7 @@ fn heldout_intents_accuracy() {
     for (want, text) in &cases {
         let wav = phone_wav(text, &slug(text));
         let v = recognize(&step, &wav);
+        let _ = std::fs::remove_file(&wav);
         total_ms += v["timings"]["recognize_ms"].as_f64().unwrap();
         let got = match v["result"]["kind"].as_str().unwrap() {
             "intent" => Some(v["result"]["intent"].as_str().unwrap().to_owned()),
@@ -299,17 +301,22 @@ fn account_number_digits() {
     let v = recognize("account_digits", &wav);
     assert_eq!(v["result"]["kind"], "digits", "{v}");
     assert_eq!(v["result"]["digits"], "41592638", "{v}");
+    let _ = std::fs::remove_file(wav);
 }
 
 #[test]
 fn yes_and_no_on_the_confirmation_step() {
-    let v = recognize("speech.confirm_lost_card", &phone_wav("yes", "yes"));
+    let yes = phone_wav("yes", "yes");
+    let v = recognize("speech.confirm_lost_card", &yes);
+    let _ = std::fs::remove_file(yes);
     assert_eq!(
         v["result"],
         serde_json::json!({"kind": "yes_no", "yes": true}),
         "{v}"
     );
-    let v = recognize("confirm_lost_card", &phone_wav("no", "no"));
+    let no = phone_wav("no", "no");
+    let v = recognize("confirm_lost_card", &no);
+    let _ = std::fs::remove_file(no);
     assert_eq!(
         v["result"],
         serde_json::json!({"kind": "yes_no", "yes": false}),
@@ -322,6 +329,7 @@ fn silence_is_no_input() {
     let path = scratch("silence.wav");
     std::fs::write(&path, wav_bytes(&vec![0i16; 8000 * 2], 8000)).unwrap();
     let v = recognize("speech_main", &path);
+    let _ = std::fs::remove_file(path);
     assert_eq!(
         v["result"],
         serde_json::json!({"kind": "none", "reason": "no_input"}),
@@ -364,6 +372,8 @@ fn missing_model_names_the_fetch_script() {
     );
     assert!(stderr.contains("scripts/models/fetch"), "{stderr}");
     assert!(stderr.contains("ggml-tiny.en.bin"), "{stderr}");
+    let _ = std::fs::remove_file(wav);
+    let _ = std::fs::remove_dir(empty);
 }
 
 #[test]
@@ -410,4 +420,6 @@ fn bad_arguments_are_clear_errors() {
         None,
     );
     assert!(stderr.contains("cannot read"), "{stderr}");
+    let _ = std::fs::remove_file(wav);
+    let _ = std::fs::remove_file(bad);
 }
