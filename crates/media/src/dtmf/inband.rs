@@ -80,11 +80,8 @@ struct SubBlock {
 /// Goertzel-based in-band DTMF detector for one 8 kHz audio stream.
 #[derive(Clone)]
 pub struct InbandDetector {
-    /// `cos[n][k]`: sample-major so the inner loop runs over the 8 frequencies (SIMD lanes).
-    cos: [[f32; 8]; SUB_BLOCK],
-    sin: [[f32; 8]; SUB_BLOCK],
-    /// Expected per-sub-block phase advance (cos, sin) of each nominal frequency.
-    adv: [(f32, f32); 8],
+    /// Shared per-frequency tables, computed once per process.
+    tables: &'static Tables,
     buf: [f32; SUB_BLOCK],
     fill: usize,
     hist: [SubBlock; WINDOW_SUBS],
@@ -97,31 +94,30 @@ pub struct InbandDetector {
     min_power: f32,
     twist_normal: f32,
     twist_reverse: f32,
+}
+
+/// Goertzel/DFT tables of the eight DTMF frequencies: the same for every detector, so they
+/// are computed once (a detector is created per call; a thousand sin/cos per call showed up
+/// in the engine's profile under load).
+#[derive(Debug)]
+struct Tables {
+    /// `cos[n][k]`: sample-major so the inner loop runs over the 8 frequencies (SIMD lanes).
+    cos: [[f32; 8]; SUB_BLOCK],
+    sin: [[f32; 8]; SUB_BLOCK],
+    /// Phase advance of one sub-block, per frequency.
+    adv: [(f32, f32); 8],
     /// cos of the largest accepted per-sub-block phase deviation, per frequency.
     cos_limit: [f32; 8],
 }
 
-impl std::fmt::Debug for InbandDetector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InbandDetector")
-            .field("candidate", &self.candidate)
-            .field("run", &self.run)
-            .field("reported", &self.reported)
-            .finish()
+static TABLES: std::sync::OnceLock<Tables> = std::sync::OnceLock::new();
+
+impl Tables {
+    fn get() -> &'static Tables {
+        TABLES.get_or_init(Tables::compute)
     }
-}
 
-impl Default for InbandDetector {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-const KEYPAD: [[u8; 4]; 4] = [[1, 2, 3, 12], [4, 5, 6, 13], [7, 8, 9, 14], [10, 0, 11, 15]];
-
-impl InbandDetector {
-    /// A detector in the idle state.
-    pub fn new() -> Self {
+    fn compute() -> Tables {
         let mut cos = [[0f32; 8]; SUB_BLOCK];
         let mut sin = [[0f32; 8]; SUB_BLOCK];
         let mut adv = [(0f32, 0f32); 8];
@@ -147,11 +143,39 @@ impl InbandDetector {
                 / f64::from(SAMPLE_RATE);
             *c = phi.cos() as f32;
         }
-        let amp = DBM0_REF_AMPLITUDE * 10f32.powf(MIN_TONE_LEVEL_DBM0 / 20.0);
-        InbandDetector {
+        Tables {
             cos,
             sin,
             adv,
+            cos_limit,
+        }
+    }
+}
+
+impl std::fmt::Debug for InbandDetector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InbandDetector")
+            .field("candidate", &self.candidate)
+            .field("run", &self.run)
+            .field("reported", &self.reported)
+            .finish()
+    }
+}
+
+impl Default for InbandDetector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const KEYPAD: [[u8; 4]; 4] = [[1, 2, 3, 12], [4, 5, 6, 13], [7, 8, 9, 14], [10, 0, 11, 15]];
+
+impl InbandDetector {
+    /// A detector in the idle state.
+    pub fn new() -> Self {
+        let amp = DBM0_REF_AMPLITUDE * 10f32.powf(MIN_TONE_LEVEL_DBM0 / 20.0);
+        InbandDetector {
+            tables: Tables::get(),
             buf: [0.0; SUB_BLOCK],
             fill: 0,
             hist: [SubBlock::default(); WINDOW_SUBS],
@@ -164,7 +188,6 @@ impl InbandDetector {
             min_power: amp * amp / 2.0,
             twist_normal: 10f32.powf(TWIST_NORMAL_DB / 10.0),
             twist_reverse: 10f32.powf(TWIST_REVERSE_DB / 10.0),
-            cos_limit,
         }
     }
 
@@ -218,7 +241,11 @@ impl InbandDetector {
             }
         }
         sb.energy = en.iter().sum();
-        for ((xn, c), s) in x.iter().zip(self.cos.iter()).zip(self.sin.iter()) {
+        for ((xn, c), s) in x
+            .iter()
+            .zip(self.tables.cos.iter())
+            .zip(self.tables.sin.iter())
+        {
             for k in 0..8 {
                 sb.re[k] += xn * c[k];
                 sb.im[k] -= xn * s[k];
@@ -269,11 +296,11 @@ impl InbandDetector {
         let n = (SUB_BLOCK * WINDOW_SUBS) as f32;
         let power = (cr * cr + ci * ci) * 2.0 / (n * n);
         // deviation: angle of u relative to the nominal advance
-        let (er, ei) = self.adv[k];
+        let (er, ei) = self.tables.adv[k];
         let dr = ur * er + ui * ei;
         // |Δφ| ≤ φ_limit  ⇔  cos Δφ ≥ cos φ_limit (φ_limit < π for every DTMF frequency),
         // and the de-rotated phasor u·conj(e) is a unit vector whose real part is cos Δφ.
-        (power, dr >= self.cos_limit[k])
+        (power, dr >= self.tables.cos_limit[k])
     }
 
     /// Which digit (if any) the current window holds.
