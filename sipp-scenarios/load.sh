@@ -8,6 +8,7 @@
 # SIPp's successful/failed calls and retransmissions, the achieved call rate, INVITE->200
 # response-time percentiles (from -trace_rtt), the server's CPU time per call, its RSS, and the
 # kernel's UDP receive-buffer errors during the run. Exit status 0 when no call failed.
+# FRONTDOOR_ARGS adds arguments to `frontdoor serve` (e.g. "--config my.toml").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +33,7 @@ cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 sip_drops() { awk -v p="$(printf ':%04X' "$PORT")" '$2 ~ p"$" { print $NF; exit }' /proc/net/udp; }
 
 taskset -c "$SERVER_CPU" "$FRONTDOOR_BIN" serve --sip "127.0.0.1:$PORT" --rtp-ports 10000-59999 \
-  --events "$OUT/events.jsonl" 2>"$OUT/server.log" &
+  --events "$OUT/events.jsonl" ${FRONTDOOR_ARGS:-} 2>"$OUT/server.log" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q server.started "$OUT/events.jsonl" 2>/dev/null && break; sleep 0.05; done

@@ -205,7 +205,7 @@ pub struct OverloadSection {
 impl Default for OverloadSection {
     fn default() -> Self {
         Self {
-            backlog_datagrams: 4096,
+            backlog_datagrams: 12_288,
             retry_after_s: 5,
         }
     }
