@@ -1088,6 +1088,27 @@ impl UserAgent {
         });
     }
 
+    /// A stateful response carrying `Allow` (501, 405, OPTIONS 200 in a dialog).
+    fn respond_allow(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        source: SocketAddr,
+        req: &Request,
+        status: u16,
+    ) {
+        self.respond_stateful(
+            now,
+            transport,
+            source,
+            req,
+            status,
+            None,
+            &[("Allow", ALLOW)],
+            None,
+        );
+    }
+
     /// Create a non-INVITE server transaction and answer it at once.
     #[allow(clippy::too_many_arguments)]
     fn respond_stateful(
@@ -1242,29 +1263,11 @@ impl UserAgent {
         }
         match req.method {
             Method::Invite => self.handle_new_invite(now, transport, source, req),
-            Method::Other(_) => self.respond_stateful(
-                now,
-                transport,
-                source,
-                &req,
-                501,
-                None,
-                &[("Allow", ALLOW)],
-                None,
-            ),
+            Method::Other(_) => self.respond_allow(now, transport, source, &req, 501),
             Method::Bye | Method::Info | Method::Update | Method::Prack => {
                 self.respond_stateful(now, transport, source, &req, 481, None, &[], None)
             }
-            _ => self.respond_stateful(
-                now,
-                transport,
-                source,
-                &req,
-                405,
-                None,
-                &[("Allow", ALLOW)],
-                None,
-            ),
+            _ => self.respond_allow(now, transport, source, &req, 405),
         }
     }
 
@@ -1755,36 +1758,9 @@ impl UserAgent {
                     self.respond_stateful(now, transport, source, &req, 200, None, &extra, None);
                 }
             }
-            Method::Options => self.respond_stateful(
-                now,
-                transport,
-                source,
-                &req,
-                200,
-                None,
-                &[("Allow", ALLOW)],
-                None,
-            ),
-            Method::Other(_) => self.respond_stateful(
-                now,
-                transport,
-                source,
-                &req,
-                501,
-                None,
-                &[("Allow", ALLOW)],
-                None,
-            ),
-            _ => self.respond_stateful(
-                now,
-                transport,
-                source,
-                &req,
-                405,
-                None,
-                &[("Allow", ALLOW)],
-                None,
-            ),
+            Method::Options => self.respond_allow(now, transport, source, &req, 200),
+            Method::Other(_) => self.respond_allow(now, transport, source, &req, 501),
+            _ => self.respond_allow(now, transport, source, &req, 405),
         }
     }
 
