@@ -260,57 +260,24 @@ pub fn of_type<'a>(events: &'a [serde_json::Value], ty: &str) -> Vec<&'a serde_j
 /// Writes a pcap (Ethernet/IPv4/UDP) of RTP packets, one every `ptime_ms`, as SIPp's
 /// `play_pcap_audio` replays them.
 pub fn write_rtp_pcap(path: &Path, payload_type: u8, ptime_ms: u32, frames: &[Vec<u8>]) {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&0i32.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&65535u32.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
     let samples = ptime_ms * 8;
-    for (i, frame) in frames.iter().enumerate() {
-        let i = i as u32;
-        let mut rtp = vec![0x80, payload_type & 0x7f];
-        if i == 0 {
-            rtp[1] |= 0x80;
-        }
-        rtp.extend_from_slice(&(1000u16.wrapping_add(i as u16)).to_be_bytes());
-        rtp.extend_from_slice(&(160_000u32.wrapping_add(i * samples)).to_be_bytes());
-        rtp.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-        rtp.extend_from_slice(frame);
-        let udp_len = 8 + rtp.len();
-        let ip_len = 20 + udp_len;
-        let mut pkt = vec![0u8; 12];
-        pkt.extend_from_slice(&[0x08, 0x00]);
-        pkt.extend_from_slice(&[
-            0x45,
-            0,
-            (ip_len >> 8) as u8,
-            ip_len as u8,
-            0,
-            0,
-            0,
-            0,
-            64,
-            17,
-            0,
-            0,
-        ]);
-        pkt.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
-        pkt.extend_from_slice(&4000u16.to_be_bytes());
-        pkt.extend_from_slice(&6000u16.to_be_bytes());
-        pkt.extend_from_slice(&(udp_len as u16).to_be_bytes());
-        pkt.extend_from_slice(&[0, 0]);
-        pkt.extend_from_slice(&rtp);
-        let t_us = u64::from(i) * u64::from(ptime_ms) * 1000;
-        out.extend_from_slice(&((1_700_000_000 + t_us / 1_000_000) as u32).to_le_bytes());
-        out.extend_from_slice(&((t_us % 1_000_000) as u32).to_le_bytes());
-        out.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
-        out.extend_from_slice(&pkt);
-    }
-    std::fs::write(path, out).unwrap();
+    let packets: Vec<(u64, Vec<u8>)> = frames
+        .iter()
+        .enumerate()
+        .map(|(i, frame)| {
+            let i = i as u32;
+            let mut rtp = vec![0x80, payload_type & 0x7f];
+            if i == 0 {
+                rtp[1] |= 0x80;
+            }
+            rtp.extend_from_slice(&(1000u16.wrapping_add(i as u16)).to_be_bytes());
+            rtp.extend_from_slice(&(160_000u32.wrapping_add(i * samples)).to_be_bytes());
+            rtp.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+            rtp.extend_from_slice(frame);
+            (u64::from(i) * u64::from(ptime_ms) * 1000, rtp)
+        })
+        .collect();
+    write_pcap(path, &packets);
 }
 
 /// 8 kHz PCM of DTMF `keys`: each tone `on_ms` long at `amplitude` per frequency, then `off_ms`
