@@ -5,8 +5,10 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod calls;
 pub mod config;
+pub mod desk;
 pub mod driver;
 pub mod events;
 pub mod media;
