@@ -302,7 +302,13 @@ pub enum EventTarget {
     Stdout,
     /// A file, appended to.
     File(PathBuf),
+    /// Nowhere (only the live feed of [`EventSink::open_with_feed`], e.g. the agent API's
+    /// WebSocket).
+    Discard,
 }
+
+/// Live copies of the stream: every line (without its newline) as written.
+pub type EventFeed = tokio::sync::broadcast::Sender<Arc<str>>;
 
 /// The writer thread; join it after the last sink is dropped to flush everything.
 #[derive(Debug)]
@@ -333,7 +339,17 @@ impl EventSink {
 
     /// Opens `target` and starts the writer thread.
     pub fn open(target: EventTarget) -> std::io::Result<(Self, EventWriter)> {
+        Self::open_with_feed(target, None)
+    }
+
+    /// Opens `target` and starts the writer thread, which also publishes every line on
+    /// `feed` (when anybody listens; slow listeners lag, the writer never waits).
+    pub fn open_with_feed(
+        target: EventTarget,
+        feed: Option<EventFeed>,
+    ) -> std::io::Result<(Self, EventWriter)> {
         let out: Box<dyn Write + Send> = match &target {
+            EventTarget::Discard => Box::new(std::io::sink()),
             EventTarget::Stdout => Box::new(std::io::stdout()),
             EventTarget::File(path) => Box::new(
                 std::fs::OpenOptions::new()
@@ -350,7 +366,7 @@ impl EventSink {
         let writer_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("events".into())
-            .spawn(move || write_loop(rx, out, &writer_shared))?;
+            .spawn(move || write_loop(rx, out, &writer_shared, feed))?;
         Ok((
             Self {
                 tx: Some(tx),
@@ -391,8 +407,14 @@ impl EventSink {
     }
 }
 
-fn write_loop(rx: Receiver<Queued>, out: Box<dyn Write + Send>, shared: &Shared) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+fn write_loop(
+    rx: Receiver<Queued>,
+    out: Box<dyn Write + Send>,
+    shared: &Shared,
+    feed: Option<EventFeed>,
+) {
+    let out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut out = Tee { out, feed };
     let mut reported_drops = 0u64;
     let mut line = Vec::with_capacity(512);
     // The writer never blocks in `recv`: it wakes every few milliseconds and drains what is
@@ -419,6 +441,34 @@ fn write_loop(rx: Receiver<Queued>, out: Box<dyn Write + Send>, shared: &Shared)
     }
     report_drops(&mut out, &mut line, shared, &mut reported_drops);
     let _ = out.flush();
+}
+
+/// The file (or sink) plus the live feed: each complete line written is also published.
+struct Tee<W: Write> {
+    out: W,
+    feed: Option<EventFeed>,
+}
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if let Some(feed) = &self.feed
+            && feed.receiver_count() > 0
+            && let Ok(text) = std::str::from_utf8(buf.strip_suffix(b"\n").unwrap_or(buf))
+        {
+            // No receivers is not an error: nobody is watching.
+            let _ = feed.send(Arc::from(text));
+        }
+        self.out.write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Writes an `events.dropped` event when more events were lost since the last report.
@@ -461,6 +511,30 @@ fn write_event(out: &mut impl Write, line: &mut Vec<u8>, ev: &Queued) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_live_feed_gets_every_line_without_a_file() {
+        let (feed, mut rx) = tokio::sync::broadcast::channel(16);
+        let (sink, writer) = EventSink::open_with_feed(EventTarget::Discard, Some(feed)).unwrap();
+        assert!(sink.enabled());
+        sink.emit(None, EventBody::EventsDropped { total: 7 });
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let line = loop {
+            match rx.try_recv() {
+                Ok(l) => break l,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err(e) => panic!("no line on the feed: {e:?}"),
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["type"], "events.dropped");
+        assert_eq!(v["total"], 7);
+        assert!(!line.ends_with('\n'));
+        drop(sink);
+        writer.finish();
+    }
 
     #[test]
     fn events_are_json_lines_with_envelope() {
@@ -554,7 +628,7 @@ mod tests {
         assert_eq!(sink.dropped(), 3);
         drop(sink);
         let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
-        write_loop(rx, Box::new(SharedBuf(buf.clone())), &shared);
+        write_loop(rx, Box::new(SharedBuf(buf.clone())), &shared, None);
         let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
