@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod callbacks;
 mod csv_import;
 pub mod ivr_glue;
 mod number;

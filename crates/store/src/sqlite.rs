@@ -68,6 +68,7 @@ impl SqliteStore {
         let writer = Connection::open(path)?;
         configure(&writer)?;
         writer.execute_batch(SCHEMA)?;
+        writer.execute_batch(crate::callbacks::SCHEMA)?;
         let reader = Connection::open(path)?;
         configure(&reader)?;
         Ok(Self {
@@ -80,26 +81,27 @@ impl SqliteStore {
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::callbacks::SCHEMA)?;
         Ok(Self {
             writer: Mutex::new(conn),
             reader: None,
         })
     }
 
-    fn read(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn read(&self) -> MutexGuard<'_, Connection> {
         lock(self.reader.as_ref().unwrap_or(&self.writer))
     }
 
-    fn write(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn write(&self) -> MutexGuard<'_, Connection> {
         lock(&self.writer)
     }
 }
 
-fn ts(t: &DateTime<Utc>) -> String {
+pub(crate) fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
+pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
     Ok(DateTime::parse_from_rfc3339(s)?.with_timezone(&Utc))
 }
 
