@@ -691,6 +691,8 @@ pub struct DigestServer {
     cfg: DigestConfig,
     epoch: Instant,
     opaque: String,
+    /// Makes every nonce unique, even several in one millisecond (nonce-counts are per nonce).
+    counter: u64,
     /// nonce → (highest nc seen, nonce issue time).
     seen: HashMap<String, (u32, Duration)>,
 }
@@ -707,6 +709,7 @@ impl DigestServer {
             cfg,
             epoch,
             opaque,
+            counter: 0,
             seen: HashMap::new(),
         }
     }
@@ -716,38 +719,42 @@ impl DigestServer {
         &self.cfg.realm
     }
 
-    fn nonce_mac(&self, ts_ms: u64) -> HmacSha256 {
+    fn nonce_mac(&self, ts_ms: u64, salt: u64) -> HmacSha256 {
         let mut m = mac(&self.cfg.secret);
         m.update(&ts_ms.to_be_bytes());
+        m.update(&salt.to_be_bytes());
         m.update(self.cfg.realm.as_bytes());
         m
     }
 
-    /// A fresh nonce for `now`.
-    pub fn nonce(&self, now: Instant) -> String {
+    /// A fresh nonce for `now`: `hex(ms since epoch) hex(counter) hex(HMAC)[..32]`.
+    pub fn nonce(&mut self, now: Instant) -> String {
         let ts = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
             .unwrap_or(u64::MAX);
-        let tag = self.nonce_mac(ts).finalize().into_bytes();
-        format!("{ts:016x}{}", hex(&tag[..16]))
+        self.counter = self.counter.wrapping_add(1);
+        let salt = self.counter;
+        let tag = self.nonce_mac(ts, salt).finalize().into_bytes();
+        format!("{ts:016x}{salt:016x}{}", hex(&tag[..16]))
     }
 
     /// When `nonce` was issued (time since epoch), if we issued it.
     fn nonce_issued(&self, nonce: &str) -> Option<Duration> {
-        if nonce.len() != 48 || !nonce.is_ascii() {
+        if nonce.len() != 64 || !nonce.is_ascii() {
             return None;
         }
         let ts = u64::from_str_radix(nonce.get(..16)?, 16).ok()?;
-        let tag_hex = nonce.get(16..)?;
+        let salt = u64::from_str_radix(nonce.get(16..32)?, 16).ok()?;
+        let tag_hex = nonce.get(32..)?;
         let mut tag = [0u8; 16];
         for (i, b) in tag.iter_mut().enumerate() {
             *b = u8::from_str_radix(tag_hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
         }
-        self.nonce_mac(ts).verify_truncated_left(&tag).ok()?;
+        self.nonce_mac(ts, salt).verify_truncated_left(&tag).ok()?;
         Some(Duration::from_millis(ts))
     }
 
     /// Challenge header values, one per configured algorithm.
-    pub fn challenges(&self, now: Instant, stale: bool) -> Vec<String> {
+    pub fn challenges(&mut self, now: Instant, stale: bool) -> Vec<String> {
         let nonce = self.nonce(now);
         self.cfg
             .algorithms
@@ -886,7 +893,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::disallowed_methods)]
 mod tests {
     use super::*;
 
@@ -1063,6 +1070,26 @@ mod tests {
         assert_eq!(srv.tracked_nonces(), 0);
         let stale = srv.challenges(t0, true);
         assert!(Challenge::parse(&stale[0]).unwrap().stale);
+    }
+
+    #[test]
+    fn nonces_are_unique_within_one_millisecond() {
+        let (mut srv, t0) = server(vec![Algorithm::Md5]);
+        let good = ClientCredentials {
+            username: "alice".into(),
+            password: "wonderland".into(),
+        };
+        let a = Challenge::parse(&srv.challenges(t0, false)[0]).unwrap();
+        let b = Challenge::parse(&srv.challenges(t0, false)[0]).unwrap();
+        assert_ne!(a.nonce, b.nonce);
+        // Two clients each start at nc=1 on their own nonce: neither is a replay.
+        for ch in [a, b] {
+            let auth = authorize(&ch, &good, "REGISTER", "sip:x", b"", "c", 1);
+            assert!(matches!(
+                srv.verify(t0, "REGISTER", [auth.to_header_value().as_str()], lookup),
+                Verdict::Ok { .. }
+            ));
+        }
     }
 
     #[test]

@@ -70,11 +70,13 @@ pub mod auth;
 pub mod dialog;
 pub mod framing;
 pub mod message;
+pub mod registrar;
 pub mod sdp;
 pub mod transaction;
 pub mod ua;
 
 pub use dialog::{Branch, CallId, DialogId};
 pub use ua::{
-    CallHandle, EndCause, Transmit, Transport, UaConfig, UaError, UaEvent, UaStats, UserAgent,
+    CallHandle, EndCause, ServerTx, Transmit, Transport, UaConfig, UaError, UaEvent, UaStats,
+    UserAgent,
 };
