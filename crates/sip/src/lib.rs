@@ -11,7 +11,9 @@
 //! * [`transaction`]: the four RFC 3261 §17 machines (with RFC 6026), timers as data;
 //! * [`dialog`]: dialog state and in-dialog request building;
 //! * [`ua`]: the [`UserAgent`] transaction user;
-//! * [`sdp`]: RFC 3264 offer/answer for G.711.
+//! * [`sdp`]: RFC 3264 offer/answer for G.711;
+//! * [`auth`]: Digest authentication (RFC 7616/8760), server and client side;
+//! * [`registrar`]: the RFC 3261 §10.3 registrar and location service.
 //!
 //! # Driver loop
 //!
@@ -64,14 +66,17 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod dialog;
 pub mod framing;
 pub mod message;
+pub mod registrar;
 pub mod sdp;
 pub mod transaction;
 pub mod ua;
 
 pub use dialog::{Branch, CallId, DialogId};
 pub use ua::{
-    CallHandle, EndCause, Transmit, Transport, UaConfig, UaError, UaEvent, UaStats, UserAgent,
+    CallHandle, EndCause, ServerTx, Transmit, Transport, UaConfig, UaError, UaEvent, UaStats,
+    UserAgent,
 };

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::auth::{self, Challenge, ClientCredentials};
 use crate::dialog::{Branch, Dialog, DialogState};
 use crate::framing::{DEFAULT_MAX_MESSAGE_SIZE, datagram_message};
 use crate::message::{
@@ -223,7 +224,24 @@ pub enum UaEvent {
         /// SDP answer.
         answer: Option<Bytes>,
     },
+    /// A REGISTER outside a dialog, when [`UserAgent::set_accept_register`] is on. Its server
+    /// transaction absorbs retransmissions until the application answers with
+    /// [`UserAgent::respond`] (e.g. from a [`crate::registrar::Registrar`]).
+    Register {
+        /// The transaction to answer.
+        tx: ServerTx,
+        /// The request.
+        request: Box<Request>,
+        /// Where it came from.
+        source: SocketAddr,
+        /// Transport it came on.
+        transport: Transport,
+    },
 }
+
+/// A server transaction the application answers ([`UaEvent::Register`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServerTx(u64);
 
 /// Errors of the UA API.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -246,6 +264,9 @@ pub enum UaError {
     /// The target URI is not a SIP URI.
     #[error("invalid target URI")]
     InvalidUri,
+    /// No such pending server transaction (already answered or ended).
+    #[error("unknown server transaction")]
+    UnknownTransaction,
 }
 
 /// Counters.
@@ -410,6 +431,30 @@ struct UacInfo {
     got_provisional: bool,
     cancel_pending: bool,
     ack: Option<Bytes>,
+    /// What a re-sent INVITE (after a 401/407) is rebuilt from.
+    from_user: String,
+    max_forwards: u8,
+    body: Bytes,
+    /// Credentials for this call (else the UA's per-realm ones).
+    credentials: Option<ClientCredentials>,
+    /// Authorized INVITEs sent so far.
+    auth_attempts: u8,
+}
+
+/// Most INVITEs with credentials per call (stale nonces may need more than one).
+const MAX_AUTH_ATTEMPTS: u8 = 3;
+
+/// The parts an outgoing INVITE is built from.
+struct InviteParts<'a> {
+    uri: &'a str,
+    from_user: &'a str,
+    from_header: &'a str,
+    to_header: &'a str,
+    call_id: &'a str,
+    cseq: u32,
+    max_forwards: u8,
+    body: &'a [u8],
+    auth: Option<(&'a str, &'a str)>,
 }
 
 #[derive(Debug)]
@@ -463,6 +508,11 @@ pub struct UserAgent {
     options_tag: String,
     contact_hostport: String,
     warning_host: String,
+    /// Credentials per realm for challenges to our requests.
+    credentials: HashMap<String, ClientCredentials>,
+    accept_register: bool,
+    /// Requests waiting for the application's answer.
+    pending_requests: HashMap<TxId, Box<Request>>,
 }
 
 fn hostport(host: &str, port: u16) -> String {
@@ -535,6 +585,9 @@ impl UserAgent {
             stats: UaStats::default(),
             scratch: Vec::with_capacity(8),
             options_tag: String::new(),
+            credentials: HashMap::new(),
+            accept_register: false,
+            pending_requests: HashMap::new(),
             warning_host: config.contact_host.clone(),
             contact_hostport,
             cfg: config,
@@ -696,6 +749,71 @@ impl UserAgent {
     /// When `Some`, new INVITEs get 503 with this Retry-After (seconds) and no call is created.
     pub fn set_shedding(&mut self, retry_after: Option<u32>) {
         self.shedding = retry_after;
+    }
+
+    /// Credentials answering 401/407 challenges to our INVITEs for `realm`.
+    pub fn set_credentials(&mut self, realm: &str, credentials: ClientCredentials) {
+        self.credentials.insert(realm.to_owned(), credentials);
+    }
+
+    /// Credentials for one outgoing call, whatever realm challenges it (call it right after
+    /// [`Self::invite`]).
+    pub fn set_call_credentials(
+        &mut self,
+        call: CallHandle,
+        credentials: ClientCredentials,
+    ) -> Result<(), UaError> {
+        let u = self
+            .calls
+            .get_mut(&call)
+            .and_then(|c| c.uac.as_mut())
+            .ok_or(UaError::UnknownCall)?;
+        u.credentials = Some(credentials);
+        Ok(())
+    }
+
+    /// When on, REGISTER requests come out as [`UaEvent::Register`] for the application to
+    /// answer; when off (the default) they get 405.
+    pub fn set_accept_register(&mut self, on: bool) {
+        self.accept_register = on;
+    }
+
+    /// Answers a request surfaced as an event ([`UaEvent::Register`]) with `status` and
+    /// extra headers. Final responses carry a To tag.
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        tx: ServerTx,
+        status: u16,
+        headers: &[(&str, &str)],
+    ) -> Result<(), UaError> {
+        if !(100..=699).contains(&status) {
+            return Err(UaError::InvalidStatus(status));
+        }
+        let id = TxId(tx.0);
+        let Some(req) = self.pending_requests.remove(&id) else {
+            return Err(UaError::UnknownTransaction);
+        };
+        let Some(source) = self.txs.get(&id).map(|t| t.dest) else {
+            return Err(UaError::UnknownTransaction);
+        };
+        let mut b = ResponseBuilder::new(&req, status).source(Some(source));
+        if status >= 200 {
+            b = b.to_tag(req.to_tag().or(Some(self.options_tag.as_str())));
+        }
+        for (n, v) in headers {
+            b = b.header(n, v);
+        }
+        if !self.cfg.user_agent.is_empty() {
+            b = b.header("Server", &self.cfg.user_agent);
+        }
+        let bytes = b.build();
+        if status < 200 {
+            // Provisional: the request stays pending.
+            self.pending_requests.insert(id, req);
+        }
+        self.send_response(now, id, status, bytes);
+        Ok(())
     }
 
     /// Send 180 Ringing for an incoming call.
@@ -891,29 +1009,22 @@ impl UserAgent {
             from_user, self.cfg.contact_host, local_tag
         );
         let to_header = format!("<{target_uri}>");
-        let build = |ua: &Self, transport: Transport| {
-            let via = ua.via_for(transport, &branch);
-            let contact = ua.contact_for(from_user, transport);
-            let mut b = RequestBuilder::new(&Method::Invite, target_uri)
-                .header("Via", &via)
-                .header("Max-Forwards", max_forwards)
-                .header("From", &from_header)
-                .header("To", &to_header)
-                .header("Call-ID", &call_id)
-                .header("CSeq", "1 INVITE")
-                .header("Contact", &contact)
-                .header("Allow", ALLOW)
-                .header("Supported", SUPPORTED);
-            if !ua.cfg.user_agent.is_empty() {
-                b = b.header("User-Agent", &ua.cfg.user_agent);
-            }
-            (b.body(SDP, &body).build(), via)
+        let parts = InviteParts {
+            uri: target_uri,
+            from_user,
+            from_header: &from_header,
+            to_header: &to_header,
+            call_id: &call_id,
+            cseq: 1,
+            max_forwards,
+            body: &body,
+            auth: None,
         };
-        let (mut bytes, mut via) = build(self, Transport::Udp);
+        let (mut bytes, mut via) = self.build_invite(&parts, Transport::Udp, &branch);
         let mut transport = Transport::Udp;
         if bytes.len() > self.cfg.mtu {
             transport = Transport::Tcp;
-            (bytes, via) = build(self, Transport::Tcp);
+            (bytes, via) = self.build_invite(&parts, Transport::Tcp, &branch);
         }
         let ack = AckTemplate {
             uri: target_uri.to_owned(),
@@ -974,6 +1085,11 @@ impl UserAgent {
                     got_provisional: false,
                     cancel_pending: false,
                     ack: None,
+                    from_user: from_user.to_owned(),
+                    max_forwards,
+                    body,
+                    credentials: None,
+                    auth_attempts: 0,
                 })),
             },
         );
@@ -981,6 +1097,150 @@ impl UserAgent {
         self.apply_actions(now, id, false, &mut out);
         self.scratch = out;
         Ok(handle)
+    }
+
+    fn build_invite(
+        &self,
+        p: &InviteParts<'_>,
+        transport: Transport,
+        branch: &Branch,
+    ) -> (Bytes, String) {
+        let via = self.via_for(transport, branch);
+        let contact = self.contact_for(p.from_user, transport);
+        let mut b = RequestBuilder::new(&Method::Invite, p.uri)
+            .header("Via", &via)
+            .header("Max-Forwards", p.max_forwards)
+            .header("From", p.from_header)
+            .header("To", p.to_header)
+            .header("Call-ID", p.call_id)
+            .header("CSeq", format_args!("{} INVITE", p.cseq))
+            .header("Contact", &contact)
+            .header("Allow", ALLOW)
+            .header("Supported", SUPPORTED);
+        if let Some((name, value)) = p.auth {
+            b = b.header(name, value);
+        }
+        if !self.cfg.user_agent.is_empty() {
+            b = b.header("User-Agent", &self.cfg.user_agent);
+        }
+        (b.body(SDP, p.body).build(), via)
+    }
+
+    /// A 401/407 to our INVITE: re-send it with credentials when we have some and the
+    /// challenge is not a repeat. Returns whether a new INVITE went out.
+    fn retry_with_auth(&mut self, now: Instant, call: CallHandle, resp: &Response) -> bool {
+        let (challenge_name, cred_name) = match resp.status {
+            401 => ("WWW-Authenticate", "Authorization"),
+            407 => ("Proxy-Authenticate", "Proxy-Authorization"),
+            _ => return false,
+        };
+        let Some(challenge) = Challenge::select(
+            resp.headers
+                .0
+                .iter()
+                .filter(|h| h.name.matches(challenge_name))
+                .map(|h| h.value.as_str()),
+        ) else {
+            return false;
+        };
+        let Some(c) = self.calls.get(&call) else {
+            return false;
+        };
+        let Some(u) = c.uac.as_deref() else {
+            return false;
+        };
+        // Credentials already sent and refused (a new challenge that is not `stale`): the
+        // password is wrong. Stale nonces are retried a few times.
+        if c.ended
+            || u.auth_attempts >= MAX_AUTH_ATTEMPTS
+            || (u.auth_attempts > 0 && !challenge.stale)
+        {
+            return false;
+        }
+        let Some(creds) = u
+            .credentials
+            .clone()
+            .or_else(|| self.credentials.get(&challenge.realm).cloned())
+        else {
+            return false;
+        };
+        let cnonce = self.random_token();
+        let Some(c) = self.calls.get(&call) else {
+            return false;
+        };
+        let Some(u) = c.uac.as_deref() else {
+            return false;
+        };
+        let authz = auth::authorize(&challenge, &creds, "INVITE", &u.uri, &u.body, &cnonce, 1);
+        let authz = authz.to_header_value();
+        let cseq = u.invite_seq + 1;
+        let mut transport = c.transport;
+        let branch = self.new_branch();
+        let Some(u) = self.calls.get(&call).and_then(|c| c.uac.as_deref()) else {
+            return false;
+        };
+        let parts = InviteParts {
+            uri: &u.uri,
+            from_user: &u.from_user,
+            from_header: &u.from_header,
+            to_header: &u.to_header,
+            call_id: &u.call_id,
+            cseq,
+            max_forwards: u.max_forwards,
+            body: &u.body,
+            auth: Some((cred_name, &authz)),
+        };
+        let (mut bytes, mut via) = self.build_invite(&parts, transport, &branch);
+        if bytes.len() > self.cfg.mtu && transport == Transport::Udp {
+            transport = Transport::Tcp;
+            (bytes, via) = self.build_invite(&parts, transport, &branch);
+        }
+        let ack = AckTemplate {
+            uri: u.uri.clone(),
+            via: via.clone(),
+            from: u.from_header.clone(),
+            call_id: u.call_id.clone(),
+            cseq,
+            routes: vec![],
+        };
+        let Some(c) = self.calls.get(&call) else {
+            return false;
+        };
+        let dest = c.peer;
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        let m = InviteClient::new(
+            now,
+            bytes,
+            ack,
+            transport.is_reliable(),
+            self.timers,
+            &mut out,
+        );
+        let id = self.insert_tx(
+            AnyKey::Client(ClientKey(branch.clone(), Method::Invite)),
+            Machine::Ict(m),
+            transport,
+            dest,
+            Some(call),
+            Purpose::Invite,
+        );
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.invite_tx = Some(id);
+            c.transport = transport;
+            c.state = CallState::Calling;
+            if let Some(u) = c.uac.as_mut() {
+                u.invite_seq = cseq;
+                u.branch = branch;
+                u.via = via;
+                u.got_provisional = false;
+                u.ack = None;
+                u.auth_attempts += 1;
+            }
+        }
+        self.apply_actions(now, id, false, &mut out);
+        self.scratch = out;
+        true
     }
 
     // ----- plumbing -----
@@ -1028,6 +1288,7 @@ impl UserAgent {
     }
 
     fn remove_tx(&mut self, id: TxId) {
+        self.pending_requests.remove(&id);
         if let Some(tx) = self.txs.remove(&id) {
             match tx.key {
                 AnyKey::Server(k) => {
@@ -1253,6 +1514,12 @@ impl UserAgent {
             self.respond_stateful(now, transport, source, &req, 483, None, &[], None);
             return;
         }
+        if req.method == Method::Register && self.accept_register && req.to_tag().is_none() {
+            if !self.reject_unsupported(now, transport, source, &req) {
+                self.surface_register(transport, source, req);
+            }
+            return;
+        }
         if let Some(to_tag) = req.to_tag() {
             let Some(&call) = self.dialogs.get(to_tag) else {
                 self.respond_stateful(now, transport, source, &req, 481, None, &[], None);
@@ -1269,6 +1536,28 @@ impl UserAgent {
             }
             _ => self.respond_allow(now, transport, source, &req, 405),
         }
+    }
+
+    /// A REGISTER for the application: a server transaction waits for [`Self::respond`].
+    fn surface_register(&mut self, transport: Transport, source: SocketAddr, req: Request) {
+        let key = server_key(&req, Method::Register);
+        let dest = response_dest(transport, source, req.via());
+        let id = self.insert_tx(
+            AnyKey::Server(key),
+            Machine::Nist(NonInviteServer::new(transport.is_reliable(), self.timers)),
+            transport,
+            dest,
+            None,
+            Purpose::Server,
+        );
+        let request = Box::new(req);
+        self.pending_requests.insert(id, request.clone());
+        self.events.push_back(UaEvent::Register {
+            tx: ServerTx(id.0),
+            request,
+            source,
+            transport,
+        });
     }
 
     /// Answers 420 with Unsupported when `req` requires option tags we do not support.
@@ -2011,6 +2300,8 @@ impl UserAgent {
         if status >= 300 {
             if c.ended {
                 self.end_call(call, EndCause::LocalBye);
+            } else if (status == 401 || status == 407) && self.retry_with_auth(now, call, &resp) {
+                // Re-sent with credentials (the transaction ACKed the challenge).
             } else {
                 self.end_call(call, EndCause::RemoteRejected(status));
             }
