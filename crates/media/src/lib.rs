@@ -24,6 +24,7 @@ pub mod g711;
 pub mod jitter;
 pub mod latch;
 pub mod prompt;
+pub mod vad;
 pub mod rtcp;
 pub mod rtp;
 #[cfg(test)]
