@@ -17,6 +17,7 @@
 //! * [`call`] — [`call::MediaSession`], one per call leg, tying it all together.
 #![warn(missing_docs)]
 
+pub mod barge;
 pub mod call;
 pub mod dtmf;
 mod error;
@@ -24,12 +25,12 @@ pub mod g711;
 pub mod jitter;
 pub mod latch;
 pub mod prompt;
-pub mod vad;
 pub mod rtcp;
 pub mod rtp;
 #[cfg(test)]
 mod testutil;
 mod types;
+pub mod vad;
 
 pub use error::MediaError;
 pub use types::{PayloadType, SeqNo, SeqUnwrapper, Ssrc};

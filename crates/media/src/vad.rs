@@ -26,8 +26,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::g711::SAMPLE_RATE;
 use crate::dtmf::inband::{COL_FREQS, ROW_FREQS};
+use crate::g711::SAMPLE_RATE;
 
 /// Level reported for digital silence, dBFS.
 pub const SILENCE_DB: f32 = -100.0;
@@ -240,8 +240,15 @@ pub enum VadEvent {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    Listening { run: u32, onset: u64 },
-    Speech { start: u64, last_end: u64, silence: u64 },
+    Listening {
+        run: u32,
+        onset: u64,
+    },
+    Speech {
+        start: u64,
+        last_end: u64,
+        silence: u64,
+    },
     Done,
 }
 
@@ -483,7 +490,9 @@ pub(crate) mod tests {
             .arg(&path)
             .arg(text)
             .status()
-            .unwrap_or_else(|e| panic!("espeak-ng is needed for the VAD tests (apt-get install espeak-ng): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("espeak-ng is needed for the VAD tests (apt-get install espeak-ng): {e}")
+            });
         assert!(st.success(), "espeak-ng failed for {text:?}");
         let p = Prompt::load(&path).unwrap();
         G711::Pcmu.decode(p.encoded(G711::Pcmu))
@@ -603,7 +612,11 @@ pub(crate) mod tests {
         let utt = ep.take_utterance();
         // pre-roll 300 ms + speech + 200 ms tail, within a frame or two
         let expect = (end - start) as usize + 2400 + 1600;
-        assert!(utt.len().abs_diff(expect) <= 480, "{} vs {expect}", utt.len());
+        assert!(
+            utt.len().abs_diff(expect) <= 480,
+            "{} vs {expect}",
+            utt.len()
+        );
         assert!(ep.is_done());
     }
 
@@ -613,7 +626,12 @@ pub(crate) mod tests {
         let mut ep = Endpointer::new(VadConfig::default());
         ep.arm_no_input(8000);
         let evs = run(&mut ep, &line);
-        assert_eq!(evs, vec![VadEvent::NoInput { at: 8000 + 5 * 8000 }]);
+        assert_eq!(
+            evs,
+            vec![VadEvent::NoInput {
+                at: 8000 + 5 * 8000
+            }]
+        );
         assert!(ep.take_utterance().is_empty());
     }
 
@@ -624,8 +642,16 @@ pub(crate) mod tests {
             let mut ep = Endpointer::new(VadConfig::default());
             ep.arm_no_input(0);
             let evs = run(&mut ep, &line);
-            assert_eq!(evs, vec![VadEvent::NoInput { at: 40_000 }], "noise at {db} dB");
-            assert!((ep.noise_floor_db() - db).abs() < 3.0, "floor {}", ep.noise_floor_db());
+            assert_eq!(
+                evs,
+                vec![VadEvent::NoInput { at: 40_000 }],
+                "noise at {db} dB"
+            );
+            assert!(
+                (ep.noise_floor_db() - db).abs() < 3.0,
+                "floor {}",
+                ep.noise_floor_db()
+            );
         }
     }
 
@@ -641,9 +667,18 @@ pub(crate) mod tests {
             let Some(VadEvent::SpeechStarted { at }) = evs.first().copied() else {
                 panic!("noise {noise_db}: {evs:?}")
             };
-            assert!(at.abs_diff(onset) <= 800, "noise {noise_db}: onset {at} vs {onset}");
             assert!(
-                matches!(evs.get(1), Some(VadEvent::SpeechEnded { reason: EndReason::Silence, .. })),
+                at.abs_diff(onset) <= 800,
+                "noise {noise_db}: onset {at} vs {onset}"
+            );
+            assert!(
+                matches!(
+                    evs.get(1),
+                    Some(VadEvent::SpeechEnded {
+                        reason: EndReason::Silence,
+                        ..
+                    })
+                ),
                 "noise {noise_db}: {evs:?}"
             );
         }
@@ -651,7 +686,13 @@ pub(crate) mod tests {
 
     #[test]
     fn dtmf_tones_are_not_speech() {
-        let keys = [(697.0, 1209.0), (770.0, 1336.0), (852.0, 1477.0), (941.0, 1336.0), (697.0, 1633.0)];
+        let keys = [
+            (697.0, 1209.0),
+            (770.0, 1336.0),
+            (852.0, 1477.0),
+            (941.0, 1336.0),
+            (697.0, 1633.0),
+        ];
         for db in [-10.0, -20.0, -30.0] {
             let mut line = vec![0i16; 4000];
             line.extend(dtmf(&keys, db));
@@ -667,7 +708,9 @@ pub(crate) mod tests {
     #[test]
     fn max_utterance_cuts_long_speech_and_memory_is_bounded() {
         let speech = at_level(
-            &espeak("I would like to talk to somebody about my account and my card and my loan and everything else that I have with your bank"),
+            &espeak(
+                "I would like to talk to somebody about my account and my card and my loan and everything else that I have with your bank",
+            ),
             -20.0,
         );
         let mut line = vec![0i16; 4000];
@@ -689,7 +732,11 @@ pub(crate) mod tests {
         };
         assert_eq!(decided_at - start, 16000, "cut at exactly 2 s");
         let utt = ep.take_utterance();
-        assert!(utt.len() <= 2400 + 480 + 16000 + 6400 + 480, "{}", utt.len());
+        assert!(
+            utt.len() <= 2400 + 480 + 16000 + 6400 + 480,
+            "{}",
+            utt.len()
+        );
         assert!(utt.capacity() <= ep.utterance_cap);
         assert_eq!(evs.len(), 2, "one turn only: {evs:?}");
     }
