@@ -17,6 +17,7 @@
 //! * [`call`] — [`call::MediaSession`], one per call leg, tying it all together.
 #![warn(missing_docs)]
 
+pub mod barge;
 pub mod call;
 pub mod dtmf;
 mod error;
@@ -29,6 +30,7 @@ pub mod rtp;
 #[cfg(test)]
 mod testutil;
 mod types;
+pub mod vad;
 
 pub use error::MediaError;
 pub use types::{PayloadType, SeqNo, SeqUnwrapper, Ssrc};
