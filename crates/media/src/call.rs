@@ -34,7 +34,8 @@ use crate::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout, Plc, PushO
 use crate::latch::{Latch, LatchDecision, LatchMode};
 use crate::prompt::{Idle, Prompt, PromptPlayer};
 use crate::rtcp::{ReceiveStats, RemoteReport, RtcpSession, SenderInfo};
-use crate::rtp::{PacketStats, PayloadKind, PayloadMap, RtpSender, parse_rtp};
+use crate::bridge::Relay;
+use crate::rtp::{PacketStats, PayloadKind, PayloadMap, RtpPacketRef, RtpSender, parse_rtp};
 use crate::{MediaError, PayloadType, SeqUnwrapper, Ssrc};
 
 /// Default RTP inactivity timeout.
@@ -177,6 +178,7 @@ pub struct MediaSession {
     player: PromptPlayer,
     rtcp: RtcpSession,
     echo: bool,
+    bridged: bool,
     on_hold: bool,
     last_rx: Instant,
     next_tick: Instant,
@@ -223,6 +225,7 @@ impl MediaSession {
             player: PromptPlayer::new(cfg.codec, cfg.ptime),
             rtcp: RtcpSession::new(cfg.ssrc, &cfg.cname, now, cfg.ntp_now),
             echo: false,
+            bridged: false,
             on_hold: false,
             last_rx: now,
             next_tick: now,
@@ -320,15 +323,66 @@ impl MediaSession {
 
     /// Process one datagram received on the RTP port.
     pub fn handle_rtp(&mut self, now: Instant, source: SocketAddr, data: &[u8]) -> RxOutcome {
+        self.receive(now, source, data).0
+    }
+
+    /// Bridged mode (see [`crate::bridge`]): received audio is not jitter-buffered or
+    /// decoded but handed to the driver for relaying ([`Self::relay_rtp`]), and the pacing
+    /// tick sends nothing (the relay sends on this leg's stream instead). Latching,
+    /// statistics, RTCP, RFC 4733 digit reporting and the media timeout go on as usual.
+    pub fn set_bridged(&mut self, on: bool) {
+        if on != self.bridged {
+            self.bridged = on;
+            self.jb.reset();
+            self.sender.start_talkspurt();
+        }
+    }
+
+    /// Whether the session is bridged.
+    pub fn is_bridged(&self) -> bool {
+        self.bridged
+    }
+
+    /// Like [`Self::handle_rtp`], returning the accepted packet (audio or telephone-event) for
+    /// the relay; `None` when it was dropped or is comfort noise.
+    pub fn relay_rtp<'a>(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        data: &'a [u8],
+    ) -> Option<RtpPacketRef<'a>> {
+        match self.receive(now, source, data) {
+            (RxOutcome::Audio | RxOutcome::TelephoneEvent, pkt) => pkt,
+            _ => None,
+        }
+    }
+
+    /// Sends `pkt` (accepted on the other leg) on this leg's stream through `relay`; the
+    /// packets to send to [`Self::remote_addr`] are pushed to `out`.
+    pub fn relay_out(&mut self, relay: &mut Relay, pkt: &RtpPacketRef<'_>, out: &mut Vec<Bytes>) {
+        let before = out.len();
+        relay.forward(pkt, &mut self.sender, out);
+        for p in out.iter().skip(before) {
+            self.stats.packets_sent += 1;
+            self.stats.bytes_sent += p.len() as u64;
+        }
+    }
+
+    fn receive<'a>(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        data: &'a [u8],
+    ) -> (RxOutcome, Option<RtpPacketRef<'a>>) {
         let pkt = match parse_rtp(data, &self.pts) {
             Ok(p) => p,
             Err(e) => {
                 self.stats.dropped_malformed += 1;
                 if matches!(e, MediaError::UnknownPayloadType(_)) {
                     self.stats.dropped_unknown_pt += 1;
-                    return RxOutcome::Dropped(DropReason::UnknownPayloadType);
+                    return (RxOutcome::Dropped(DropReason::UnknownPayloadType), None);
                 }
-                return RxOutcome::Dropped(DropReason::Malformed);
+                return (RxOutcome::Dropped(DropReason::Malformed), None);
             }
         };
         match self.latch.check(now, source, pkt.ssrc, pkt.seq) {
@@ -336,7 +390,7 @@ impl MediaSession {
             LatchDecision::Latched => self.events.push_back(MediaEvent::Latched(source)),
             LatchDecision::Foreign => {
                 self.stats.dropped_foreign += 1;
-                return RxOutcome::Dropped(DropReason::Foreign);
+                return (RxOutcome::Dropped(DropReason::Foreign), None);
             }
         }
         if self.rx_ssrc != Some(pkt.ssrc) {
@@ -352,7 +406,8 @@ impl MediaSession {
         self.stats.packets_received += 1;
         self.stats.bytes_received += data.len() as u64;
         self.last_rx = now;
-        match pkt.kind {
+        let outcome = match pkt.kind {
+            PayloadKind::Audio(_) if self.bridged => RxOutcome::Audio,
             PayloadKind::Audio(_) => {
                 match self
                     .jb
@@ -391,7 +446,8 @@ impl MediaSession {
                 self.stats.comfort_noise += 1;
                 RxOutcome::ComfortNoise
             }
-        }
+        };
+        (outcome, Some(pkt))
     }
 
     /// Process one RTCP datagram (RTCP port, or muxed). Only the remote's IP is accepted.
@@ -430,6 +486,10 @@ impl MediaSession {
         if now.saturating_duration_since(self.next_tick) > pt * MAX_TICK_BACKLOG {
             // the driver stalled: don't burst, restart the pacing clock
             self.next_tick = now + pt;
+        }
+        if self.bridged {
+            // The relay sends on this stream; RFC 4733 digits queued meanwhile are dropped.
+            return None;
         }
         self.playout_tick(now);
         let n = self.cfg.ptime.samples();

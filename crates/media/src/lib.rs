@@ -15,9 +15,12 @@
 //!   and de-duplication across the three sources.
 //! * [`prompt`] — decode/resample/pre-encode prompt files once, share them across calls.
 //! * [`call`] — [`call::MediaSession`], one per call leg, tying it all together.
+//! * [`bridge`] — [`bridge::Relay`]: RTP relay between two bridged legs (header rewrite,
+//!   PCMU ↔ PCMA, ptime re-framing, RFC 4733 pass-through).
 #![warn(missing_docs)]
 
 pub mod barge;
+pub mod bridge;
 pub mod call;
 pub mod dtmf;
 mod error;

@@ -231,6 +231,20 @@ impl RtpSender {
         pkt
     }
 
+    /// An audio packet at an explicit timestamp (relayed audio, whose timestamps are mapped
+    /// from the source stream): the marker is `marker` or a pending talk-spurt start, and the
+    /// media clock moves to the end of this frame unless that would move it backwards
+    /// (a reordered packet). One payload byte is one sample (G.711).
+    pub fn audio_packet_at(&mut self, marker: bool, timestamp: u32, payload: &[u8]) -> Bytes {
+        let marker = std::mem::take(&mut self.marker_pending) || marker;
+        let pkt = self.build(self.payload_type, marker, timestamp, payload);
+        let end = timestamp.wrapping_add(u32::try_from(payload.len()).unwrap_or(u32::MAX));
+        if end.wrapping_sub(self.timestamp) < u32::MAX / 2 {
+            self.timestamp = end;
+        }
+        pkt
+    }
+
     /// Packetise a whole run of already-encoded audio into packets of `frame_len` bytes
     /// (= samples for G.711; e.g. `Ptime::samples()`), the first with the marker bit.
     pub fn packetize(&mut self, encoded: &[u8], frame_len: usize) -> Vec<Bytes> {

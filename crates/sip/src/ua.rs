@@ -217,6 +217,14 @@ pub enum UaEvent {
         /// Status code.
         status: u16,
     },
+    /// Our re-INVITE ([`UserAgent::reinvite`]) got a final non-2xx response (or timed out
+    /// with 408); the session keeps its previous media.
+    ReinviteFailed {
+        /// Handle.
+        call: CallHandle,
+        /// Status code.
+        status: u16,
+    },
     /// 2xx to our INVITE (ACK already sent).
     OutgoingAnswered {
         /// Handle.
@@ -352,6 +360,7 @@ enum Machine {
 enum Purpose {
     Server,
     Invite,
+    Reinvite,
     Bye,
     Cancel,
     Refresh,
@@ -482,6 +491,17 @@ struct Call {
     ended: bool,
     bye_after_ack: bool,
     uac: Option<Box<UacInfo>>,
+    /// Our re-INVITE in this dialog: its CSeq, the media it offered, whether a final response
+    /// came, and the ACK for its 2xx (re-sent when the 2xx is retransmitted).
+    reinvite_out: Option<Box<ReinviteOut>>,
+}
+
+#[derive(Debug)]
+struct ReinviteOut {
+    seq: u32,
+    local: LocalMedia,
+    done: bool,
+    ack: Option<Bytes>,
 }
 
 /// The SIP user agent core.
@@ -1074,6 +1094,7 @@ impl UserAgent {
                 require_timer: false,
                 ended: false,
                 bye_after_ack: false,
+                reinvite_out: None,
                 uac: Some(Box::new(UacInfo {
                     invite_seq: 1,
                     call_id,
@@ -1241,6 +1262,123 @@ impl UserAgent {
         self.apply_actions(now, id, false, &mut out);
         self.scratch = out;
         true
+    }
+
+    /// The Call-ID of a call (both directions).
+    pub fn call_id(&self, call: CallHandle) -> Option<&str> {
+        let c = self.calls.get(&call)?;
+        if let Some(d) = &c.dialog {
+            return Some(&d.id.call_id.0);
+        }
+        c.uac.as_deref().map(|u| u.call_id.as_str())
+    }
+
+    /// Sends a re-INVITE in an established dialog offering `local` (e.g. `direction:
+    /// SendOnly` to put the peer on hold, `SendRecv` to resume). The answer comes back as
+    /// [`UaEvent::MediaUpdate`]; a failure as [`UaEvent::ReinviteFailed`]. `local` is kept
+    /// for answering later offers once the re-INVITE succeeds.
+    ///
+    /// # Errors
+    ///
+    /// [`UaError::UnknownCall`]; [`UaError::InvalidState`] when the dialog is not confirmed
+    /// or an INVITE transaction (ours or the peer's) is still in progress.
+    pub fn reinvite(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        local: &LocalMedia,
+    ) -> Result<(), UaError> {
+        let c = self.calls.get(&call).ok_or(UaError::UnknownCall)?;
+        if c.state != CallState::Confirmed
+            || c.ended
+            || c.ok.is_some()
+            || c.dialog.is_none()
+            || c.reinvite_out.as_ref().is_some_and(|r| !r.done)
+        {
+            return Err(UaError::InvalidState);
+        }
+        let mut transport = c.transport;
+        let dest = c.peer;
+        let user = c
+            .dialog
+            .as_ref()
+            .map(|d| header_user(&d.local_header))
+            .unwrap_or_default();
+        let (mut branch, mut via) = self.new_via(transport);
+        let mut contact = self.contact_for(&user, transport);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return Err(UaError::UnknownCall);
+        };
+        let body = sdp::offer(local, &mut c.sdp);
+        let Some(d) = c.dialog.as_mut() else {
+            return Err(UaError::InvalidState);
+        };
+        let seq = d.next_local_seq();
+        let extra = [("Allow", ALLOW), ("Supported", SUPPORTED)];
+        let mut bytes = d.build_request(
+            &Method::Invite,
+            seq,
+            &via,
+            Some(&contact),
+            &extra,
+            Some((SDP, &body)),
+        );
+        if bytes.len() > self.cfg.mtu && transport == Transport::Udp {
+            transport = Transport::Tcp;
+            (branch, via) = self.new_via(transport);
+            contact = self.contact_for(&user, transport);
+            let Some(d) = self.calls.get(&call).and_then(|c| c.dialog.as_ref()) else {
+                return Err(UaError::InvalidState);
+            };
+            bytes = d.build_request(
+                &Method::Invite,
+                seq,
+                &via,
+                Some(&contact),
+                &extra,
+                Some((SDP, &body)),
+            );
+        }
+        let Some(d) = self.calls.get(&call).and_then(|c| c.dialog.as_ref()) else {
+            return Err(UaError::InvalidState);
+        };
+        let ack = AckTemplate {
+            uri: d.remote_target.clone(),
+            via: via.clone(),
+            from: d.local_header.clone(),
+            call_id: d.id.call_id.0.clone(),
+            cseq: seq,
+            routes: d.route_set.clone(),
+        };
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.reinvite_out = Some(Box::new(ReinviteOut {
+                seq,
+                local: local.clone(),
+                done: false,
+                ack: None,
+            }));
+        }
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        let m = InviteClient::new(
+            now,
+            bytes,
+            ack,
+            transport.is_reliable(),
+            self.timers,
+            &mut out,
+        );
+        let id = self.insert_tx(
+            AnyKey::Client(ClientKey(branch, Method::Invite)),
+            Machine::Ict(m),
+            transport,
+            dest,
+            Some(call),
+            Purpose::Reinvite,
+        );
+        self.apply_actions(now, id, false, &mut out);
+        self.scratch = out;
+        Ok(())
     }
 
     // ----- plumbing -----
@@ -1776,6 +1914,7 @@ impl UserAgent {
                 ended: false,
                 bye_after_ack: false,
                 uac: None,
+                reinvite_out: None,
             },
         );
     }
@@ -2093,7 +2232,11 @@ impl UserAgent {
         let Some(c) = self.calls.get(&call) else {
             return;
         };
-        if c.state != CallState::Confirmed || c.ok.is_some() || c.local.is_none() {
+        if c.state != CallState::Confirmed
+            || c.ok.is_some()
+            || c.local.is_none()
+            || c.reinvite_out.as_ref().is_some_and(|r| !r.done)
+        {
             self.respond_stateful(now, transport, source, &req, 491, None, &[], None);
             return;
         }
@@ -2266,6 +2409,7 @@ impl UserAgent {
         let Some(call) = call else { return };
         match purpose {
             Purpose::Invite => self.on_invite_response(now, call, resp),
+            Purpose::Reinvite => self.on_reinvite_response(call, resp),
             Purpose::Refresh if resp.status >= 300 && self.calls.contains_key(&call) => {
                 self.send_bye(now, call);
                 self.end_call(call, EndCause::SessionExpired);
@@ -2359,10 +2503,80 @@ impl UserAgent {
         }
     }
 
+    /// A response to our re-INVITE: 2xx → ACK (again for retransmissions) and the new media;
+    /// otherwise [`UaEvent::ReinviteFailed`].
+    fn on_reinvite_response(&mut self, call: CallHandle, resp: Response) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(r) = c.reinvite_out.as_mut() else {
+            return;
+        };
+        if resp.cseq().seq != r.seq || resp.status < 200 {
+            return;
+        }
+        if resp.status >= 300 {
+            if !r.done {
+                r.done = true;
+                self.events.push_back(UaEvent::ReinviteFailed {
+                    call,
+                    status: resp.status,
+                });
+            }
+            return;
+        }
+        if let Some(ack) = &r.ack {
+            let (t, p, a) = (c.transport, c.peer, ack.clone());
+            self.stats.retransmissions_received += 1;
+            self.stats.retransmissions_sent += 1;
+            self.emit(t, p, a);
+            return;
+        }
+        let seq = r.seq;
+        let transport = c.transport;
+        let b = self.new_branch();
+        let via = self.via_for(transport, &b);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if let Some(d) = c.dialog.as_mut() {
+            d.refresh_target(resp.contact().map(|n| n.uri));
+        }
+        let Some(ack) = c.dialog.as_ref().map(|d| d.build_ack(seq, &via, None)) else {
+            return;
+        };
+        let Some(r) = c.reinvite_out.as_mut() else {
+            return;
+        };
+        r.done = true;
+        r.ack = Some(ack.clone());
+        let media = sdp::accept_answer(&resp.body, &r.local);
+        let (t, p) = (c.transport, c.peer);
+        self.emit(t, p, ack);
+        match media {
+            Ok(media) => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.local = c.reinvite_out.as_ref().map(|r| r.local.clone());
+                }
+                self.events.push_back(UaEvent::MediaUpdate { call, media });
+            }
+            Err(_) => self
+                .events
+                .push_back(UaEvent::ReinviteFailed { call, status: 488 }),
+        }
+    }
+
     fn on_tx_timeout(&mut self, now: Instant, call: Option<CallHandle>, purpose: Purpose) {
         let Some(call) = call else { return };
         match purpose {
             Purpose::Invite => self.end_call(call, EndCause::Timeout),
+            Purpose::Reinvite => {
+                // RFC 3261 §14.1: a re-INVITE that times out ends the dialog.
+                if self.calls.contains_key(&call) {
+                    self.send_bye(now, call);
+                    self.end_call(call, EndCause::Timeout);
+                }
+            }
             Purpose::Refresh if self.calls.contains_key(&call) => {
                 self.send_bye(now, call);
                 self.end_call(call, EndCause::SessionExpired);
@@ -2441,6 +2655,15 @@ impl UserAgent {
             }
         }
     }
+}
+
+/// The user part of a From/To header value (`"x" <sip:user@host>;tag=t` → `user`).
+fn header_user(header: &str) -> String {
+    let uri = match (header.find('<'), header.find('>')) {
+        (Some(a), Some(b)) if a < b => header.get(a + 1..b).unwrap_or_default(),
+        _ => header.split(';').next().unwrap_or_default(),
+    };
+    crate::message::uri_user(uri).to_owned()
 }
 
 /// When a session expires for the side not refreshing (RFC 4028 §10), or when the refresher

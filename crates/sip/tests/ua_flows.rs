@@ -1044,3 +1044,103 @@ fn merged_request_on_other_branch_gets_482() {
     );
     assert_eq!(statuses(&drain(&mut ua)), vec![100]);
 }
+
+/// Establishes an outgoing call answered by bob; returns the UA with its queues drained.
+fn uac_established() -> (
+    frontdoor_sip::UserAgent,
+    std::time::Instant,
+    frontdoor_sip::CallHandle,
+) {
+    let (mut ua, t0, call, inv) = uac_setup();
+    send(&mut ua, t0, &resp_to(&inv, 200, "bobtag", SDP_OFFER));
+    drain(&mut ua);
+    events(&mut ua);
+    (ua, t0, call)
+}
+
+#[test]
+fn uac_reinvite_hold_resume_2xx_retransmission_and_failure() {
+    let (mut ua, t0, call) = uac_established();
+    assert!(ua.call_id(call).is_some_and(|id| !id.is_empty()));
+    let mut hold = local_media();
+    hold.direction = frontdoor_sip::sdp::Direction::SendOnly;
+    ua.reinvite(t0, call, &hold).unwrap();
+    assert_eq!(
+        ua.reinvite(t0, call, &hold),
+        Err(frontdoor_sip::UaError::InvalidState),
+        "one re-INVITE at a time"
+    );
+    let out = drain(&mut ua);
+    assert_eq!(out.len(), 1);
+    let re = req_of(&out[0]);
+    assert_eq!(re.method, Method::Invite);
+    assert_eq!(re.uri, "sip:bob@10.0.0.2:5062", "to the remote target");
+    assert_eq!(re.cseq().seq, 2);
+    assert_eq!(re.to_tag(), Some("bobtag"));
+    assert_eq!(re.route(), vec!["<sip:proxy1;lr>"]);
+    assert!(re.header(&HeaderName::Contact).is_some());
+    let body = String::from_utf8_lossy(&re.body).into_owned();
+    assert!(body.contains("a=sendonly"), "{body}");
+    // Timer A retransmits it until answered.
+    assert_eq!(run_until(&mut ua, t0 + secs(0.6)).len(), 1);
+    let answer = SDP_OFFER.replace("t=0 0\r\n", "t=0 0\r\na=recvonly\r\n");
+    let ok = resp_to(&re, 200, "bobtag", &answer).replace(";tag=bobtag;tag=bobtag", ";tag=bobtag");
+    send(&mut ua, t0, &ok);
+    let out = drain(&mut ua);
+    assert_eq!(out.len(), 1);
+    let ack = req_of(&out[0]);
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(ack.cseq().seq, 2, "the ACK carries the re-INVITE's CSeq");
+    match events(&mut ua).as_slice() {
+        [UaEvent::MediaUpdate { call: c, media }] => {
+            assert_eq!(*c, call);
+            assert_eq!(media.direction, frontdoor_sip::sdp::Direction::SendOnly);
+        }
+        other => panic!("expected a MediaUpdate, got {other:?}"),
+    }
+    // A retransmitted 2xx gets the same ACK again and no second event.
+    send(&mut ua, t0, &ok);
+    let out = drain(&mut ua);
+    assert_eq!(out.len(), 1);
+    assert_eq!(req_of(&out[0]).method, Method::Ack);
+    assert!(events(&mut ua).is_empty());
+
+    // Resume, and the peer refuses (glare): ReinviteFailed, the call stays up.
+    ua.reinvite(t0, call, &local_media()).unwrap();
+    let re = req_of(&drain(&mut ua)[0]);
+    assert_eq!(re.cseq().seq, 3);
+    assert!(String::from_utf8_lossy(&re.body).contains("a=sendrecv"));
+    let busy = resp_to(&re, 491, "bobtag", "").replace(";tag=bobtag;tag=bobtag", ";tag=bobtag");
+    send(&mut ua, t0, &busy);
+    let out = drain(&mut ua);
+    assert_eq!(req_of(&out[0]).method, Method::Ack, "non-2xx ACKed");
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::ReinviteFailed { call, status: 491 }]
+    );
+    assert_eq!(ua.stats().active_calls, 1);
+    // A new attempt is allowed after the failure.
+    ua.reinvite(t0, call, &local_media()).unwrap();
+    assert_eq!(req_of(&drain(&mut ua)[0]).cseq().seq, 4);
+}
+
+#[test]
+fn uac_reinvite_timeout_ends_the_call_with_bye() {
+    let (mut ua, t0, call) = uac_established();
+    ua.reinvite(t0, call, &local_media()).unwrap();
+    drain(&mut ua);
+    let out = run_until(&mut ua, t0 + secs(40.0));
+    assert!(
+        out.iter()
+            .any(|(_, t)| matches!(parsed(t), frontdoor_sip::message::SipMessage::Request(r) if r.method == Method::Bye)),
+        "BYE after the re-INVITE timed out"
+    );
+    assert!(events(&mut ua).contains(&UaEvent::CallEnded {
+        call,
+        cause: EndCause::Timeout
+    }));
+    assert_eq!(
+        ua.reinvite(t0, call, &local_media()),
+        Err(frontdoor_sip::UaError::UnknownCall)
+    );
+}
