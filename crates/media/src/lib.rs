@@ -14,6 +14,7 @@
 //! * [`dtmf`] — RFC 4733 telephone-events, SIP INFO bodies, in-band Goertzel detection,
 //!   and de-duplication across the three sources.
 //! * [`prompt`] — decode/resample/pre-encode prompt files once, share them across calls.
+//! * [`record`] — [`record::CallRecorder`]: stereo call recording with DTMF masking.
 //! * [`call`] — [`call::MediaSession`], one per call leg, tying it all together.
 #![warn(missing_docs)]
 
@@ -24,6 +25,7 @@ pub mod g711;
 pub mod jitter;
 pub mod latch;
 pub mod prompt;
+pub mod record;
 pub mod rtcp;
 pub mod rtp;
 #[cfg(test)]
