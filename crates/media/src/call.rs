@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::dtmf::info::parse_info;
-use crate::dtmf::rfc4733::{DEFAULT_DURATION, DEFAULT_VOLUME};
+use crate::dtmf::rfc4733::{DEFAULT_DURATION, DEFAULT_VOLUME, parse_telephone_event};
 use crate::dtmf::{
     Digit, DtmfDedup, DtmfEvent, DtmfSender, DtmfSource, InbandDetector, TelephoneEventReceiver,
 };
@@ -33,6 +33,7 @@ use crate::g711::{G711, MAX_FRAME_SAMPLES, Ptime};
 use crate::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout, Plc, PushOutcome};
 use crate::latch::{Latch, LatchDecision, LatchMode};
 use crate::prompt::{Idle, Prompt, PromptPlayer};
+use crate::record::{CallRecorder, RecordConfig, RecordingSummary};
 use crate::rtcp::{ReceiveStats, RemoteReport, RtcpSession, SenderInfo};
 use crate::bridge::Relay;
 use crate::rtp::{PacketStats, PayloadKind, PayloadMap, RtpPacketRef, RtpSender, parse_rtp};
@@ -186,6 +187,8 @@ pub struct MediaSession {
     stats: PacketStats,
     pcm: [i16; MAX_FRAME_SAMPLES],
     enc: [u8; MAX_FRAME_SAMPLES],
+    /// The stereo call recording, while one runs (boxed: most legs never record).
+    recorder: Option<Box<CallRecorder>>,
 }
 
 /// How many ticks the pacing clock may fall behind before it is reset instead of bursting.
@@ -233,6 +236,7 @@ impl MediaSession {
             stats: PacketStats::default(),
             pcm: [0; MAX_FRAME_SAMPLES],
             enc: [0; MAX_FRAME_SAMPLES],
+            recorder: None,
             cfg,
         }
     }
@@ -317,7 +321,55 @@ impl MediaSession {
 
     fn offer_dtmf(&mut self, ev: DtmfEvent) {
         if let Some(ev) = self.dedup.accept(ev) {
+            if let Some(rec) = self.recorder.as_mut() {
+                rec.digit(&ev);
+            }
             self.events.push_back(MediaEvent::Dtmf(ev));
+        }
+    }
+
+    /// Starts recording the call in stereo (see [`crate::record`]): left the caller, right
+    /// what this leg sends (whatever feeds [`Self::poll_rtp`]). A running recording is
+    /// replaced (its audio is lost: finish it first with [`Self::stop_recording`]).
+    pub fn start_recording(&mut self, cfg: RecordConfig) {
+        self.recorder = Some(Box::new(CallRecorder::new(cfg)));
+    }
+
+    /// Whether a recording runs.
+    pub fn is_recording(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    /// The recording reached its maximum length (stop it).
+    pub fn recording_full(&self) -> bool {
+        self.recorder.as_ref().is_some_and(|r| r.is_full())
+    }
+
+    /// The next chunk of the recording ready to write (interleaved stereo 16-bit PCM).
+    pub fn poll_recording(&mut self) -> Option<Vec<i16>> {
+        self.recorder.as_mut().and_then(|r| r.poll_chunk())
+    }
+
+    /// Ends the recording: the rest of its audio (after the chunks already polled) and totals.
+    pub fn stop_recording(&mut self) -> Option<(Vec<i16>, RecordingSummary)> {
+        self.recorder.take().map(|r| r.finish())
+    }
+
+    /// Taps one outgoing packet into the recording's right channel.
+    fn record_sent(&mut self, pkt: &[u8]) {
+        let Some(rec) = self.recorder.as_mut() else {
+            return;
+        };
+        let n = self.cfg.ptime.samples();
+        // Our own packets: a 12-byte header (no CSRC, extension or padding), then the payload.
+        let pt = pkt.get(1).map_or(0, |b| b & 0x7f);
+        match (self.pts.kind(pt), pkt.get(12..)) {
+            (Some(PayloadKind::Audio(codec)), Some(payload)) => {
+                let mut pcm = [0i16; MAX_FRAME_SAMPLES];
+                let got = codec.decode_into(payload, &mut pcm);
+                rec.engine_audio(pcm.get(..got).unwrap_or_default());
+            }
+            _ => rec.engine_silence(n),
         }
     }
 
@@ -365,6 +417,8 @@ impl MediaSession {
         for p in out.iter().skip(before) {
             self.stats.packets_sent += 1;
             self.stats.bytes_sent += p.len() as u64;
+            // What the other leg says is what this leg's caller hears: the right channel.
+            self.record_sent(p);
         }
     }
 
@@ -407,13 +461,32 @@ impl MediaSession {
         self.stats.bytes_received += data.len() as u64;
         self.last_rx = now;
         let outcome = match pkt.kind {
-            PayloadKind::Audio(_) if self.bridged => RxOutcome::Audio,
-            PayloadKind::Audio(_) => {
+            PayloadKind::Audio(codec) if self.bridged => {
+                // Relayed, not played out here; a recording still hears the caller.
+                if let Some(rec) = self.recorder.as_mut() {
+                    let mut pcm = [0i16; MAX_FRAME_SAMPLES];
+                    let got = codec.decode_into(pkt.payload, &mut pcm);
+                    rec.caller_audio(pkt.ssrc, pkt.timestamp, pcm.get(..got).unwrap_or_default());
+                }
+                RxOutcome::Audio
+            }
+            PayloadKind::Audio(codec) => {
                 match self
                     .jb
                     .push(now, seq, pkt.timestamp, pkt.payload_type, pkt.payload)
                 {
-                    PushOutcome::Queued | PushOutcome::Resync => RxOutcome::Audio,
+                    PushOutcome::Queued | PushOutcome::Resync => {
+                        if let Some(rec) = self.recorder.as_mut() {
+                            let mut pcm = [0i16; MAX_FRAME_SAMPLES];
+                            let got = codec.decode_into(pkt.payload, &mut pcm);
+                            rec.caller_audio(
+                                pkt.ssrc,
+                                pkt.timestamp,
+                                pcm.get(..got).unwrap_or_default(),
+                            );
+                        }
+                        RxOutcome::Audio
+                    }
                     PushOutcome::Late => {
                         self.stats.dropped_late += 1;
                         RxOutcome::Dropped(DropReason::Late)
@@ -429,6 +502,13 @@ impl MediaSession {
                 }
             }
             PayloadKind::TelephoneEvent => {
+                if let (Some(rec), Some(ev)) =
+                    (self.recorder.as_mut(), parse_telephone_event(pkt.payload))
+                {
+                    if ev.event <= 15 {
+                        rec.caller_event(pkt.ssrc, pkt.timestamp, ev.duration, ev.end);
+                    }
+                }
                 match self.te_rx.on_packet(now, pkt.timestamp, pkt.payload) {
                     Ok(evs) => {
                         for ev in evs.into_iter().flatten() {
@@ -518,6 +598,7 @@ impl MediaSession {
         };
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += pkt.len() as u64;
+        self.record_sent(&pkt);
         Some(pkt)
     }
 

@@ -14,6 +14,7 @@
 //! * [`dtmf`] — RFC 4733 telephone-events, SIP INFO bodies, in-band Goertzel detection,
 //!   and de-duplication across the three sources.
 //! * [`prompt`] — decode/resample/pre-encode prompt files once, share them across calls.
+//! * [`record`] — [`record::CallRecorder`]: stereo call recording with DTMF masking.
 //! * [`call`] — [`call::MediaSession`], one per call leg, tying it all together.
 //! * [`bridge`] — [`bridge::Relay`]: RTP relay between two bridged legs (header rewrite,
 //!   PCMU ↔ PCMA, ptime re-framing, RFC 4733 pass-through).
@@ -28,6 +29,7 @@ pub mod g711;
 pub mod jitter;
 pub mod latch;
 pub mod prompt;
+pub mod record;
 pub mod rtcp;
 pub mod rtp;
 #[cfg(test)]

@@ -462,3 +462,96 @@ fn pcma_30ms_ptime_end_to_end() {
     assert_eq!(p[1].timestamp - p[0].timestamp, 240);
     assert_eq!(s.stats().playout_delay, Duration::from_millis(60));
 }
+
+/// Goertzel power of `freq` in `x`, as the energy of a sine at that frequency.
+fn tone_energy(x: &[i16], freq: f64) -> f64 {
+    let c = 2.0 * (2.0 * std::f64::consts::PI * freq / 8000.0).cos();
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for &v in x {
+        let s = f64::from(v) + c * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    2.0 * (s1 * s1 + s2 * s2 - c * s1 * s2) / x.len().max(1) as f64
+}
+
+fn sine(freq: f64, amp: f64, n: usize) -> Vec<i16> {
+    (0..n)
+        .map(|i| (amp * (2.0 * std::f64::consts::PI * freq * i as f64 / 8000.0).sin()) as i16)
+        .collect()
+}
+
+#[test]
+fn stereo_recording_through_the_session_masks_inband_digits() {
+    use frontdoor_media::record::RecordConfig;
+    let t = t0();
+    let mut s = session(t, false, LatchMode::Sdp);
+    let remote = addr(SDP);
+    // The engine plays 3 s of 1000 Hz; the caller sends 440 Hz, keys '4' for 100 ms, 440 Hz.
+    let prompt = sine(1000.0, 6000.0, 24_000);
+    s.play(Prompt::from_pcm("tone", &prompt));
+    s.start_recording(RecordConfig::default());
+    let mut audio = sine(440.0, 7000.0, 8000);
+    audio.extend(dtmf_tone('4', 100));
+    audio.extend(sine(440.0, 7000.0, 8000 - 800));
+    let mut tx = RtpSender::new(Ssrc(0xCA11E4), PayloadType::PCMU, 100, 1234);
+    let mut packets: Vec<Bytes> = G711::Pcmu
+        .encode_frames(&audio, Ptime::DEFAULT)
+        .iter()
+        .map(|f| tx.audio_packet(f, 160))
+        .collect();
+    // reordered pairs and one loss
+    for i in (0..packets.len() - 1).step_by(7) {
+        packets.swap(i, i + 1);
+    }
+    packets.remove(30);
+    let mut sim = Sim::new(t);
+    let mut wav = Vec::new();
+    for p in &packets {
+        sim.step(&mut s, &[(remote, p.clone())]);
+        while let Some(c) = s.poll_recording() {
+            wav.extend(c);
+        }
+    }
+    for _ in 0..10 {
+        sim.step(&mut s, &[]);
+    }
+    let (rest, sum) = s.stop_recording().unwrap();
+    wav.extend(rest);
+    assert!(!s.is_recording());
+    // the engine still gets the digit; the recording does not have it
+    assert_eq!(sim.digits(), vec![('4', DtmfSource::Inband)]);
+    assert_eq!(sum.masked_digits, 1);
+    let left: Vec<i16> = wav.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = wav.iter().skip(1).step_by(2).copied().collect();
+    assert_eq!(left.len() as u64, sum.frames);
+    assert_eq!(sum.frames, sim.sent.len() as u64 * 160);
+    // right: exactly what was sent, decoded (outside the masked span)
+    let pm = PayloadMap::g711(G711::Pcmu, None);
+    let sent: Vec<i16> = sim
+        .sent
+        .iter()
+        .flat_map(|p| G711::Pcmu.decode(parse_rtp(p, &pm).unwrap().payload))
+        .collect();
+    let differing = right.iter().zip(&sent).filter(|(a, b)| a != b).count();
+    assert!(differing > 0 && differing as u64 <= sum.masked_frames);
+    // left: the caller's tone, no digit anywhere, and the masked span is short
+    for (i, block) in left.chunks(80).enumerate() {
+        let row = tone_energy(block, 770.0);
+        let col = tone_energy(block, 1209.0);
+        let energy: f64 = block.iter().map(|&v| f64::from(v).powi(2)).sum();
+        assert!(
+            row < 1e4 * 80.0 || col < 1e4 * 80.0 || row + col < 0.5 * energy,
+            "DTMF left in the recording at block {i}: {row} {col} {sum:?}"
+        );
+    }
+    let first_half = &left[..4000];
+    let energy: f64 = first_half.iter().map(|&v| f64::from(v).powi(2)).sum();
+    assert!(tone_energy(first_half, 440.0) > 0.8 * energy);
+    assert!(
+        sum.masked_frames >= 800 && sum.masked_frames < 8000,
+        "{sum:?}"
+    );
+    // the right channel carries the prompt, not the caller
+    assert!(tone_energy(&right[..8000], 1000.0) > 100.0 * tone_energy(&right[..8000], 440.0));
+}

@@ -390,6 +390,36 @@ impl InbandDetector {
     }
 }
 
+/// The two frequencies of `digit` (row, column), Hz.
+pub fn digit_freqs(digit: Digit) -> (f32, f32) {
+    for (r, row) in KEYPAD.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            if *v == digit.event() {
+                return (
+                    ROW_FREQS.get(r).copied().unwrap_or_default(),
+                    COL_FREQS.get(c).copied().unwrap_or_default(),
+                );
+            }
+        }
+    }
+    (0.0, 0.0)
+}
+
+/// `samples` of 8 kHz PCM of `digit`'s tone pair, each tone at peak `amplitude` (the sum is
+/// clamped to 16 bits). For in-band DTMF towards a peer, and for tests.
+pub fn dtmf_tone(digit: Digit, samples: usize, amplitude: f32) -> Vec<i16> {
+    let (fr, fc) = digit_freqs(digit);
+    (0..samples)
+        .map(|i| {
+            let t = i as f64 / f64::from(SAMPLE_RATE);
+            let s = f64::from(amplitude)
+                * ((2.0 * std::f64::consts::PI * f64::from(fr) * t).sin()
+                    + (2.0 * std::f64::consts::PI * f64::from(fc) * t).sin());
+            s.clamp(-32768.0, 32767.0) as i16
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -427,6 +457,15 @@ mod tests {
 
     fn detect(pcm: &[i16]) -> Vec<char> {
         InbandDetector::new().detect_all(crate::testutil::t0(), pcm)
+    }
+
+    #[test]
+    fn the_generator_makes_each_digit() {
+        for d in Digit::all() {
+            let mut pcm = dtmf_tone(d, 480, AMP);
+            pcm.extend([0i16; 400]);
+            assert_eq!(detect(&pcm), vec![d.as_char()]);
+        }
     }
 
     fn pcmu(pcm: &[i16]) -> Vec<i16> {
