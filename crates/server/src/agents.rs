@@ -136,6 +136,7 @@ impl Agents {
                     source,
                     refresh,
                     contacts,
+                    algorithm,
                 } => EventBody::AgentRegistered {
                     agent: self.agent_id(&user),
                     username: user,
@@ -144,6 +145,7 @@ impl Agents {
                     source,
                     refresh,
                     contacts,
+                    auth: algorithm.as_str(),
                 },
                 RegistrarEvent::Unregistered {
                     user,

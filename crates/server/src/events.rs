@@ -273,6 +273,8 @@ pub enum EventBody {
         refresh: bool,
         /// Contacts the agent has now.
         contacts: usize,
+        /// Digest algorithm the phone authenticated with (`SHA-256`, `MD5`, ...).
+        auth: &'static str,
     },
     /// An agent's phone removed its registration (expires 0 or `*`).
     #[serde(rename = "agent.unregistered")]

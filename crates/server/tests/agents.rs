@@ -92,6 +92,7 @@ fn sipp_register_md5_forbidden_unregister_and_expiry() {
     assert_eq!(ev["source"], "127.0.0.1:25260");
     assert_eq!(ev["refresh"], false);
     assert_eq!(ev["contacts"], 1);
+    assert_eq!(ev["auth"], "MD5", "SIPp implements MD5 only");
     assert!(ev.get("call_id").is_none(), "a server event");
 
     // Bob is configured by HA1 only; a second phone for alice makes two contacts.
@@ -279,6 +280,7 @@ fn raw_client_registers_with_sha256_and_garbage_is_refused() {
     });
     assert_eq!(regs[0]["agent"], "agent-bob");
     assert_eq!(regs[1]["agent"], "agent-alice");
+    assert!(regs.iter().all(|e| e["auth"] == "SHA-256"), "{regs:?}");
 
     // Malformed credentials: 400 with a Warning, never a crash.
     for garbage in [
@@ -315,6 +317,110 @@ fn raw_client_registers_with_sha256_and_garbage_is_refused() {
     // The server is still serving.
     let r = exchange(&sock, &register_text(25270, 25131, "alice", 70, ""));
     assert_eq!(status_of(&r), 401);
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// The pjsua2 softphone's Python, installed by scripts/setup under the target directory.
+fn pjsua_python() -> std::path::PathBuf {
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let python = target.join("pjsua-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup (it installs pjsua2-python into <target>/pjsua-venv)",
+        python.display()
+    );
+    python
+}
+
+fn pjsua_register(server: &Server, args: &[&str]) -> String {
+    let script = common::repo_root().join("crates/server/tests/peers/pjsua_register.py");
+    let out = std::process::Command::new(pjsua_python())
+        .arg(script)
+        .args(["--server", &format!("127.0.0.1:{}", server.sip_port)])
+        .args(args)
+        .output()
+        .expect("run the pjsua2 softphone");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "pjsua2 {args:?}: {:?}\n{stdout}\n{}\nserver log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    stdout
+}
+
+/// A real softphone (PJSIP 2.15 via pjsua2) registers with SHA-256 digest (RFC 8760) chosen
+/// from the server's challenges, unregisters, and is refused with 403 on a wrong password.
+#[test]
+fn pjsua2_softphone_registers_with_sha256_and_unregisters() {
+    let server = Server::start(
+        "agents-pjsua",
+        25132,
+        (26684, 26699),
+        &agents_config(r#"["SHA-256", "MD5"]"#),
+    );
+    let out = pjsua_register(
+        &server,
+        &[
+            "--user",
+            "bob",
+            "--password",
+            "builder",
+            "--local-port",
+            "25275",
+            "--expires",
+            "120",
+            "--unregister",
+        ],
+    );
+    assert!(out.contains(r#""done": true"#), "{out}");
+    let reg = server.wait_event(Duration::from_secs(5), |e| e["type"] == "agent.registered");
+    assert_eq!(reg["agent"], "agent-bob", "bob is configured by HA1 only");
+    assert_eq!(reg["auth"], "SHA-256");
+    assert_eq!(reg["expires"], 120);
+    assert!(
+        reg["contact"]
+            .as_str()
+            .unwrap()
+            .starts_with("sip:bob@127.0.0.1:25275"),
+        "{reg}"
+    );
+    let unreg = server.wait_event(Duration::from_secs(5), |e| {
+        e["type"] == "agent.unregistered"
+    });
+    assert_eq!(unreg["contact"], reg["contact"]);
+    assert_eq!(unreg["contacts"], 0);
+
+    let out = pjsua_register(
+        &server,
+        &[
+            "--user",
+            "alice",
+            "--password",
+            "not-her-password",
+            "--local-port",
+            "25276",
+            "--expect",
+            "403",
+        ],
+    );
+    assert!(out.contains(r#""states": [403]"#), "{out}");
+    let failed = server.wait_event(Duration::from_secs(5), |e| {
+        e["type"] == "agent.register_failed"
+    });
+    assert_eq!(failed["status"], 403);
+    assert_eq!(failed["source"], "127.0.0.1:25276");
+    assert_eq!(
+        of_type(&server.events(), "agent.registered").len(),
+        1,
+        "the wrong password never registered"
+    );
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");
 }

@@ -138,7 +138,7 @@ fn register_challenge_then_200_with_contacts_refresh_and_expiry() {
     );
     let evs = reg_events(&mut reg);
     assert!(
-        matches!(&evs[..], [RegistrarEvent::Registered { user, expires: 120, refresh: false, contacts: 1, .. }] if user == "alice"),
+        matches!(&evs[..], [RegistrarEvent::Registered { user, expires: 120, refresh: false, contacts: 1, algorithm: Algorithm::Sha256, .. }] if user == "alice"),
         "{evs:?}"
     );
     // A retransmission of that REGISTER is answered by the transaction, not the registrar.
@@ -556,7 +556,8 @@ fn uac_answers_407_with_proxy_authorization_and_gets_through() {
     assert_eq!(
         carrier.verify(t0, "INVITE", pa.iter().copied(), carrier_lookup),
         Verdict::Ok {
-            username: "trunk".into()
+            username: "trunk".into(),
+            algorithm: Algorithm::Sha256
         }
     );
     assert!(events(&mut ua).is_empty(), "no CallEnded for the challenge");
