@@ -511,8 +511,8 @@ pub struct UserAgent {
     /// Credentials per realm for challenges to our requests.
     credentials: HashMap<String, ClientCredentials>,
     accept_register: bool,
-    /// Requests waiting for the application's answer.
-    pending_requests: HashMap<TxId, Box<Request>>,
+    /// Requests waiting for the application's answer, with where they came from.
+    pending_requests: HashMap<TxId, (Box<Request>, SocketAddr)>,
 }
 
 fn hostport(host: &str, port: u16) -> String {
@@ -791,10 +791,7 @@ impl UserAgent {
             return Err(UaError::InvalidStatus(status));
         }
         let id = TxId(tx.0);
-        let Some(req) = self.pending_requests.remove(&id) else {
-            return Err(UaError::UnknownTransaction);
-        };
-        let Some(source) = self.txs.get(&id).map(|t| t.dest) else {
+        let Some((req, source)) = self.pending_requests.remove(&id) else {
             return Err(UaError::UnknownTransaction);
         };
         let mut b = ResponseBuilder::new(&req, status).source(Some(source));
@@ -810,7 +807,7 @@ impl UserAgent {
         let bytes = b.build();
         if status < 200 {
             // Provisional: the request stays pending.
-            self.pending_requests.insert(id, req);
+            self.pending_requests.insert(id, (req, source));
         }
         self.send_response(now, id, status, bytes);
         Ok(())
@@ -1551,7 +1548,7 @@ impl UserAgent {
             Purpose::Server,
         );
         let request = Box::new(req);
-        self.pending_requests.insert(id, request.clone());
+        self.pending_requests.insert(id, (request.clone(), source));
         self.events.push_back(UaEvent::Register {
             tx: ServerTx(id.0),
             request,

@@ -116,6 +116,9 @@ fn register_challenge_then_200_with_contacts_refresh_and_expiry() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].status, 401);
     assert!(out[0].to_tag().is_some(), "final response carries a To tag");
+    // Via stamped with where the request really came from (RFC 3581).
+    assert_eq!(out[0].via().rport(), Some(5062));
+    assert_eq!(out[0].via().received(), Some("10.0.0.2"));
     let ch = header_values(&out[0], "WWW-Authenticate");
     assert_eq!(ch.len(), 2);
     assert!(ch[0].contains("SHA-256") && ch[1].contains("MD5"));
