@@ -91,7 +91,7 @@ fn bench_register(c: &mut Criterion) {
     reg.set_user("alice", UserSecret::password("wonderland"));
     let peer: SocketAddr = "127.0.0.1:5061".parse().unwrap();
     let mut n = 0u64;
-    let mut step = |ua: &mut UserAgent, reg: &mut Registrar, msg: &[u8]| -> Vec<u8> {
+    let step = |ua: &mut UserAgent, reg: &mut Registrar, msg: &[u8]| -> Vec<u8> {
         ua.handle_datagram(t0, Transport::Udp, peer, msg);
         while let Some(ev) = ua.poll_event() {
             if let UaEvent::Register {
