@@ -424,3 +424,88 @@ fn pjsua2_softphone_registers_with_sha256_and_unregisters() {
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// Nonce expiry on the real binary: right credentials on an expired nonce get 401 with
+/// `stale=true` (not 403), and the phone's retry with the fresh nonce registers.
+#[test]
+fn expired_nonce_is_stale_then_registers() {
+    let server = Server::start(
+        "agents-stale",
+        25133,
+        (26674, 26679),
+        &agents_config(r#"["SHA-256", "MD5"]"#).replace("[sip]\n", "[sip]\nnonce_ttl_s = 1\n"),
+    );
+    let sock = UdpSocket::bind("127.0.0.1:25271").unwrap();
+    sock.connect(("127.0.0.1", 25133)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let creds = ClientCredentials {
+        username: "alice".into(),
+        password: "wonderland".into(),
+    };
+    let challenge = |text: &str| {
+        Challenge::select(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("WWW-Authenticate: ")),
+        )
+        .unwrap()
+    };
+    let r401 = exchange(&sock, &register_text(25271, 25133, "alice", 1, ""));
+    let ch = challenge(&r401);
+    assert!(!ch.stale);
+    std::thread::sleep(Duration::from_millis(1500));
+    let a = auth::authorize(&ch, &creds, "REGISTER", "sip:127.0.0.1:25133", b"", "c1", 1);
+    let stale = exchange(
+        &sock,
+        &register_text(
+            25271,
+            25133,
+            "alice",
+            2,
+            &format!("Authorization: {}\r\n", a.to_header_value()),
+        ),
+    );
+    assert_eq!(status_of(&stale), 401, "{stale}");
+    let ch2 = challenge(&stale);
+    assert!(ch2.stale, "{stale}");
+    assert_ne!(ch2.nonce, ch.nonce);
+    // The same expired nonce with a wrong password is a 403, never `stale`.
+    let bad = ClientCredentials {
+        username: "alice".into(),
+        password: "nope".into(),
+    };
+    let a = auth::authorize(&ch, &bad, "REGISTER", "sip:127.0.0.1:25133", b"", "c1", 2);
+    let r = exchange(
+        &sock,
+        &register_text(
+            25271,
+            25133,
+            "alice",
+            3,
+            &format!("Authorization: {}\r\n", a.to_header_value()),
+        ),
+    );
+    assert_eq!(status_of(&r), 403, "{r}");
+    let a = auth::authorize(
+        &ch2,
+        &creds,
+        "REGISTER",
+        "sip:127.0.0.1:25133",
+        b"",
+        "c2",
+        1,
+    );
+    let ok = exchange(
+        &sock,
+        &register_text(
+            25271,
+            25133,
+            "alice",
+            4,
+            &format!("Authorization: {}\r\n", a.to_header_value()),
+        ),
+    );
+    assert_eq!(status_of(&ok), 200, "{ok}");
+    server.wait_event(Duration::from_secs(5), |e| e["type"] == "agent.registered");
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+}
