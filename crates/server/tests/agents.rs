@@ -95,14 +95,15 @@ fn sipp_register_md5_forbidden_unregister_and_expiry() {
     assert_eq!(ev["auth"], "MD5", "SIPp implements MD5 only");
     assert!(ev.get("call_id").is_none(), "a server event");
 
-    // Bob is configured by HA1 only; a second phone for alice makes two contacts.
+    // Bob is configured by HA1 only and registers over TCP; a second phone for alice makes
+    // two contacts.
     register(
         &server,
         25261,
         "register.xml",
         "bob",
         "builder",
-        &["-key", "expires", "600"],
+        &["-key", "expires", "600", "-t", "t1"],
     );
     register(
         &server,
