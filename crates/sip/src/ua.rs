@@ -28,6 +28,8 @@ use crate::transaction::{
 
 /// Methods we implement (Allow header).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
+/// Allow header when REGISTER is accepted ([`UserAgent::set_accept_register`]).
+pub const ALLOW_WITH_REGISTER: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REGISTER";
 /// Option tags we support.
 pub const SUPPORTED: &str = "timer";
 const SDP: &str = "application/sdp";
@@ -1502,7 +1504,11 @@ impl UserAgent {
                 &req,
                 200,
                 tag.as_deref(),
-                &[("Allow", ALLOW), ("Accept", SDP), ("Supported", SUPPORTED)],
+                &[
+                    ("Allow", self.allow()),
+                    ("Accept", SDP),
+                    ("Supported", SUPPORTED),
+                ],
                 None,
             );
             return;
@@ -1532,6 +1538,15 @@ impl UserAgent {
                 self.respond_stateful(now, transport, source, &req, 481, None, &[], None)
             }
             _ => self.respond_allow(now, transport, source, &req, 405),
+        }
+    }
+
+    /// The Allow header value.
+    fn allow(&self) -> &'static str {
+        if self.accept_register {
+            ALLOW_WITH_REGISTER
+        } else {
+            ALLOW
         }
     }
 

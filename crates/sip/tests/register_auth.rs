@@ -99,6 +99,10 @@ fn authorization(r: &Response, user: &str, pass: &str, nc: u32, prefer_md5: bool
     format!("Authorization: {}\r\n", a.to_header_value())
 }
 
+fn frontdoor_sip_request(method: &str, call_id: &str, branch: &str) -> String {
+    request(method, call_id, branch, 1, "", "", "")
+}
+
 fn reg_events(reg: &mut Registrar) -> Vec<RegistrarEvent> {
     std::iter::from_fn(|| reg.poll_event()).collect()
 }
@@ -446,6 +450,19 @@ fn wrong_password_unknown_user_foreign_aor_stale_and_garbage() {
         ),
     );
     assert_eq!(r[0].status, 400);
+    // OPTIONS lists REGISTER among the methods.
+    send(
+        &mut ua,
+        late,
+        &frontdoor_sip_request("OPTIONS", "o1", "z9hG4bKo1"),
+    );
+    let out = drain(&mut ua);
+    assert!(
+        response(&out[0])
+            .header(&HeaderName::Allow)
+            .unwrap()
+            .contains("REGISTER")
+    );
     // Without accept_register the UA answers 405.
     let (mut plain, t) = common::ua();
     send(
@@ -455,6 +472,18 @@ fn wrong_password_unknown_user_foreign_aor_stale_and_garbage() {
     );
     assert_eq!(statuses(&drain(&mut plain)), vec![405]);
     assert!(events(&mut plain).is_empty());
+    send(
+        &mut plain,
+        t,
+        &frontdoor_sip_request("OPTIONS", "o2", "z9hG4bKo2"),
+    );
+    let out = drain(&mut plain);
+    assert!(
+        !response(&out[0])
+            .header(&HeaderName::Allow)
+            .unwrap()
+            .contains("REGISTER")
+    );
 }
 
 // ----- UAC: answering 401/407 -----
