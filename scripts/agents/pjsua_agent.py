@@ -10,7 +10,7 @@ Events (stdout): registered {code, expires}, incoming {from, display, call_info,
 answered, media {codec}, disconnected {code, reason, seconds}, done, error {message}.
 Exit status 0 when --calls calls were answered and ended (or registration alone with
 --calls 0), 1 on timeout or registration failure.
-Installed by scripts/setup into target/venv-pjsua (see docs/agents.md).
+Run it with the venv scripts/setup makes: ${CARGO_TARGET_DIR:-target}/pjsua-venv/bin/python.
 """
 
 import argparse

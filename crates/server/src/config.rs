@@ -35,6 +35,14 @@ pub enum ConfigError {
     /// `[store] region` is not one we know.
     #[error("invalid [store] region {0:?}: expected US, CA, GB or CN")]
     Region(String),
+    /// `[agents]` or `[sip]` authentication settings are inconsistent.
+    #[error("invalid config {path}: {message}")]
+    Agents {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// The whole configuration.
@@ -55,6 +63,8 @@ pub struct Config {
     pub ivr: IvrSection,
     /// The customer store and call records.
     pub store: StoreSection,
+    /// Agents: credentials, skills, registration limits.
+    pub agents: AgentsSection,
 }
 
 /// `[sip]`
@@ -79,6 +89,13 @@ pub struct SipSection {
     pub mtu: usize,
     /// Kernel receive buffer for the UDP socket, bytes.
     pub udp_recv_buffer: usize,
+    /// Digest authentication realm (REGISTER from agents).
+    pub realm: String,
+    /// Digest algorithms challenged with, in order of preference (`SHA-256`, `MD5`,
+    /// `SHA-256-sess`, `MD5-sess`).
+    pub auth_algorithms: Vec<String>,
+    /// How long a nonce is accepted before `stale=true`, seconds.
+    pub nonce_ttl_s: u64,
 }
 
 impl Default for SipSection {
@@ -93,11 +110,30 @@ impl Default for SipSection {
             max_message_size: 65_535,
             mtu: 1300,
             udp_recv_buffer: 8 * 1024 * 1024,
+            realm: "frontdoor".to_owned(),
+            auth_algorithms: vec!["SHA-256".to_owned(), "MD5".to_owned()],
+            nonce_ttl_s: 300,
         }
     }
 }
 
 impl SipSection {
+    /// The configured Digest algorithms.
+    pub fn algorithms(&self) -> Result<Vec<frontdoor_sip::auth::Algorithm>, String> {
+        if self.auth_algorithms.is_empty() {
+            return Err("[sip] auth_algorithms must name at least one algorithm".to_owned());
+        }
+        self.auth_algorithms
+            .iter()
+            .map(|a| {
+                frontdoor_sip::auth::Algorithm::parse(a).map_err(|_| {
+                    format!(
+                        "[sip] auth_algorithms: unknown algorithm {a:?} (SHA-256, MD5, SHA-256-sess, MD5-sess)"
+                    )
+                })
+            })
+            .collect()
+    }
     /// T1 as a duration.
     pub fn t1(&self) -> Duration {
         Duration::from_millis(self.t1_ms)
@@ -278,6 +314,131 @@ impl StoreSection {
     }
 }
 
+/// `[agents]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsSection {
+    /// Shortest registration accepted (shorter: 423 Interval Too Brief), seconds.
+    pub min_expires: u32,
+    /// Longest registration granted, seconds.
+    pub max_expires: u32,
+    /// Registration length when the phone names none, seconds.
+    pub default_expires: u32,
+    /// Most contacts (phones) one agent may register at once.
+    pub max_contacts: usize,
+    /// `[[agents.agent]]` entries.
+    pub agent: Vec<AgentConfig>,
+}
+
+impl Default for AgentsSection {
+    fn default() -> Self {
+        Self {
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_contacts: 10,
+            agent: Vec::new(),
+        }
+    }
+}
+
+/// `[[agents.agent]]`: one agent and the phone credentials they register with.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Stable agent id (events, the ACD).
+    pub id: String,
+    /// SIP user name (the digest username and the AOR user part).
+    pub username: String,
+    /// Password; or give `ha1_md5` / `ha1_sha256` instead.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Hex MD5(username:realm:password).
+    #[serde(default)]
+    pub ha1_md5: Option<String>,
+    /// Hex SHA-256(username:realm:password).
+    #[serde(default)]
+    pub ha1_sha256: Option<String>,
+    /// Skills for routing.
+    #[serde(default)]
+    pub skills: Vec<String>,
+    /// Extension number, if any.
+    #[serde(default)]
+    pub extension: Option<String>,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("skills", &self.skills)
+            .field("extension", &self.extension)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Checks what serde cannot: agent credentials, unique ids, algorithms.
+    fn validate(&self) -> Result<(), String> {
+        let algorithms = self.sip.algorithms()?;
+        if self.sip.realm.is_empty() || self.sip.realm.contains(['"', '\\', '\r', '\n']) {
+            return Err(
+                "[sip] realm must be non-empty, without quotes, backslashes or newlines".into(),
+            );
+        }
+        let a = &self.agents;
+        if a.min_expires == 0 || a.min_expires > a.max_expires {
+            return Err("[agents] needs 0 < min_expires <= max_expires".into());
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut users = std::collections::HashSet::new();
+        for ag in &a.agent {
+            let who = format!("[[agents.agent]] {:?}", ag.id);
+            if ag.id.is_empty() || !ids.insert(ag.id.as_str()) {
+                return Err(format!("{who}: id must be non-empty and unique"));
+            }
+            let valid_user = !ag.username.is_empty()
+                && ag
+                    .username
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b));
+            if !valid_user {
+                return Err(format!(
+                    "{who}: username {:?} must be a non-empty SIP user (letters, digits, -_.!~*'()&=+$,;?/)",
+                    ag.username
+                ));
+            }
+            if !users.insert(ag.username.as_str()) {
+                return Err(format!("{who}: username {:?} is used twice", ag.username));
+            }
+            let is_hex = |h: &Option<String>, len: usize| {
+                h.as_ref()
+                    .is_none_or(|h| h.len() == len && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            };
+            if !is_hex(&ag.ha1_md5, 32) || !is_hex(&ag.ha1_sha256, 64) {
+                return Err(format!(
+                    "{who}: ha1_md5 must be 32 hex digits and ha1_sha256 64 hex digits"
+                ));
+            }
+            if ag.password.is_none() {
+                for alg in &algorithms {
+                    let have = match alg.base() {
+                        frontdoor_sip::auth::Algorithm::Sha256 => ag.ha1_sha256.is_some(),
+                        _ => ag.ha1_md5.is_some(),
+                    };
+                    if !have {
+                        return Err(format!(
+                            "{who}: needs a password, or an HA1 for every algorithm in [sip] auth_algorithms (missing {alg})"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The SQLite file inside a data directory.
 pub const DB_FILE: &str = "frontdoor.db";
 
@@ -296,10 +457,15 @@ impl Config {
 
     /// Parses configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|source| ConfigError::Parse {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: origin.to_owned(),
             source: Box::new(source),
-        })
+        })?;
+        config.validate().map_err(|message| ConfigError::Agents {
+            path: origin.to_owned(),
+            message,
+        })?;
+        Ok(config)
     }
 }
 
@@ -365,6 +531,68 @@ mod tests {
         assert_eq!(c.store.data_dir, "/var/lib/fd");
         let bad = Config::parse("[store]\nregion = \"XX\"\n", "x").unwrap();
         assert!(bad.store.region().is_err());
+    }
+
+    #[test]
+    fn agents_section() {
+        let c = Config::parse(
+            "[sip]\nrealm = \"acme\"\n[agents]\nmin_expires = 30\n\
+             [[agents.agent]]\nid = \"a1\"\nusername = \"alice\"\npassword = \"pw\"\nskills = [\"sales\", \"en\"]\nextension = \"201\"\n\
+             [[agents.agent]]\nid = \"a2\"\nusername = \"bob\"\nha1_md5 = \"0123456789abcdef0123456789abcdef\"\n\
+             ha1_sha256 = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.sip.realm, "acme");
+        assert_eq!(c.agents.min_expires, 30);
+        assert_eq!(c.agents.agent.len(), 2);
+        assert_eq!(c.agents.agent[0].skills, vec!["sales", "en"]);
+        assert!(
+            !format!("{:?}", c.agents.agent[0]).contains("pw"),
+            "no secrets in Debug"
+        );
+        for (bad, want) in [
+            (
+                "[[agents.agent]]\nid = \"a\"\nusername = \"u\"\n",
+                "needs a password",
+            ),
+            (
+                "[[agents.agent]]\nid = \"a\"\nusername = \"u\"\nha1_md5 = \"0123456789abcdef0123456789abcdef\"\n",
+                "missing SHA-256",
+            ),
+            (
+                "[[agents.agent]]\nid = \"a\"\nusername = \"u\"\nha1_md5 = \"xyz\"\npassword = \"p\"\n",
+                "32 hex",
+            ),
+            (
+                "[[agents.agent]]\nid = \"a\"\nusername = \"u\"\npassword = \"p\"\n[[agents.agent]]\nid = \"a\"\nusername = \"v\"\npassword = \"p\"\n",
+                "unique",
+            ),
+            (
+                "[[agents.agent]]\nid = \"a\"\nusername = \"u\"\npassword = \"p\"\n[[agents.agent]]\nid = \"b\"\nusername = \"u\"\npassword = \"p\"\n",
+                "used twice",
+            ),
+            (
+                "[[agents.agent]]\nid = \"a\"\nusername = \"u@x\"\npassword = \"p\"\n",
+                "SIP user",
+            ),
+            (
+                "[sip]\nauth_algorithms = [\"SHA-512\"]\n",
+                "unknown algorithm",
+            ),
+            ("[sip]\nauth_algorithms = []\n", "at least one"),
+            ("[sip]\nrealm = \"a\\\"b\"\n", "realm"),
+            ("[agents]\nmin_expires = 0\n", "min_expires"),
+        ] {
+            let err = Config::parse(bad, "f.toml").unwrap_err().to_string();
+            assert!(err.contains(want) && err.contains("f.toml"), "{bad}: {err}");
+        }
+        // MD5-only deployments may give only the MD5 HA1.
+        Config::parse(
+            "[sip]\nauth_algorithms = [\"MD5\"]\n[[agents.agent]]\nid = \"a\"\nusername = \"u\"\nha1_md5 = \"0123456789abcdef0123456789abcdef\"\n",
+            "x",
+        )
+        .unwrap();
     }
 
     #[test]

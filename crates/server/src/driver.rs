@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
+use crate::agents::Agents;
 use crate::calls::{AppNote, CallApp, IvrSetup};
 use crate::config::{Config, DB_FILE};
 use crate::events::{EventBody, EventSink};
@@ -53,6 +54,9 @@ pub enum ServeError {
     /// The store or the IVR's threads could not start.
     #[error("cannot start the IVR: {0}")]
     Ivr(String),
+    /// The registrar could not be set up.
+    #[error("cannot start the registrar: {0}")]
+    Agents(String),
 }
 
 /// What `frontdoor serve` runs with.
@@ -161,6 +165,10 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         min_se: config.sip.min_se,
     };
     let mut ua = UserAgent::new(ua_config);
+    // Agents' phones REGISTER here (digest-authenticated against [[agents.agent]]).
+    ua.set_accept_register(true);
+    let mut agents =
+        Agents::new(&config, events.clone(), Instant::now()).map_err(ServeError::Agents)?;
     let threads = match config.media.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -265,10 +273,10 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                 break;
             }
         }
-        let deadline = match (ua.poll_timeout(), app.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = [ua.poll_timeout(), app.poll_timeout(), agents.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
         let sleep_until = deadline.unwrap_or(now + Duration::from_millis(250));
         let sleep_until = match stopping_at {
             Some(at) => sleep_until.min(at + SHUTDOWN_GRACE),
@@ -308,7 +316,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                                 ua.handle_datagram(Instant::now(), Transport::Udp, src, data);
                             }
                             if n % 32 == 0 {
-                                pump(&mut ua, &mut app, &udp, &mut tcp_writers, &mut tcp_pending, &tcp_tx, max_msg).await;
+                                pump(&mut ua, &mut app, &mut agents, &udp, &mut tcp_writers, &mut tcp_pending, &tcp_tx, max_msg).await;
                             }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -373,11 +381,13 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                 let now = Instant::now();
                 ua.handle_timeout(now);
                 app.handle_timeout(now, &mut ua);
+                agents.handle_timeout(now);
             }
         }
         pump(
             &mut ua,
             &mut app,
+            &mut agents,
             &udp,
             &mut tcp_writers,
             &mut tcp_pending,
@@ -438,9 +448,11 @@ fn begin_shutdown(
 }
 
 /// Moves the UA's events to the application and its transmits to the sockets.
+#[allow(clippy::too_many_arguments)]
 async fn pump(
     ua: &mut UserAgent,
     app: &mut CallApp,
+    agents: &mut Agents,
     udp: &UdpSocket,
     tcp_writers: &mut HashMap<SocketAddr, mpsc::Sender<Bytes>>,
     tcp_pending: &mut HashMap<SocketAddr, Vec<Bytes>>,
@@ -451,7 +463,10 @@ async fn pump(
         let mut progressed = false;
         while let Some(ev) = ua.poll_event() {
             progressed = true;
-            app.handle_event(Instant::now(), ua, ev);
+            let now = Instant::now();
+            if let Some(ev) = agents.handle_event(now, ua, ev) {
+                app.handle_event(now, ua, ev);
+            }
         }
         while let Some(t) = ua.poll_transmit() {
             progressed = true;

@@ -256,6 +256,60 @@ pub enum EventBody {
         /// Milliseconds from answer to the end (0 when never answered).
         talk_ms: u64,
     },
+    /// An agent's phone registered or refreshed its registration (authenticated REGISTER).
+    #[serde(rename = "agent.registered")]
+    AgentRegistered {
+        /// Agent id from the configuration.
+        agent: String,
+        /// SIP user name.
+        username: String,
+        /// The contact URI bound.
+        contact: String,
+        /// Seconds granted.
+        expires: u32,
+        /// Where the REGISTER came from.
+        source: SocketAddr,
+        /// Whether this refreshed an existing binding.
+        refresh: bool,
+        /// Contacts the agent has now.
+        contacts: usize,
+        /// Digest algorithm the phone authenticated with (`SHA-256`, `MD5`, ...).
+        auth: &'static str,
+    },
+    /// An agent's phone removed its registration (expires 0 or `*`).
+    #[serde(rename = "agent.unregistered")]
+    AgentUnregistered {
+        /// Agent id.
+        agent: String,
+        /// SIP user name.
+        username: String,
+        /// The contact URI removed.
+        contact: String,
+        /// Contacts the agent has now.
+        contacts: usize,
+    },
+    /// A registration was not refreshed in time.
+    #[serde(rename = "agent.expired")]
+    AgentExpired {
+        /// Agent id.
+        agent: String,
+        /// SIP user name.
+        username: String,
+        /// The contact URI removed.
+        contact: String,
+        /// Contacts the agent has now.
+        contacts: usize,
+    },
+    /// A REGISTER was refused (not the 401 challenge: 403 bad credentials, 400, 423, ...).
+    #[serde(rename = "agent.register_failed")]
+    AgentRegisterFailed {
+        /// User part of the To URI (the registration claimed), possibly unknown.
+        user: String,
+        /// Status sent.
+        status: u16,
+        /// Where it came from.
+        source: SocketAddr,
+    },
     /// An event of the IVR interpreter (`ivr.started`, `ivr.recognition`, `ivr.step`,
     /// `ivr.route`, `ivr.gather`, `ivr.recorded`, `ivr.ended`), as `frontdoor-ivr` serialises it.
     #[serde(untagged)]

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod agents;
 pub mod api;
 pub mod calls;
 pub mod config;

@@ -672,6 +672,8 @@ pub enum Verdict {
     Ok {
         /// The user name.
         username: String,
+        /// The algorithm the client used.
+        algorithm: Algorithm,
     },
     /// No credentials for our realm: challenge (401/407).
     Challenge,
@@ -859,6 +861,7 @@ impl DigestServer {
         }
         Verdict::Ok {
             username: a.username,
+            algorithm: a.algorithm,
         }
     }
 
@@ -1008,7 +1011,8 @@ mod tests {
             assert_eq!(
                 srv.verify(now, "REGISTER", [hv.as_str()], lookup),
                 Verdict::Ok {
-                    username: "alice".into()
+                    username: "alice".into(),
+                    algorithm: alg
                 }
             );
             // The same nc again is a replay; a higher one is fine.
@@ -1287,7 +1291,7 @@ mod tests {
             proptest::prop_assert_eq!(Authorization::parse(&hv).unwrap(), a);
             let u2 = user.clone();
             let verdict = srv.verify(t0, "REGISTER", [hv.as_str()], move |u| (u == u2).then(|| UserSecret::password(pass.clone())));
-            proptest::prop_assert_eq!(verdict, Verdict::Ok { username: user });
+            proptest::prop_assert_eq!(verdict, Verdict::Ok { username: user, algorithm: Algorithm::Sha256 });
         }
     }
 }

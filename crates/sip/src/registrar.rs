@@ -15,7 +15,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::auth::{DigestServer, UserSecret, Verdict};
+use crate::auth::{Algorithm, DigestServer, UserSecret, Verdict};
 use crate::message::{HeaderName, NameAddr, Request, uri_user};
 use crate::ua::Transport;
 
@@ -84,6 +84,8 @@ pub enum RegistrarEvent {
         refresh: bool,
         /// Contacts this user has now.
         contacts: usize,
+        /// The Digest algorithm the device authenticated with.
+        algorithm: Algorithm,
     },
     /// A contact was removed by the device (expires 0, or `*`).
     Unregistered {
@@ -311,11 +313,14 @@ impl Registrar {
             .filter(|h| h.name.matches(cred_name))
             .map(|h| h.value.as_str());
         let users = &self.users;
-        let username = match self
+        let (username, algorithm) = match self
             .auth
             .verify(now, req.method.as_str(), values, |u| users.get(u).cloned())
         {
-            Verdict::Ok { username } => username,
+            Verdict::Ok {
+                username,
+                algorithm,
+            } => (username, algorithm),
             Verdict::Challenge | Verdict::Replay => return self.challenge(now, false),
             Verdict::Stale => return self.challenge(now, true),
             Verdict::Forbidden => return RegisterResponse::warn(403, "bad credentials"),
@@ -427,6 +432,7 @@ impl Registrar {
                             source,
                             refresh,
                             contacts: n,
+                            algorithm,
                         },
                         None => RegistrarEvent::Unregistered {
                             user: user.clone(),

@@ -28,6 +28,8 @@ use crate::transaction::{
 
 /// Methods we implement (Allow header).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
+/// Allow header when REGISTER is accepted ([`UserAgent::set_accept_register`]).
+pub const ALLOW_WITH_REGISTER: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REGISTER";
 /// Option tags we support.
 pub const SUPPORTED: &str = "timer";
 const SDP: &str = "application/sdp";
@@ -531,8 +533,8 @@ pub struct UserAgent {
     /// Credentials per realm for challenges to our requests.
     credentials: HashMap<String, ClientCredentials>,
     accept_register: bool,
-    /// Requests waiting for the application's answer.
-    pending_requests: HashMap<TxId, Box<Request>>,
+    /// Requests waiting for the application's answer, with where they came from.
+    pending_requests: HashMap<TxId, (Box<Request>, SocketAddr)>,
 }
 
 fn hostport(host: &str, port: u16) -> String {
@@ -811,10 +813,7 @@ impl UserAgent {
             return Err(UaError::InvalidStatus(status));
         }
         let id = TxId(tx.0);
-        let Some(req) = self.pending_requests.remove(&id) else {
-            return Err(UaError::UnknownTransaction);
-        };
-        let Some(source) = self.txs.get(&id).map(|t| t.dest) else {
+        let Some((req, source)) = self.pending_requests.remove(&id) else {
             return Err(UaError::UnknownTransaction);
         };
         let mut b = ResponseBuilder::new(&req, status).source(Some(source));
@@ -830,7 +829,7 @@ impl UserAgent {
         let bytes = b.build();
         if status < 200 {
             // Provisional: the request stays pending.
-            self.pending_requests.insert(id, req);
+            self.pending_requests.insert(id, (req, source));
         }
         self.send_response(now, id, status, bytes);
         Ok(())
@@ -1643,7 +1642,11 @@ impl UserAgent {
                 &req,
                 200,
                 tag.as_deref(),
-                &[("Allow", ALLOW), ("Accept", SDP), ("Supported", SUPPORTED)],
+                &[
+                    ("Allow", self.allow()),
+                    ("Accept", SDP),
+                    ("Supported", SUPPORTED),
+                ],
                 None,
             );
             return;
@@ -1676,6 +1679,15 @@ impl UserAgent {
         }
     }
 
+    /// The Allow header value.
+    fn allow(&self) -> &'static str {
+        if self.accept_register {
+            ALLOW_WITH_REGISTER
+        } else {
+            ALLOW
+        }
+    }
+
     /// A REGISTER for the application: a server transaction waits for [`Self::respond`].
     fn surface_register(&mut self, transport: Transport, source: SocketAddr, req: Request) {
         let key = server_key(&req, Method::Register);
@@ -1689,7 +1701,7 @@ impl UserAgent {
             Purpose::Server,
         );
         let request = Box::new(req);
-        self.pending_requests.insert(id, request.clone());
+        self.pending_requests.insert(id, (request.clone(), source));
         self.events.push_back(UaEvent::Register {
             tx: ServerTx(id.0),
             request,

@@ -99,6 +99,10 @@ fn authorization(r: &Response, user: &str, pass: &str, nc: u32, prefer_md5: bool
     format!("Authorization: {}\r\n", a.to_header_value())
 }
 
+fn frontdoor_sip_request(method: &str, call_id: &str, branch: &str) -> String {
+    request(method, call_id, branch, 1, "", "", "")
+}
+
 fn reg_events(reg: &mut Registrar) -> Vec<RegistrarEvent> {
     std::iter::from_fn(|| reg.poll_event()).collect()
 }
@@ -116,6 +120,9 @@ fn register_challenge_then_200_with_contacts_refresh_and_expiry() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].status, 401);
     assert!(out[0].to_tag().is_some(), "final response carries a To tag");
+    // Via stamped with where the request really came from (RFC 3581).
+    assert_eq!(out[0].via().rport(), Some(5062));
+    assert_eq!(out[0].via().received(), Some("10.0.0.2"));
     let ch = header_values(&out[0], "WWW-Authenticate");
     assert_eq!(ch.len(), 2);
     assert!(ch[0].contains("SHA-256") && ch[1].contains("MD5"));
@@ -138,7 +145,7 @@ fn register_challenge_then_200_with_contacts_refresh_and_expiry() {
     );
     let evs = reg_events(&mut reg);
     assert!(
-        matches!(&evs[..], [RegistrarEvent::Registered { user, expires: 120, refresh: false, contacts: 1, .. }] if user == "alice"),
+        matches!(&evs[..], [RegistrarEvent::Registered { user, expires: 120, refresh: false, contacts: 1, algorithm: Algorithm::Sha256, .. }] if user == "alice"),
         "{evs:?}"
     );
     // A retransmission of that REGISTER is answered by the transaction, not the registrar.
@@ -443,6 +450,19 @@ fn wrong_password_unknown_user_foreign_aor_stale_and_garbage() {
         ),
     );
     assert_eq!(r[0].status, 400);
+    // OPTIONS lists REGISTER among the methods.
+    send(
+        &mut ua,
+        late,
+        &frontdoor_sip_request("OPTIONS", "o1", "z9hG4bKo1"),
+    );
+    let out = drain(&mut ua);
+    assert!(
+        response(&out[0])
+            .header(&HeaderName::Allow)
+            .unwrap()
+            .contains("REGISTER")
+    );
     // Without accept_register the UA answers 405.
     let (mut plain, t) = common::ua();
     send(
@@ -452,6 +472,18 @@ fn wrong_password_unknown_user_foreign_aor_stale_and_garbage() {
     );
     assert_eq!(statuses(&drain(&mut plain)), vec![405]);
     assert!(events(&mut plain).is_empty());
+    send(
+        &mut plain,
+        t,
+        &frontdoor_sip_request("OPTIONS", "o2", "z9hG4bKo2"),
+    );
+    let out = drain(&mut plain);
+    assert!(
+        !response(&out[0])
+            .header(&HeaderName::Allow)
+            .unwrap()
+            .contains("REGISTER")
+    );
 }
 
 // ----- UAC: answering 401/407 -----
@@ -556,7 +588,8 @@ fn uac_answers_407_with_proxy_authorization_and_gets_through() {
     assert_eq!(
         carrier.verify(t0, "INVITE", pa.iter().copied(), carrier_lookup),
         Verdict::Ok {
-            username: "trunk".into()
+            username: "trunk".into(),
+            algorithm: Algorithm::Sha256
         }
     );
     assert!(events(&mut ua).is_empty(), "no CallEnded for the challenge");
@@ -756,4 +789,128 @@ fn hangup_while_reinviting_with_credentials_cancels_the_new_invite() {
     assert_eq!(cancel.method, Method::Cancel);
     assert_eq!(cancel.cseq().seq, 2);
     assert_eq!(cancel.branch(), inv2.branch());
+}
+
+// ----- properties -----
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Register contact `c` (0..4) with `expires` (Contact param) on call-id `cid` (0..2).
+    Bind { c: u8, expires: u32, cid: u8 },
+    /// expires=0 for contact `c`.
+    Unbind { c: u8, cid: u8 },
+    /// Contact: * / Expires: 0.
+    Star { cid: u8 },
+    /// Time passes.
+    Wait { secs: u16 },
+    /// A REGISTER with garbage in Contact / Expires / Authorization.
+    Garbage {
+        contact: String,
+        expires: String,
+        authz: String,
+    },
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0u8..5, prop_oneof![Just(0u32), 1u32..200, Just(100_000)], 0u8..2)
+            .prop_map(|(c, expires, cid)| Op::Bind { c, expires, cid }),
+        1 => (0u8..5, 0u8..2).prop_map(|(c, cid)| Op::Unbind { c, cid }),
+        1 => (0u8..2).prop_map(|cid| Op::Star { cid }),
+        2 => (0u16..400).prop_map(|secs| Op::Wait { secs }),
+        1 => ("[ -~]{0,40}", "[ -~]{0,8}", "[ -~]{0,60}")
+            .prop_map(|(contact, expires, authz)| Op::Garbage { contact, expires, authz }),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Any sequence of (authenticated) registrations, removals, garbage and time: no panic,
+    /// the contacts a user has always match the events (registered − unregistered − expired),
+    /// never exceed `max_contacts`, and none outlives its expiry.
+    #[test]
+    fn registrar_sequences_keep_their_invariants(ops in proptest::collection::vec(op(), 1..40)) {
+        let (mut ua, t0) = common::ua();
+        ua.set_accept_register(true);
+        let mut reg = Registrar::new(
+            RegistrarConfig { max_contacts: 3, ..RegistrarConfig::default() },
+            digest_server(t0, vec![Algorithm::Md5]),
+        );
+        reg.set_user("alice", UserSecret::password("wonderland"));
+        let mut now = t0;
+        let mut cseq = [1u32, 1u32];
+        let mut live: i64 = 0;
+        let mut branch = 0u64;
+        for op in ops {
+            let (cid, extra) = match &op {
+                Op::Bind { c, expires, cid } => (
+                    *cid,
+                    format!("Contact: <sip:alice@10.0.0.{c}:5060>;expires={expires}\r\n"),
+                ),
+                Op::Unbind { c, cid } => (
+                    *cid,
+                    format!("Contact: <sip:alice@10.0.0.{c}:5060>;expires=0\r\n"),
+                ),
+                Op::Star { cid } => (*cid, "Contact: *\r\nExpires: 0\r\n".to_owned()),
+                Op::Wait { secs } => {
+                    now += Duration::from_secs(u64::from(*secs));
+                    reg.handle_timeout(now);
+                    (0, String::new())
+                }
+                Op::Garbage { contact, expires, authz } => (
+                    0,
+                    format!("Contact: {contact}\r\nExpires: {expires}\r\nAuthorization: Digest {authz}\r\n"),
+                ),
+            };
+            if !matches!(op, Op::Wait { .. }) {
+                let call_id = format!("prop-{cid}");
+                let i = usize::from(cid);
+                branch += 1;
+                let first = register("alice", &call_id, cseq[i], &format!("z9hG4bKp{branch}a"), &extra);
+                cseq[i] += 1;
+                let out = exchange(&mut ua, &mut reg, now, &first);
+                if matches!(op, Op::Garbage { .. }) {
+                    // Whatever it was, it got one answer (or was dropped as unparsable).
+                    proptest::prop_assert!(out.len() <= 1);
+                } else {
+                    proptest::prop_assert_eq!(out[0].status, 401);
+                    let authz = authorization(&out[0], "alice", "wonderland", 1, false);
+                    let second = register(
+                        "alice",
+                        &call_id,
+                        cseq[i],
+                        &format!("z9hG4bKp{branch}b"),
+                        &format!("{extra}{authz}"),
+                    );
+                    cseq[i] += 1;
+                    let out = exchange(&mut ua, &mut reg, now, &second);
+                    proptest::prop_assert!(
+                        matches!(out[0].status, 200 | 403 | 423),
+                        "{:?}: {}", op, out[0].status
+                    );
+                    if out[0].status == 200 {
+                        proptest::prop_assert_eq!(
+                            header_values(&out[0], "Contact").len(),
+                            reg.contacts("alice").len()
+                        );
+                    }
+                }
+            }
+            for ev in reg_events(&mut reg) {
+                match ev {
+                    RegistrarEvent::Registered { refresh, .. } => live += i64::from(!refresh),
+                    RegistrarEvent::Unregistered { .. } | RegistrarEvent::Expired { .. } => live -= 1,
+                }
+            }
+            let bindings = reg.contacts("alice");
+            proptest::prop_assert_eq!(live, bindings.len() as i64);
+            proptest::prop_assert!(bindings.len() <= 3);
+            proptest::prop_assert!(bindings.iter().all(|b| b.expires_at > now));
+            proptest::prop_assert!(
+                bindings.iter().all(|b| b.expires_at <= now + Duration::from_secs(3600))
+            );
+        }
+    }
 }
