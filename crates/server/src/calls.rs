@@ -41,7 +41,7 @@ use frontdoor_sip::{CallHandle, EndCause, Transport, UaEvent, UserAgent};
 use crate::config::Config;
 use crate::events::{EventBody, EventSink};
 use crate::media::{Command, LegSpec, MediaEngine, Note};
-use crate::plans::{AGENTS_BUSY, NOT_AVAILABLE, Plans, ReloadNote, notice};
+use crate::plans::{AGENTS_BUSY, Plans, ReloadNote, notice};
 use crate::ports::PortPool;
 use crate::store::{StoreReply, StoreRequest, StoreThread, caller_info};
 use crate::tts::{Rendered, Tts, TtsPool};
@@ -830,8 +830,8 @@ impl CallApp {
                     self.media.send(Command::Play(call.0, id, prompts));
                 }
             }
-            // Silence until the bridge is up (`try_bridge`).
-            Mode::Bridge | Mode::Leg => self.try_bridge(call),
+            // Silence until the bridge is up (`try_bridge` below).
+            Mode::Bridge | Mode::Leg => {}
             Mode::Answer | Mode::Digits => {
                 if mode == Mode::Answer {
                     self.media
@@ -840,6 +840,7 @@ impl CallApp {
                 self.play(call.0, &call_id, &["welcome"]);
             }
         }
+        self.try_bridge(call);
     }
 
     fn prompt(&self, name: &str) -> Option<Prompt> {
@@ -960,7 +961,7 @@ impl CallApp {
                 }
             }
             Note::Latched { .. } => {}
-            Note::Bridged { key, peer } => self.bridged(key, peer),
+            Note::Bridged { key, peer } => self.bridged(now, ua, key, peer),
             Note::Unbridged {
                 key,
                 peer,
@@ -1005,6 +1006,7 @@ impl CallApp {
         target: &str,
         mode: Mode,
         peer: Option<CallHandle>,
+        ring_timeout: Duration,
     ) -> Result<CallHandle, (u16, &'static str)> {
         let Some(destination) = uri_socket_addr(target) else {
             return Err((502, "invalid_target"));
@@ -1075,14 +1077,14 @@ impl CallApp {
                 peer_call_id,
             },
         );
-        self.dial_timers
-            .push(Reverse((now + self.config.bridge.timeout(), leg.0)));
+        self.dial_timers.push(Reverse((now + ring_timeout, leg.0)));
         Ok(leg)
     }
 
     /// Dials the bridge target of `call`; a failure to place the leg fails `call` at once.
     fn dial_for(&mut self, now: Instant, ua: &mut UserAgent, call: CallHandle, target: &str) {
-        match self.dial(now, ua, target, Mode::Leg, Some(call)) {
+        let timeout = self.config.bridge.timeout();
+        match self.dial(now, ua, target, Mode::Leg, Some(call), timeout) {
             Ok(leg) => {
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.link.peer = Some(leg);
@@ -1111,6 +1113,21 @@ impl CallApp {
             return;
         };
         c.link.peer = None;
+        if c.mode == Mode::Ivr && c.ivr.is_some() {
+            // An IVR `transfer`: the flow goes on (its `on_failure`).
+            let call_id = c.call_id.clone();
+            self.events.emit(
+                Some(&call_id),
+                EventBody::IvrTransfer {
+                    to: target.to_owned(),
+                    result: "failed",
+                    reason,
+                },
+            );
+            let failed = TransferOutcome::Failed { status: leg_status };
+            self.feed(now, ua, call, IvrInput::TransferResult(failed));
+            return;
+        }
         let answered = c.answered_at.is_some() || c.link.outbound;
         let call_id = c.call_id.clone();
         if answered {
@@ -1185,7 +1202,7 @@ impl CallApp {
     }
 
     /// The media engine confirmed a bridge.
-    fn bridged(&mut self, key: u64, peer: u64) {
+    fn bridged(&mut self, now: Instant, ua: &mut UserAgent, key: u64, peer: u64) {
         let (a, b) = (CallHandle(key), CallHandle(peer));
         let (Some(ca), Some(cb)) = (self.calls.get(&a), self.calls.get(&b)) else {
             return;
@@ -1222,8 +1239,37 @@ impl CallApp {
         for o in self.originate.iter_mut() {
             if o.first == a || o.first == b {
                 o.bridged = true;
-                o.hangup_at = o.duration.map(|d| Instant::now() + d);
+                o.hangup_at = o.duration.map(|d| now + d);
             }
+        }
+        for k in [a, b] {
+            let Some(c) = self
+                .calls
+                .get(&k)
+                .filter(|c| c.mode == Mode::Ivr && c.ivr.is_some())
+            else {
+                continue;
+            };
+            let call_id = c.call_id.clone();
+            let to = self
+                .calls
+                .get(&if k == a { b } else { a })
+                .and_then(|p| p.link.target.clone())
+                .unwrap_or_default();
+            self.events.emit(
+                Some(&call_id),
+                EventBody::IvrTransfer {
+                    to,
+                    result: "connected",
+                    reason: "bridged",
+                },
+            );
+            self.feed(
+                now,
+                ua,
+                k,
+                IvrInput::TransferResult(TransferOutcome::Connected),
+            );
         }
     }
 
@@ -1323,7 +1369,8 @@ impl CallApp {
             OriginateAction::BridgeTo(to) => (Mode::Bridge, Some(to.clone())),
         };
         let wants_bridge = bridge_to.is_some();
-        match self.dial(now, ua, &o.target, mode, None) {
+        let timeout = self.config.bridge.timeout();
+        match self.dial(now, ua, &o.target, mode, None, timeout) {
             Ok(first) => {
                 if let Some(c) = self.calls.get_mut(&first) {
                     c.link.bridge_to = bridge_to;
@@ -1687,23 +1734,30 @@ impl CallApp {
                 });
                 self.fail_with_notice(call, call_id, AGENTS_BUSY, &req.language, failed)
             }
-            Action::Transfer { to, .. } => {
-                self.events.emit(
-                    Some(call_id),
-                    EventBody::IvrTransfer {
-                        to,
-                        result: "failed",
-                        reason: "not available",
-                    },
-                );
-                let failed = IvrInput::TransferResult(TransferOutcome::Failed { status: None });
-                let lang = self
-                    .calls
-                    .get(&call)
-                    .and_then(|c| c.ivr.as_ref())
-                    .map(|i| i.call.var("lang").unwrap_or("en").to_owned())
-                    .unwrap_or_default();
-                self.fail_with_notice(call, call_id, NOT_AVAILABLE, &lang, failed)
+            Action::Transfer { to, timeout } => {
+                // A B2BUA leg, bridged when answered (`TransferResult` comes from `bridged` or
+                // `bridge_failed`).
+                match self.dial(now, ua, &to, Mode::Leg, Some(call), timeout) {
+                    Ok(leg) => {
+                        if let Some(c) = self.calls.get_mut(&call) {
+                            c.link.peer = Some(leg);
+                        }
+                        None
+                    }
+                    Err((_, reason)) => {
+                        self.events.emit(
+                            Some(call_id),
+                            EventBody::IvrTransfer {
+                                to,
+                                result: "failed",
+                                reason,
+                            },
+                        );
+                        Some(IvrInput::TransferResult(TransferOutcome::Failed {
+                            status: None,
+                        }))
+                    }
+                }
             }
             Action::Record {
                 path,

@@ -207,9 +207,9 @@ pub enum EventBody {
     IvrTransfer {
         /// Target URI.
         to: String,
-        /// `failed`.
+        /// `connected` (bridged) or `failed`.
         result: &'static str,
-        /// Why.
+        /// `bridged`, or why it failed (`rejected`, `no_answer`, `timeout`, `invalid_target`, ...).
         reason: &'static str,
     },
     /// A voicemail recording was written.

@@ -2,8 +2,8 @@
 //! call to a real SIPp UAS and relays the media between the two legs.
 //!
 //! Ports (this file only): SIP 25100-25119, SIPp 25200-25239, RTP 26300-26499 (servers:
-//! 26300-26399, 26420-26449, 26470-26499; SIPp media ports 4 apart, since `-rtp_echo` also
-//! binds the port + 2).
+//! 26300-26399, 26420-26449, 26470-26499; SIPp media ports 26400-26419 and 26450-26463, 4
+//! apart, since `-rtp_echo` also binds the port + 2).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -309,7 +309,7 @@ fn ok_to(sock: &UdpSocket, req: &str) {
 #[test]
 fn callee_bye_ends_the_caller_and_rtp_flows_both_ways() {
     let server = Server::start("bridge-bye", 25101, (26340, 26379), &config(25203));
-    let uas = Uas::start(&server.dir, "uas-bye.xml", 25203, 26404);
+    let uas = Uas::start(&server.dir, "uas-bye.xml", 25203, 26416);
     let call = RawCall::invite(&server, 25204, "bridge");
     server.wait_event(Duration::from_secs(5), |e| e["type"] == "bridge.bridged");
     let (caller_id, leg_id) = call_ids(&server);
@@ -358,7 +358,7 @@ fn callee_bye_ends_the_caller_and_rtp_flows_both_ways() {
 
 #[test]
 fn callee_rejects_and_the_caller_gets_its_status() {
-    let server = Server::start("bridge-reject", 25102, (26380, 26399), &config(25205));
+    let server = Server::start("bridge-reject", 25102, (26470, 26479), &config(25205));
     let uas = Uas::start(&server.dir, "uas-reject.xml", 25205, 26408);
     assert_eq!(invite_expecting_failure(&server, 25206, "bridge"), 486);
     uas.wait_ok(&server.dir);
@@ -424,7 +424,7 @@ fn reinvite(call: &RawCall, cseq: u32, direction: &str) {
 
 #[test]
 fn hold_and_resume_are_propagated_to_the_callee() {
-    let server = Server::start("bridge-hold", 25103, (26470, 26499), &config(25207));
+    let server = Server::start("bridge-hold", 25103, (26480, 26499), &config(25207));
     let uas = Uas::start(&server.dir, "uas-hold.xml", 25207, 26412);
     let call = RawCall::invite(&server, 25208, "bridge");
     server.wait_event(Duration::from_secs(5), |e| e["type"] == "bridge.bridged");
@@ -501,7 +501,7 @@ fn frontdoor_call(
 #[test]
 fn frontdoor_call_plays_to_a_sipp_uas_and_hangs_up_after_the_duration() {
     let dir = common::test_dir("bridge-call-uas");
-    let uas = Uas::start(&dir, "uas.xml", 25211, 26416);
+    let uas = Uas::start(&dir, "uas.xml", 25211, 26404);
     let (ok, events, stderr) = frontdoor_call(
         "bridge-call",
         25105,
@@ -566,4 +566,74 @@ fn frontdoor_call_bridges_two_uases_and_fails_on_rejection() {
     let ended = of_type(&events, "call.ended");
     assert_eq!(ended[0]["cause"], "remote_rejected");
     assert_eq!(ended[0]["status"], 486);
+}
+
+const XFER: &str = r#"
+name = "xfer"
+
+[[route]]
+number = "7100"
+flow = "xfer"
+
+[flows.xfer]
+start = "answer"
+
+[flows.xfer.steps.answer]
+verb = "answer"
+next = "t"
+
+[flows.xfer.steps.t]
+verb = "transfer"
+to = "sip:agent@127.0.0.1:25215"
+timeout = 5
+on_failure = "bye"
+
+[flows.xfer.steps.bye]
+verb = "hangup"
+"#;
+
+/// The IVR's `transfer` verb uses the same bridge: the flow answers, the engine calls the
+/// target and bridges; the interpreter ends with `transferred` and the media flows.
+#[test]
+fn an_ivr_transfer_is_bridged_to_the_target() {
+    let plans = common::test_dir("bridge-xfer-plans");
+    std::fs::write(plans.join("xfer.toml"), XFER).unwrap();
+    let server = Server::start_with(
+        "bridge-xfer",
+        25104,
+        (26380, 26399),
+        "",
+        common::Dirs {
+            dialplans: plans,
+            data: None,
+        },
+    );
+    let uas = Uas::start(&server.dir, "uas.xml", 25215, 26460);
+    let call = RawCall::invite(&server, 25216, "7100");
+    let xfer = server.wait_event(Duration::from_secs(10), |e| e["type"] == "ivr.transfer");
+    assert_eq!(xfer["result"], "connected");
+    assert_eq!(xfer["to"], "sip:agent@127.0.0.1:25215");
+    let ended = server.wait_event(Duration::from_secs(3), |e| e["type"] == "ivr.ended");
+    assert_eq!(ended["outcome"], "transferred");
+    let stop = Arc::new(AtomicBool::new(false));
+    let rx = receiver(call.rtp.try_clone().unwrap(), stop.clone());
+    let (mut seq, mut ts) = (1u16, 0u32);
+    send_tone(&call.rtp, call.server_rtp, 800.0, 600, &mut seq, &mut ts);
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let pcm: Vec<i16> = rx
+        .join()
+        .unwrap()
+        .packets
+        .iter()
+        .filter(|p| p[1] & 0x7f == 0)
+        .flat_map(|p| G711::Pcmu.decode(&p[12..]))
+        .collect();
+    assert!(
+        goertzel(&pcm, 800.0) > 50.0 * goertzel(&pcm, 1200.0),
+        "the caller's tone comes back from the target's echo"
+    );
+    call.bye();
+    uas.wait_ok(&server.dir);
+    server.wait_count(Duration::from_secs(5), 2, |e| e["type"] == "call.ended");
 }

@@ -756,6 +756,7 @@ next = "t"
 [flows.xfer.steps.t]
 verb = "transfer"
 to = "sip:bob@127.0.0.1:5070"
+timeout = 1
 on_failure = "sorry"
 
 [flows.xfer.steps.sorry]
@@ -767,10 +768,11 @@ next = "bye"
 verb = "hangup"
 "#;
 
-/// Until the ACD and bridging land: an `enqueue` without `on_failure` hears "All agents are
-/// busy" from the driver and is hung up; a failed `transfer` goes to its `on_failure`.
+/// Until the ACD lands: an `enqueue` without `on_failure` hears "All agents are busy" from the
+/// driver and is hung up. A `transfer` to a target that never answers (nothing listens there)
+/// is cancelled after its `timeout` and goes to its `on_failure`.
 #[test]
-fn enqueue_and_transfer_fail_until_the_acd_and_bridging_land() {
+fn enqueue_fails_until_the_acd_lands_and_an_unanswered_transfer_goes_to_on_failure() {
     let dir = test_dir("ivr-mini-plans");
     std::fs::write(dir.join("mini.toml"), MINI).unwrap();
     let server = Server::start_with(
@@ -811,10 +813,14 @@ fn enqueue_and_transfer_fail_until_the_acd_and_bridging_land() {
     let ended = q.iter().find(|e| e["type"] == "ivr.ended").unwrap();
     assert_eq!(ended["outcome"], "route_failed");
     let t = of_call(&events, &ids[1]);
-    assert!(
-        t.iter()
-            .any(|e| e["type"] == "ivr.transfer" && e["result"] == "failed")
-    );
+    assert!(t.iter().any(|e| e["type"] == "ivr.transfer"
+        && e["result"] == "failed"
+        && e["reason"] == "no_answer"));
+    let leg = events
+        .iter()
+        .find(|e| e["type"] == "leg.created")
+        .expect("the transfer placed a call");
+    assert_eq!(leg["to"], "sip:bob@127.0.0.1:5070");
     assert!(
         t.iter()
             .any(|e| e["type"] == "ivr.route" && e["step"] == "t" && e["to"] == "sorry")
