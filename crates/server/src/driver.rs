@@ -424,6 +424,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         app.handle_media(Instant::now(), &mut ua, note);
     }
     let total_calls = app.total_calls();
+    // Stopped by a signal: the outcome of what happened before it (answered or not).
+    let outcome = outcome.or_else(|| app.originate_outcome());
     app.finish();
     let rcvbuf_errors = udp_rcvbuf_errors().saturating_sub(rcvbuf_at_start);
     let stats = ua.stats();
