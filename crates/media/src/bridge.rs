@@ -119,7 +119,12 @@ impl Relay {
 
     /// Forwards one accepted packet of the source leg: the packets to send on the destination
     /// leg are built with `sender` (the destination's stream) and pushed to `out`.
-    pub fn forward(&mut self, pkt: &RtpPacketRef<'_>, sender: &mut RtpSender, out: &mut Vec<Bytes>) {
+    pub fn forward(
+        &mut self,
+        pkt: &RtpPacketRef<'_>,
+        sender: &mut RtpSender,
+        out: &mut Vec<Bytes>,
+    ) {
         let samples = match pkt.kind {
             PayloadKind::Audio(_) => u32::try_from(pkt.payload.len()).unwrap_or(u32::MAX),
             _ => 0,
@@ -286,7 +291,9 @@ mod tests {
 
     fn tone(freq: f64, n: usize, start: usize) -> Vec<i16> {
         (start..start + n)
-            .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / 8000.0).sin()) as i16)
+            .map(|i| {
+                (8000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / 8000.0).sin()) as i16
+            })
             .collect()
     }
 
@@ -351,7 +358,11 @@ mod tests {
         assert_eq!(pkts.len(), 3);
         for (i, p) in pkts.iter().enumerate() {
             assert_eq!(p.ssrc, Ssrc(0xB0B), "the destination's own SSRC");
-            assert_eq!(p.seq, 5000 + i as u16, "continues the destination's sequence");
+            assert_eq!(
+                p.seq,
+                5000 + i as u16,
+                "continues the destination's sequence"
+            );
             assert_eq!(p.timestamp, 900_000 + i as u32 * 160, "continues its clock");
             assert_eq!(p.payload, &payload[..]);
             assert_eq!(p.payload_type, PayloadType::PCMU);
@@ -432,7 +443,14 @@ mod tests {
         let mut got = Vec::new();
         for (i, frame) in pcm.chunks(160).enumerate() {
             let enc = G711::Pcmu.encode(frame);
-            got.extend(rig.push(&src_packet(0, i == 0, i as u16, 8000 + i as u32 * 160, 1, &enc)));
+            got.extend(rig.push(&src_packet(
+                0,
+                i == 0,
+                i as u16,
+                8000 + i as u32 * 160,
+                1,
+                &enc,
+            )));
         }
         // 9 × 20 ms = 180 ms = 6 × 30 ms.
         assert_eq!(got.len(), 6);
@@ -452,7 +470,10 @@ mod tests {
             .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
             .sum::<f64>()
             / pcm.len() as f64;
-        assert!(err < 200.0, "the samples stay in place (mean abs error {err})");
+        assert!(
+            err < 200.0,
+            "the samples stay in place (mean abs error {err})"
+        );
     }
 
     #[test]
@@ -490,14 +511,29 @@ mod tests {
         for (i, d) in durations.iter().enumerate() {
             let end = i >= 3;
             let payload = encode_event_payload(5, end, 10, *d);
-            got.extend(rig.push(&src_packet(TE_A, i == 0, 11 + i as u16, 16_160, 1, &payload)));
+            got.extend(rig.push(&src_packet(
+                TE_A,
+                i == 0,
+                11 + i as u16,
+                16_160,
+                1,
+                &payload,
+            )));
         }
-        assert_eq!(got.len(), 6, "every packet relayed, end retransmissions included");
+        assert_eq!(
+            got.len(),
+            6,
+            "every packet relayed, end retransmissions included"
+        );
         let b = b_map(G711::Pcma);
         let mut seqs = Vec::new();
         for (i, p) in got.iter().enumerate() {
             let p = parse_rtp(p, &b).unwrap();
-            assert_eq!(p.payload_type.get(), TE_B, "the destination's telephone-event PT");
+            assert_eq!(
+                p.payload_type.get(),
+                TE_B,
+                "the destination's telephone-event PT"
+            );
             assert_eq!(p.kind, PayloadKind::TelephoneEvent);
             assert_eq!(p.timestamp, 900_000 + 160, "event start mapped like audio");
             assert_eq!(p.marker, i == 0);
@@ -507,12 +543,19 @@ mod tests {
             assert_eq!(ev.duration, durations[i]);
             seqs.push(p.seq);
         }
-        assert_eq!(seqs, (5001..5007).collect::<Vec<u16>>(), "own sequence numbers");
+        assert_eq!(
+            seqs,
+            (5001..5007).collect::<Vec<u16>>(),
+            "own sequence numbers"
+        );
         // Without telephone-event on the destination, events are dropped and counted.
         let mut rig = Rig::new(G711::Pcmu, G711::Pcmu, 20);
         rig.relay.to.telephone_event = None;
         let payload = encode_event_payload(1, false, 10, 160);
-        assert!(rig.push(&src_packet(TE_A, true, 1, 0, 1, &payload)).is_empty());
+        assert!(
+            rig.push(&src_packet(TE_A, true, 1, 0, 1, &payload))
+                .is_empty()
+        );
         assert_eq!(rig.relay.stats().events_dropped, 1);
     }
 }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::bridge::{Relay, RelayTarget};
 use crate::dtmf::info::parse_info;
 use crate::dtmf::rfc4733::{DEFAULT_DURATION, DEFAULT_VOLUME, parse_telephone_event};
 use crate::dtmf::{
@@ -35,7 +36,6 @@ use crate::latch::{Latch, LatchDecision, LatchMode};
 use crate::prompt::{Idle, Prompt, PromptPlayer};
 use crate::record::{CallRecorder, RecordConfig, RecordingSummary};
 use crate::rtcp::{ReceiveStats, RemoteReport, RtcpSession, SenderInfo};
-use crate::bridge::Relay;
 use crate::rtp::{PacketStats, PayloadKind, PayloadMap, RtpPacketRef, RtpSender, parse_rtp};
 use crate::{MediaError, PayloadType, SeqUnwrapper, Ssrc};
 
@@ -387,6 +387,15 @@ impl MediaSession {
             self.bridged = on;
             self.jb.reset();
             self.sender.start_talkspurt();
+        }
+    }
+
+    /// What a relay sending on this leg must produce (its codec, ptime, telephone-event).
+    pub fn relay_target(&self) -> RelayTarget {
+        RelayTarget {
+            codec: self.cfg.codec,
+            ptime: self.cfg.ptime,
+            telephone_event: self.cfg.telephone_event,
         }
     }
 

@@ -555,3 +555,59 @@ fn stereo_recording_through_the_session_masks_inband_digits() {
     // the right channel carries the prompt, not the caller
     assert!(tone_energy(&right[..8000], 1000.0) > 100.0 * tone_energy(&right[..8000], 440.0));
 }
+
+/// Two bridged sessions: what one accepts is relayed on the other's stream (its SSRC, its
+/// sequence numbers continuing from its prompt), the pacing tick sends nothing meanwhile, and
+/// a foreign source is still refused (no relaying of RTP bleed).
+#[test]
+fn bridged_sessions_relay_on_each_others_stream() {
+    use frontdoor_media::bridge::Relay;
+    let t = t0();
+    let mut a = session(t, true, LatchMode::Sdp);
+    let mut cfg = MediaConfig::new(G711::Pcma, addr("192.0.2.20:50000"), Ssrc(0xB0B));
+    cfg.ptime = Ptime::from_ms(30).unwrap();
+    cfg.initial_seq = 7;
+    let mut b = MediaSession::new(t, cfg);
+    // B sends one frame of its own (a prompt / silence) before the bridge.
+    let before = b.poll_rtp(t).unwrap();
+    let before = parse_rtp(&before, b.payload_map()).unwrap();
+    a.set_bridged(true);
+    b.set_bridged(true);
+    assert!(a.is_bridged());
+    let mut a_to_b = Relay::new(b.relay_target());
+    let mut out = Vec::new();
+    let mut sender = RtpSender::new(Ssrc(0xCA11), PayloadType::PCMU, 1, 0);
+    for i in 0..3u32 {
+        let now = t + Duration::from_millis(u64::from(i) * 20);
+        let pkt = sender.audio_packet(&[0xFF; 160], 160);
+        let got = a
+            .relay_rtp(now, addr(SDP), &pkt)
+            .expect("accepted for the relay");
+        b.relay_out(&mut a_to_b, &got, &mut out);
+        assert!(
+            a.poll_rtp(now + Duration::from_millis(20)).is_none(),
+            "no own frames"
+        );
+    }
+    // 3 × 20 ms in → 2 × 30 ms out, PCMA, on B's SSRC right after its own frame.
+    assert_eq!(out.len(), 2);
+    for (i, p) in out.iter().enumerate() {
+        let p = parse_rtp(p, b.payload_map()).unwrap();
+        assert_eq!(p.ssrc, Ssrc(0xB0B));
+        assert_eq!(p.seq, before.seq.wrapping_add(1 + i as u16));
+        assert_eq!(
+            p.timestamp,
+            before.timestamp.wrapping_add(240 * (1 + i as u32))
+        );
+        assert_eq!(p.payload_type, PayloadType::PCMA);
+        assert_eq!(p.payload.len(), 240);
+    }
+    assert_eq!(b.stats().packets.packets_sent, 3);
+    assert_eq!(a.stats().packets.packets_received, 3);
+    // RTP bleed from another address is dropped, not relayed.
+    let stray = sender.audio_packet(&[0xFF; 160], 160);
+    assert!(a.relay_rtp(t, addr("198.51.100.1:4000"), &stray).is_none());
+    // Unbridged, A plays again.
+    a.set_bridged(false);
+    assert!(a.poll_rtp(t + Duration::from_secs(1)).is_some());
+}

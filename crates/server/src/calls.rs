@@ -7,8 +7,10 @@
 //! Routing is the dialplans' (`DialplanSet::route`). Built-in test numbers: `ring` rings for
 //! `ring_seconds` before answering (for CANCEL tests); `echo` returns the caller's audio;
 //! `digits` plays the welcome prompt, then reads back each key ("you pressed 5"); `answer`
-//! plays the welcome prompt, then hold audio until the caller hangs up; `bridge` answers, says
-//! it is not available yet and hangs up. Every flow route runs the IVR: the caller is looked
+//! plays the welcome prompt, then hold audio until the caller hangs up; `bridge` places an
+//! outgoing call (the engine's UAC side) to `[bridge] target` (or the route's `to`) while the
+//! caller rings, answers the caller when it is answered and bridges the two legs' media in one
+//! media worker (see `CallApp::dial` and `docs/bridging.md`). Every flow route runs the IVR: the caller is looked
 //! up on the store thread while the call rings, then a `frontdoor_ivr::Call` interpreter
 //! drives the call (see [`CallApp::handle_note`]); the call record is written at the end.
 
@@ -32,13 +34,14 @@ use frontdoor_media::g711::{G711, Ptime};
 use frontdoor_media::latch::LatchMode;
 use frontdoor_media::prompt::{Prompt, PromptLibrary};
 use frontdoor_media::{PayloadType, Ssrc};
+use frontdoor_sip::message::{uri_socket_addr, uri_user};
 use frontdoor_sip::sdp::{Codec, Direction, LocalMedia, NegotiatedMedia};
 use frontdoor_sip::{CallHandle, EndCause, Transport, UaEvent, UserAgent};
 
 use crate::config::Config;
 use crate::events::{EventBody, EventSink};
 use crate::media::{Command, LegSpec, MediaEngine, Note};
-use crate::plans::{AGENTS_BUSY, BRIDGE_TEXT, NOT_AVAILABLE, Plans, ReloadNote, notice};
+use crate::plans::{AGENTS_BUSY, Plans, ReloadNote, notice};
 use crate::ports::PortPool;
 use crate::store::{StoreReply, StoreRequest, StoreThread, caller_info};
 use crate::tts::{Rendered, Tts, TtsPool};
@@ -101,8 +104,11 @@ enum Mode {
     Digits,
     /// The caller's audio returned.
     Echo,
-    /// Says "not available" and hangs up (until bridging lands).
+    /// Bridged to an outgoing leg placed for it (`bridge` test number, `frontdoor call
+    /// --bridge-to`).
     Bridge,
+    /// An outgoing leg placed for a bridge: no media of its own.
+    Leg,
     /// A dialplan flow through the IVR interpreter.
     Ivr,
 }
@@ -152,6 +158,67 @@ struct Call {
     ivr: Option<Box<IvrCall>>,
     /// A playback asked for before the media leg started (late offer).
     pending_play: Option<(u64, Vec<Prompt>)>,
+    /// Bridging state (see [`CallApp::dial`]).
+    link: Link,
+}
+
+/// How a call takes part in a bridge.
+#[derive(Debug, Default)]
+struct Link {
+    /// We placed this call (our UAC side).
+    outbound: bool,
+    /// For outgoing legs: the Request-URI.
+    target: Option<String>,
+    /// Where this call is to be bridged (`Mode::Bridge`): dialed when the call rings
+    /// (incoming) or is answered (outgoing).
+    bridge_to: Option<String>,
+    /// The leg this one is (to be) bridged with.
+    peer: Option<CallHandle>,
+    /// The bridge command was sent (media relayed once `Note::Bridged` comes).
+    bridged: bool,
+    /// A re-INVITE from this leg is being answered: its new direction is propagated.
+    reinvite_in: bool,
+    /// The direction this leg's remote last offered or answered.
+    remote_dir: Option<Direction>,
+    /// Negotiated codec and ptime, for the events.
+    media: Option<(Codec, u32)>,
+    /// User part of the caller's URI (the outgoing leg's From user).
+    from_user: String,
+}
+
+/// What `frontdoor call` asks for: one outgoing call and what to do with it.
+#[derive(Debug, Clone)]
+pub struct Originate {
+    /// Request-URI (IP-literal host).
+    pub target: String,
+    /// What the call gets once answered.
+    pub action: OriginateAction,
+    /// Hang up this long after the answer (after the bridge for `BridgeTo`); `None` = wait
+    /// for the far end's BYE.
+    pub duration: Option<Duration>,
+}
+
+/// The media of an originated call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginateAction {
+    /// The welcome prompt, then hold audio.
+    Welcome,
+    /// Return the far end's audio.
+    Echo,
+    /// Place a second call to this URI and bridge the two.
+    BridgeTo(String),
+}
+
+/// How an originated call went.
+#[derive(Debug)]
+struct OriginateState {
+    first: CallHandle,
+    wants_bridge: bool,
+    answered: bool,
+    bridged: bool,
+    failure: Option<String>,
+    duration: Option<Duration>,
+    hangup_at: Option<Instant>,
 }
 
 /// The call application state.
@@ -187,6 +254,10 @@ pub struct CallApp {
     recording_calls: HashMap<u64, Arc<str>>,
     ivr_timers: BinaryHeap<Reverse<(Instant, u64)>>,
     beep: Prompt,
+    /// Ring timeouts of outgoing legs.
+    dial_timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// The call `frontdoor call` placed.
+    originate: Option<OriginateState>,
 }
 
 impl CallApp {
@@ -221,6 +292,8 @@ impl CallApp {
             ivr_timers: BinaryHeap::new(),
             beep: Prompt::from_pcm("beep", &beep),
             calls: HashMap::new(),
+            dial_timers: BinaryHeap::new(),
+            originate: None,
             ports,
             events,
             media,
@@ -254,10 +327,9 @@ impl CallApp {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let a = self.answer_timers.peek().map(|Reverse((at, _))| *at);
         let b = self.ivr_timers.peek().map(|Reverse((at, _))| *at);
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let c = self.dial_timers.peek().map(|Reverse((at, _))| *at);
+        let d = self.originate.as_ref().and_then(|o| o.hangup_at);
+        [a, b, c, d].into_iter().flatten().min()
     }
 
     /// The dialplan version new calls get.
@@ -270,8 +342,34 @@ impl CallApp {
         self.store.finish();
     }
 
-    /// Runs due timers (the `ring` number's delayed answer, IVR timeouts).
+    /// Runs due timers (the `ring` number's delayed answer, IVR timeouts, ring timeouts of
+    /// outgoing legs, `frontdoor call --duration`).
     pub fn handle_timeout(&mut self, now: Instant, ua: &mut UserAgent) {
+        while let Some(Reverse((at, handle))) = self.dial_timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.dial_timers.pop();
+            let leg = CallHandle(handle);
+            if let Some(c) = self.calls.get_mut(&leg).filter(|c| c.answered_at.is_none()) {
+                c.hangup_cause = Some("no_answer");
+                if let Err(e) = ua.hangup(now, leg) {
+                    tracing::debug!(error = %e, "cancel on ring timeout");
+                }
+            }
+        }
+        if let Some(o) = self.originate.as_mut() {
+            if o.hangup_at.is_some_and(|at| at <= now) {
+                o.hangup_at = None;
+                let first = o.first;
+                if let Some(c) = self.calls.get_mut(&first) {
+                    c.hangup_cause = Some("duration");
+                }
+                if let Err(e) = ua.hangup(now, first) {
+                    tracing::debug!(error = %e, "hangup after --duration");
+                }
+            }
+        }
         while let Some(Reverse((at, handle))) = self.ivr_timers.peek().copied() {
             if at > now {
                 break;
@@ -363,7 +461,59 @@ impl CallApp {
                         .emit(Some(&c.call_id), EventBody::CallConfirmed {});
                 }
             }
+            UaEvent::OutgoingProgress { call, status } => {
+                if let Some(c) = self.calls.get(&call) {
+                    self.events
+                        .emit(Some(&c.call_id), EventBody::LegProgress { status });
+                }
+            }
+            UaEvent::OutgoingAnswered { call, answer } => {
+                let Some(c) = self.calls.get_mut(&call) else {
+                    return;
+                };
+                c.answered_at = Some(now);
+                c.answered_wall = Some(Utc::now());
+                if answer.is_none() {
+                    // We offered: a 2xx without an answer cannot carry media.
+                    c.hangup_cause = Some("no_sdp_answer");
+                    if let Err(e) = ua.hangup(now, call) {
+                        tracing::debug!(error = %e, "hangup of an answer without SDP");
+                    }
+                }
+            }
+            UaEvent::Reinvite { call, .. } => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.link.reinvite_in = true;
+                }
+            }
+            UaEvent::ReinviteFailed { call, status } => {
+                if let Some(c) = self.calls.get(&call) {
+                    tracing::info!(call_id = %c.call_id, status, "re-INVITE refused");
+                }
+            }
             UaEvent::MediaUpdate { call, media } => {
+                self.propagate_hold(now, ua, call, &media);
+                let Some(c) = self.calls.get_mut(&call) else {
+                    return;
+                };
+                c.link.media = Some((media.codec, media.ptime_ms));
+                if c.link.outbound && !c.media_started {
+                    self.events.emit(
+                        Some(&c.call_id),
+                        EventBody::LegAnswered {
+                            codec: Some(media.codec.name()),
+                            ptime_ms: Some(media.ptime_ms),
+                            remote_rtp: media.remote,
+                            setup_ms: millis(now.saturating_duration_since(c.received_at)),
+                        },
+                    );
+                    if let Some(o) = self.originate.as_mut().filter(|o| o.first == call) {
+                        o.answered = true;
+                        if !o.wants_bridge {
+                            o.hangup_at = o.duration.map(|d| now + d);
+                        }
+                    }
+                }
                 let Some(c) = self.calls.get(&call) else {
                     return;
                 };
@@ -381,8 +531,9 @@ impl CallApp {
                     }
                     self.media.send(Command::SetHold(call.0, on_hold));
                 } else {
-                    // Late offer: the answer arrived in the ACK.
+                    // Late offer (the answer arrived in the ACK), or an outgoing leg answered.
                     self.start_media(now, call, &media);
+                    self.leg_up(now, ua, call);
                 }
             }
             UaEvent::Info {
@@ -405,7 +556,7 @@ impl CallApp {
                     self.pending_release
                         .insert(call.0, (c.call_id.clone(), c.port));
                 } else if let Some(p) = c.port {
-                    drop(c.sockets);
+                    drop(c.sockets.take());
                     self.ports.release(p);
                 }
                 let (mut cause_name, status) = end_cause(&cause);
@@ -425,6 +576,18 @@ impl CallApp {
                             .map_or(0, |a| millis(now.saturating_duration_since(a))),
                     },
                 );
+                if let Some(peer) = c.link.peer {
+                    self.peer_ended(now, ua, peer, &c, cause);
+                }
+                if let Some(o) = self.originate.as_mut().filter(|o| o.first == call) {
+                    if o.failure.is_none() && !o.answered {
+                        o.failure = Some(match cause {
+                            EndCause::RemoteRejected(s) => format!("rejected with {s}"),
+                            EndCause::Timeout => "no response (timeout)".to_owned(),
+                            _ => format!("not answered ({cause_name})"),
+                        });
+                    }
+                }
             }
             _ => {}
         }
@@ -448,6 +611,7 @@ impl CallApp {
         self.total += 1;
         let trusted = self.config.trunks.allows(source.ip());
         let info = caller_info(&from, &headers, trusted);
+        let from_user = uri_user(&from).to_owned();
         self.events.emit(
             Some(&call_id),
             EventBody::CallReceived {
@@ -471,6 +635,7 @@ impl CallApp {
         let route = self.plans.set.route(&number, None);
         let mut ring_first = false;
         let mut pending_flow = None;
+        let mut bridge_to = None;
         let mode = match route {
             None => {
                 refuse = refuse.or(Some((404, "no route for the number")));
@@ -484,7 +649,10 @@ impl CallApp {
                 }
                 RouteTarget::Builtin(Builtin::Echo) => Mode::Echo,
                 RouteTarget::Builtin(Builtin::Digits) => Mode::Digits,
-                RouteTarget::Builtin(Builtin::Bridge { .. }) => Mode::Bridge,
+                RouteTarget::Builtin(Builtin::Bridge { to }) => {
+                    bridge_to = Some(self.config.bridge.target.clone().unwrap_or(to));
+                    Mode::Bridge
+                }
                 RouteTarget::Flow(flow) => {
                     pending_flow = Some(PendingFlow {
                         plans: self.plans.clone(),
@@ -525,6 +693,11 @@ impl CallApp {
                 pending_flow,
                 ivr: None,
                 pending_play: None,
+                link: Link {
+                    bridge_to: bridge_to.clone(),
+                    from_user,
+                    ..Link::default()
+                },
             },
         );
         if let Some((status, reason)) = refuse {
@@ -541,7 +714,10 @@ impl CallApp {
             return;
         }
         self.events.emit(Some(&call_id), EventBody::CallRinging {});
-        if mode == Mode::Ivr {
+        if let Some(target) = bridge_to {
+            // The caller rings while the outgoing leg is placed; it is answered when that is.
+            self.dial_for(now, ua, call, &target);
+        } else if mode == Mode::Ivr {
             // The call rings while the store thread looks the caller up.
             self.store
                 .send(StoreRequest::Recognise { key: call.0, info });
@@ -597,6 +773,7 @@ impl CallApp {
         let Some((rtp, rtcp)) = c.sockets.take() else {
             return;
         };
+        c.link.media = Some((media.codec, media.ptime_ms));
         let codec = match media.codec {
             Codec::Pcmu => G711::Pcmu,
             Codec::Pcma => G711::Pcma,
@@ -627,12 +804,21 @@ impl CallApp {
         let mode = c.mode;
         c.media_started = true;
         let call_id = c.call_id.clone();
-        self.media.send(Command::Add(Box::new(LegSpec {
+        // A leg to be bridged goes to the media worker of its peer, if that one runs already.
+        let beside = c
+            .link
+            .peer
+            .filter(|p| self.calls.get(p).is_some_and(|pc| pc.media_started));
+        let spec = Box::new(LegSpec {
             key: call.0,
             rtp,
             rtcp: Some(rtcp),
             session: Box::new(session),
-        })));
+        });
+        match beside {
+            Some(p) => self.media.add_beside(spec, p.0),
+            None => self.media.send(Command::Add(spec)),
+        }
         match mode {
             Mode::Echo => self.media.send(Command::SetEcho(call.0, true)),
             Mode::Ivr => {
@@ -644,31 +830,8 @@ impl CallApp {
                     self.media.send(Command::Play(call.0, id, prompts));
                 }
             }
-            Mode::Bridge => {
-                let voice = self.tts.voice("en");
-                match self.tts.cached(&voice, BRIDGE_TEXT) {
-                    Some(p) => {
-                        self.events.emit(
-                            Some(&call_id),
-                            EventBody::IvrSay {
-                                id: DRIVER_PLAYBACK,
-                                text: BRIDGE_TEXT.to_owned(),
-                                language: "en".to_owned(),
-                                voice,
-                                cache: "memory",
-                                wait_ms: 0,
-                            },
-                        );
-                        self.media
-                            .send(Command::Play(call.0, DRIVER_PLAYBACK, vec![p]));
-                    }
-                    None => {
-                        // Not rendered (cannot happen after a good start): hang up at once.
-                        self.media
-                            .send(Command::Play(call.0, DRIVER_PLAYBACK, vec![]));
-                    }
-                }
-            }
+            // Silence until the bridge is up (`try_bridge` below).
+            Mode::Bridge | Mode::Leg => {}
             Mode::Answer | Mode::Digits => {
                 if mode == Mode::Answer {
                     self.media
@@ -677,6 +840,7 @@ impl CallApp {
                 self.play(call.0, &call_id, &["welcome"]);
             }
         }
+        self.try_bridge(call);
     }
 
     fn prompt(&self, name: &str) -> Option<Prompt> {
@@ -772,26 +936,18 @@ impl CallApp {
                 let Some(c) = self.calls.get_mut(&call) else {
                     return;
                 };
-                match c.mode {
-                    Mode::Bridge if id == DRIVER_PLAYBACK => {
-                        if let Err(e) = ua.hangup(now, call) {
-                            tracing::debug!(error = %e, "hangup after the bridge notice");
+                if c.mode == Mode::Ivr {
+                    let mut after = None;
+                    if let Some(ivr) = c.ivr.as_mut() {
+                        if ivr.playing == Some(id) {
+                            ivr.playing = None;
+                        }
+                        if id == DRIVER_NOTICE {
+                            after = ivr.after_notice.take();
                         }
                     }
-                    Mode::Ivr => {
-                        let mut after = None;
-                        if let Some(ivr) = c.ivr.as_mut() {
-                            if ivr.playing == Some(id) {
-                                ivr.playing = None;
-                            }
-                            if id == DRIVER_NOTICE {
-                                after = ivr.after_notice.take();
-                            }
-                        }
-                        let input = after.unwrap_or(IvrInput::PromptFinished(PlaybackId(id)));
-                        self.feed(now, ua, call, input);
-                    }
-                    _ => {}
+                    let input = after.unwrap_or(IvrInput::PromptFinished(PlaybackId(id)));
+                    self.feed(now, ua, call, input);
                 }
             }
             Note::Recorded { key, pcm } => {
@@ -805,7 +961,457 @@ impl CallApp {
                 }
             }
             Note::Latched { .. } => {}
+            Note::Bridged { key, peer } => self.bridged(now, ua, key, peer),
+            Note::Unbridged {
+                key,
+                peer,
+                forward,
+                backward,
+            } => {
+                let id_of = |app: &Self, k: u64| {
+                    app.calls
+                        .get(&CallHandle(k))
+                        .map(|c| c.call_id.clone())
+                        .or_else(|| app.pending_release.get(&k).map(|(id, _)| id.clone()))
+                };
+                let Some(call_id) = id_of(self, key) else {
+                    return;
+                };
+                let peer_call_id = id_of(self, peer).map(|id| id.to_string());
+                self.events.emit(
+                    Some(&call_id),
+                    EventBody::BridgeUnbridged {
+                        peer_call_id,
+                        audio_in: forward.audio_in,
+                        audio_out: forward.audio_out,
+                        transcoded: forward.transcoded,
+                        events: forward.events,
+                        peer_audio_in: backward.audio_in,
+                        peer_audio_out: backward.audio_out,
+                        peer_events: backward.events,
+                    },
+                );
+            }
         }
+    }
+
+    /// Places an outgoing call (the engine's UAC side) to `target`, offering PCMU, PCMA and
+    /// telephone-event at 20 ms, with a ring timeout of `[bridge] timeout_s`. With `peer`, the
+    /// new leg is bridged to it once answered. Fails (with the status the peer should get and
+    /// a reason) when the URI has no IP-literal host, or no RTP port or call slot is free.
+    fn dial(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        target: &str,
+        mode: Mode,
+        peer: Option<CallHandle>,
+        ring_timeout: Duration,
+    ) -> Result<CallHandle, (u16, &'static str)> {
+        let Some(destination) = uri_socket_addr(target) else {
+            return Err((502, "invalid_target"));
+        };
+        if self.calls.len() >= self.config.calls.max_calls {
+            return Err((503, "max_calls"));
+        }
+        let Some((port, rtp, rtcp)) = self.bind_pair() else {
+            return Err((503, "no_rtp_port"));
+        };
+        let local = LocalMedia {
+            address: self.media_ip,
+            port,
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            telephone_event: true,
+            ptime_ms: 20,
+            direction: Direction::SendRecv,
+        };
+        let from_user = peer
+            .and_then(|p| self.calls.get(&p))
+            .map(|c| c.link.from_user.clone())
+            .unwrap_or_default();
+        let leg = match ua.invite(now, target, destination, &from_user, &local) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::info!(%target, error = %e, "cannot place the outgoing call");
+                self.ports.release(port);
+                return Err((502, "invalid_target"));
+            }
+        };
+        let call_id: Arc<str> = Arc::from(ua.call_id(leg).unwrap_or_default());
+        let peer_call_id = peer
+            .and_then(|p| self.calls.get(&p))
+            .map(|c| c.call_id.to_string());
+        self.total += 1;
+        self.calls.insert(
+            leg,
+            Call {
+                call_id: call_id.clone(),
+                received_at: now,
+                answered_at: None,
+                port: Some(port),
+                sockets: Some((rtp, rtcp)),
+                mode,
+                media_started: false,
+                hangup_cause: None,
+                number: uri_user(target).to_owned(),
+                received_wall: Utc::now(),
+                answered_wall: None,
+                pending_flow: None,
+                ivr: None,
+                pending_play: None,
+                link: Link {
+                    outbound: true,
+                    target: Some(target.to_owned()),
+                    peer,
+                    from_user: "frontdoor".to_owned(),
+                    ..Link::default()
+                },
+            },
+        );
+        self.events.emit(
+            Some(&call_id),
+            EventBody::LegCreated {
+                to: target.to_owned(),
+                destination,
+                rtp_port: port,
+                peer_call_id,
+            },
+        );
+        self.dial_timers.push(Reverse((now + ring_timeout, leg.0)));
+        Ok(leg)
+    }
+
+    /// Dials the bridge target of `call`; a failure to place the leg fails `call` at once.
+    fn dial_for(&mut self, now: Instant, ua: &mut UserAgent, call: CallHandle, target: &str) {
+        let timeout = self.config.bridge.timeout();
+        match self.dial(now, ua, target, Mode::Leg, Some(call), timeout) {
+            Ok(leg) => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.link.peer = Some(leg);
+                }
+            }
+            Err((status, reason)) => {
+                self.bridge_failed(now, ua, call, target, None, status, reason)
+            }
+        }
+    }
+
+    /// The bridge of `call` could not be set up: an unanswered incoming call is rejected with
+    /// `status`, an answered one hung up.
+    #[allow(clippy::too_many_arguments)]
+    fn bridge_failed(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        call: CallHandle,
+        target: &str,
+        leg_status: Option<u16>,
+        status: u16,
+        reason: &'static str,
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        c.link.peer = None;
+        if c.mode == Mode::Ivr && c.ivr.is_some() {
+            // An IVR `transfer`: the flow goes on (its `on_failure`).
+            let call_id = c.call_id.clone();
+            self.events.emit(
+                Some(&call_id),
+                EventBody::IvrTransfer {
+                    to: target.to_owned(),
+                    result: "failed",
+                    reason,
+                },
+            );
+            let failed = TransferOutcome::Failed { status: leg_status };
+            self.feed(now, ua, call, IvrInput::TransferResult(failed));
+            return;
+        }
+        let answered = c.answered_at.is_some() || c.link.outbound;
+        let call_id = c.call_id.clone();
+        if answered {
+            c.hangup_cause = Some("bridge_failed");
+        }
+        self.events.emit(
+            Some(&call_id),
+            EventBody::BridgeFailed {
+                to: target.to_owned(),
+                leg_status,
+                status: (!answered).then_some(status),
+                reason: reason.to_owned(),
+            },
+        );
+        if let Some(o) = self.originate.as_mut().filter(|o| o.first == call) {
+            o.failure = Some(format!("bridge to {target} failed: {reason}"));
+        }
+        if answered {
+            if let Err(e) = ua.hangup(now, call) {
+                tracing::debug!(error = %e, "hangup after a failed bridge");
+            }
+        } else {
+            self.events
+                .emit(Some(&call_id), EventBody::CallRejected { status, reason });
+            if let Err(e) = ua.reject(now, call, status, None) {
+                tracing::debug!(error = %e, "reject after a failed bridge");
+            }
+        }
+    }
+
+    /// A call's media just started: dial its bridge target (an answered outgoing call with
+    /// `bridge_to`), answer its unanswered peer, or bridge.
+    fn leg_up(&mut self, now: Instant, ua: &mut UserAgent, call: CallHandle) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if c.link.outbound && c.link.peer.is_none() {
+            if let Some(target) = c.link.bridge_to.clone() {
+                self.dial_for(now, ua, call, &target);
+            }
+            return;
+        }
+        let Some(peer) = c.link.peer else { return };
+        if self
+            .calls
+            .get(&peer)
+            .is_some_and(|p| !p.link.outbound && p.answered_at.is_none())
+        {
+            // The caller was ringing: answer it now (its media joins this worker and
+            // `start_media` bridges).
+            self.answer(now, ua, peer);
+        } else {
+            self.try_bridge(call);
+        }
+    }
+
+    /// Sends the bridge command once both legs' media run.
+    fn try_bridge(&mut self, call: CallHandle) {
+        let Some(peer) = self.calls.get(&call).and_then(|c| c.link.peer) else {
+            return;
+        };
+        let ready = |c: &Call| c.media_started && !c.link.bridged;
+        if !(self.calls.get(&call).is_some_and(ready) && self.calls.get(&peer).is_some_and(ready)) {
+            return;
+        }
+        for k in [call, peer] {
+            if let Some(c) = self.calls.get_mut(&k) {
+                c.link.bridged = true;
+            }
+        }
+        self.media.send(Command::Bridge(call.0, peer.0));
+    }
+
+    /// The media engine confirmed a bridge.
+    fn bridged(&mut self, now: Instant, ua: &mut UserAgent, key: u64, peer: u64) {
+        let (a, b) = (CallHandle(key), CallHandle(peer));
+        let (Some(ca), Some(cb)) = (self.calls.get(&a), self.calls.get(&b)) else {
+            return;
+        };
+        let show = |m: Option<(Codec, u32)>| {
+            m.map_or_else(|| "?".to_owned(), |(c, p)| format!("{}/{p}", c.name()))
+        };
+        let transcoding = ca.link.media != cb.link.media;
+        let pairs = [
+            (
+                ca.call_id.clone(),
+                cb.call_id.clone(),
+                ca.link.media,
+                cb.link.media,
+            ),
+            (
+                cb.call_id.clone(),
+                ca.call_id.clone(),
+                cb.link.media,
+                ca.link.media,
+            ),
+        ];
+        for (id, peer_id, m, pm) in pairs {
+            self.events.emit(
+                Some(&id),
+                EventBody::BridgeBridged {
+                    peer_call_id: peer_id.to_string(),
+                    media: show(m),
+                    peer_media: show(pm),
+                    transcoding,
+                },
+            );
+        }
+        for o in self.originate.iter_mut() {
+            if o.first == a || o.first == b {
+                o.bridged = true;
+                o.hangup_at = o.duration.map(|d| now + d);
+            }
+        }
+        for k in [a, b] {
+            let Some(c) = self
+                .calls
+                .get(&k)
+                .filter(|c| c.mode == Mode::Ivr && c.ivr.is_some())
+            else {
+                continue;
+            };
+            let call_id = c.call_id.clone();
+            let to = self
+                .calls
+                .get(&if k == a { b } else { a })
+                .and_then(|p| p.link.target.clone())
+                .unwrap_or_default();
+            self.events.emit(
+                Some(&call_id),
+                EventBody::IvrTransfer {
+                    to,
+                    result: "connected",
+                    reason: "bridged",
+                },
+            );
+            self.feed(
+                now,
+                ua,
+                k,
+                IvrInput::TransferResult(TransferOutcome::Connected),
+            );
+        }
+    }
+
+    /// `ended` (linked to `peer`) is over: a failed outgoing leg fails the bridge; otherwise
+    /// the peer is hung up (BYE, or CANCEL while it rings).
+    fn peer_ended(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        peer: CallHandle,
+        ended: &Call,
+        cause: EndCause,
+    ) {
+        let Some(p) = self.calls.get_mut(&peer) else {
+            return;
+        };
+        p.link.peer = None;
+        p.link.bridged = false;
+        if ended.link.outbound && ended.answered_at.is_none() {
+            let (status, reason) = match (cause, ended.hangup_cause) {
+                (_, Some("no_answer")) => (480, "no_answer"),
+                (EndCause::RemoteRejected(s @ (404 | 480 | 486 | 600 | 603)), _) => (s, "rejected"),
+                (EndCause::RemoteRejected(s), _) if (500..600).contains(&s) => (502, "rejected"),
+                (EndCause::RemoteRejected(_), _) => (480, "rejected"),
+                (EndCause::Timeout, _) => (408, "timeout"),
+                (EndCause::TransportError, _) => (502, "transport_error"),
+                _ => (480, "not_answered"),
+            };
+            let leg_status = match cause {
+                EndCause::RemoteRejected(s) => Some(s),
+                _ => None,
+            };
+            let target = ended.link.target.clone().unwrap_or_default();
+            self.bridge_failed(now, ua, peer, &target, leg_status, status, reason);
+            return;
+        }
+        p.hangup_cause = Some("bridge_peer_ended");
+        if let Err(e) = ua.hangup(now, peer) {
+            tracing::debug!(error = %e, "hangup of the bridged peer");
+        }
+    }
+
+    /// A re-INVITE from a bridged leg changed its direction: re-INVITE the other leg with the
+    /// same direction (hold, resume).
+    fn propagate_hold(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        call: CallHandle,
+        media: &NegotiatedMedia,
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        // The remote's own direction is the reverse of ours.
+        let theirs = media.direction.reverse();
+        let previous = c.link.remote_dir.replace(theirs);
+        if !std::mem::take(&mut c.link.reinvite_in) || previous == Some(theirs) {
+            return;
+        }
+        let call_id = c.call_id.clone();
+        let Some(peer) = c.link.peer.filter(|_| c.link.bridged) else {
+            return;
+        };
+        let Some(port) = self.calls.get(&peer).and_then(|p| p.port) else {
+            return;
+        };
+        let local = LocalMedia {
+            address: self.media_ip,
+            port,
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            telephone_event: true,
+            ptime_ms: 20,
+            direction: theirs,
+        };
+        let sent = ua.reinvite(now, peer, &local);
+        if let Err(e) = &sent {
+            tracing::info!(%call_id, error = %e, "cannot propagate hold/resume");
+        }
+        let peer_call_id = self.calls.get(&peer).map(|p| p.call_id.to_string());
+        self.events.emit(
+            Some(&call_id),
+            EventBody::BridgeHold {
+                peer_call_id,
+                direction: theirs.as_str(),
+                propagated: sent.is_ok(),
+            },
+        );
+    }
+
+    /// `frontdoor call`: places the call; [`Self::originate_outcome`] says how it went once
+    /// [`Self::active_calls`] is 0.
+    pub fn originate(&mut self, now: Instant, ua: &mut UserAgent, o: Originate) {
+        let (mode, bridge_to) = match &o.action {
+            OriginateAction::Welcome => (Mode::Answer, None),
+            OriginateAction::Echo => (Mode::Echo, None),
+            OriginateAction::BridgeTo(to) => (Mode::Bridge, Some(to.clone())),
+        };
+        let wants_bridge = bridge_to.is_some();
+        let timeout = self.config.bridge.timeout();
+        match self.dial(now, ua, &o.target, mode, None, timeout) {
+            Ok(first) => {
+                if let Some(c) = self.calls.get_mut(&first) {
+                    c.link.bridge_to = bridge_to;
+                }
+                self.originate = Some(OriginateState {
+                    first,
+                    wants_bridge,
+                    answered: false,
+                    bridged: false,
+                    failure: None,
+                    duration: o.duration,
+                    hangup_at: None,
+                });
+            }
+            Err((_, reason)) => {
+                self.originate = Some(OriginateState {
+                    first: CallHandle(u64::MAX),
+                    wants_bridge,
+                    answered: false,
+                    bridged: false,
+                    failure: Some(format!("cannot call {}: {reason}", o.target)),
+                    duration: None,
+                    hangup_at: None,
+                });
+            }
+        }
+    }
+
+    /// For `frontdoor call`: `None` while calls are up; then `Ok` when the call was answered
+    /// (and bridged, with `--bridge-to`), else why not.
+    pub fn originate_outcome(&self) -> Option<Result<(), String>> {
+        let o = self.originate.as_ref()?;
+        if !self.calls.is_empty() {
+            return None;
+        }
+        Some(match &o.failure {
+            Some(f) => Err(f.clone()),
+            None if !o.answered => Err("not answered".to_owned()),
+            None if o.wants_bridge && !o.bridged => Err("not bridged".to_owned()),
+            None => Ok(()),
+        })
     }
 
     /// Wakes the media workers for the commands queued since the last call.
@@ -1128,23 +1734,30 @@ impl CallApp {
                 });
                 self.fail_with_notice(call, call_id, AGENTS_BUSY, &req.language, failed)
             }
-            Action::Transfer { to, .. } => {
-                self.events.emit(
-                    Some(call_id),
-                    EventBody::IvrTransfer {
-                        to,
-                        result: "failed",
-                        reason: "not available",
-                    },
-                );
-                let failed = IvrInput::TransferResult(TransferOutcome::Failed { status: None });
-                let lang = self
-                    .calls
-                    .get(&call)
-                    .and_then(|c| c.ivr.as_ref())
-                    .map(|i| i.call.var("lang").unwrap_or("en").to_owned())
-                    .unwrap_or_default();
-                self.fail_with_notice(call, call_id, NOT_AVAILABLE, &lang, failed)
+            Action::Transfer { to, timeout } => {
+                // A B2BUA leg, bridged when answered (`TransferResult` comes from `bridged` or
+                // `bridge_failed`).
+                match self.dial(now, ua, &to, Mode::Leg, Some(call), timeout) {
+                    Ok(leg) => {
+                        if let Some(c) = self.calls.get_mut(&call) {
+                            c.link.peer = Some(leg);
+                        }
+                        None
+                    }
+                    Err((_, reason)) => {
+                        self.events.emit(
+                            Some(call_id),
+                            EventBody::IvrTransfer {
+                                to,
+                                result: "failed",
+                                reason,
+                            },
+                        );
+                        Some(IvrInput::TransferResult(TransferOutcome::Failed {
+                            status: None,
+                        }))
+                    }
+                }
             }
             Action::Record {
                 path,

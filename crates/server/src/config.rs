@@ -65,6 +65,8 @@ pub struct Config {
     pub store: StoreSection,
     /// Agents: credentials, skills, registration limits.
     pub agents: AgentsSection,
+    /// Bridging (the `bridge` test number, `frontdoor call --bridge-to`).
+    pub bridge: BridgeSection,
 }
 
 /// `[sip]`
@@ -286,6 +288,34 @@ impl Default for IvrSection {
     }
 }
 
+/// `[bridge]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeSection {
+    /// Where the `bridge` test number calls (a `sip:` URI with an IP literal host); overrides
+    /// the dialplan route's `to` when set.
+    pub target: Option<String>,
+    /// How long the outgoing leg may ring (no final answer) before it is cancelled and the
+    /// caller gets 480.
+    pub timeout_s: u64,
+}
+
+impl Default for BridgeSection {
+    fn default() -> Self {
+        Self {
+            target: None,
+            timeout_s: 30,
+        }
+    }
+}
+
+impl BridgeSection {
+    /// The ring timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_s.max(1))
+    }
+}
+
 /// `[store]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -492,6 +522,21 @@ mod tests {
         assert_eq!(c.sip.t1_ms, 500);
         assert!(c.trunks.allows("127.0.0.1".parse().unwrap()));
         assert!(!c.trunks.allows("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn bridge_section() {
+        let c = Config::parse("", "x").unwrap();
+        assert_eq!(c.bridge.target, None);
+        assert_eq!(c.bridge.timeout(), Duration::from_secs(30));
+        let c = Config::parse(
+            "[bridge]\ntarget = \"sip:agent@127.0.0.1:5070\"\ntimeout_s = 5\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.bridge.target.as_deref(), Some("sip:agent@127.0.0.1:5070"));
+        assert_eq!(c.bridge.timeout(), Duration::from_secs(5));
+        assert!(Config::parse("[bridge]\nuri = \"sip:x@1.2.3.4\"\n", "x").is_err());
     }
 
     #[test]

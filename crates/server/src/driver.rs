@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::agents::Agents;
-use crate::calls::{AppNote, CallApp, IvrSetup};
+use crate::calls::{AppNote, CallApp, IvrSetup, Originate};
 use crate::config::{Config, DB_FILE};
 use crate::events::{EventBody, EventSink};
 use crate::media::MediaEngine;
@@ -57,6 +57,9 @@ pub enum ServeError {
     /// The registrar could not be set up.
     #[error("cannot start the registrar: {0}")]
     Agents(String),
+    /// `frontdoor call`: the call failed (not answered, not bridged, ...).
+    #[error("call failed: {0}")]
+    Call(String),
 }
 
 /// What `frontdoor serve` runs with.
@@ -80,6 +83,8 @@ pub struct ServeOptions {
     pub tts: Arc<Tts>,
     /// Data directory (SQLite, recordings).
     pub data_dir: std::path::PathBuf,
+    /// `frontdoor call`: place this call at start and stop when it is over.
+    pub originate: Option<Originate>,
 }
 
 enum TcpEvent {
@@ -136,13 +141,16 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         plans,
         tts,
         data_dir,
+        originate,
     } = opts;
     let udp = bind_udp(sip, config.sip.udp_recv_buffer).map_err(|source| ServeError::Bind {
         what: "UDP",
         addr: sip,
         source,
     })?;
-    let tcp = TcpListener::bind(sip)
+    // TCP on the port UDP got (they differ only when the port asked for is 0).
+    let tcp_addr = udp.local_addr().unwrap_or(sip);
+    let tcp = TcpListener::bind(tcp_addr)
         .await
         .map_err(|source| ServeError::Bind {
             what: "TCP",
@@ -265,8 +273,31 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let mut stopping_at: Option<Instant> = None;
     let mut buf = vec![0u8; 65_536];
 
+    let originating = originate.is_some();
+    if let Some(o) = originate {
+        app.originate(Instant::now(), &mut ua, o);
+        pump(
+            &mut ua,
+            &mut app,
+            &mut agents,
+            &udp,
+            &mut tcp_writers,
+            &mut tcp_pending,
+            &tcp_tx,
+            max_msg,
+        )
+        .await;
+    }
+    let mut outcome: Option<Result<(), String>> = None;
+
     loop {
         let now = Instant::now();
+        if originating && stopping_at.is_none() {
+            if let Some(o) = app.originate_outcome() {
+                outcome = Some(o);
+                begin_shutdown(&mut stopping_at, &mut ua, &mut app, &events, &config);
+            }
+        }
         if let Some(at) = stopping_at {
             if (app.active_calls() == 0 && app.media_draining() == 0) || now >= at + SHUTDOWN_GRACE
             {
@@ -404,6 +435,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         app.handle_media(Instant::now(), &mut ua, note);
     }
     let total_calls = app.total_calls();
+    // Stopped by a signal: the outcome of what happened before it (answered or not).
+    let outcome = outcome.or_else(|| app.originate_outcome());
     app.finish();
     let rcvbuf_errors = udp_rcvbuf_errors().saturating_sub(rcvbuf_at_start);
     let stats = ua.stats();
@@ -421,7 +454,11 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             udp_rcvbuf_errors: rcvbuf_errors,
         },
     );
-    Ok(())
+    match (originating, outcome) {
+        (false, _) | (true, Some(Ok(()))) => Ok(()),
+        (true, Some(Err(why))) => Err(ServeError::Call(why)),
+        (true, None) => Err(ServeError::Call("interrupted".to_owned())),
+    }
 }
 
 fn begin_shutdown(

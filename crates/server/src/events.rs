@@ -207,9 +207,9 @@ pub enum EventBody {
     IvrTransfer {
         /// Target URI.
         to: String,
-        /// `failed`.
+        /// `connected` (bridged) or `failed`.
         result: &'static str,
-        /// Why.
+        /// `bridged`, or why it failed (`rejected`, `no_answer`, `timeout`, `invalid_target`, ...).
         reason: &'static str,
     },
     /// A voicemail recording was written.
@@ -309,6 +309,92 @@ pub enum EventBody {
         status: u16,
         /// Where it came from.
         source: SocketAddr,
+    },
+    /// The engine placed an outgoing call leg (its UAC side). On the new leg's Call-ID.
+    #[serde(rename = "leg.created")]
+    LegCreated {
+        /// Request-URI.
+        to: String,
+        /// Where the INVITE went.
+        destination: SocketAddr,
+        /// Our RTP port for the leg.
+        rtp_port: u16,
+        /// The call this leg will be bridged to (its Call-ID), if any.
+        peer_call_id: Option<String>,
+    },
+    /// A provisional response on an outgoing leg (`180`, `183`).
+    #[serde(rename = "leg.progress")]
+    LegProgress {
+        /// Status code.
+        status: u16,
+    },
+    /// The outgoing leg was answered (2xx, ACK sent).
+    #[serde(rename = "leg.answered")]
+    LegAnswered {
+        /// Negotiated codec.
+        codec: Option<&'static str>,
+        /// Negotiated packetisation time.
+        ptime_ms: Option<u32>,
+        /// Where we send its RTP.
+        remote_rtp: Option<SocketAddr>,
+        /// Milliseconds from INVITE to 2xx.
+        setup_ms: u64,
+    },
+    /// Two legs are bridged: RTP relayed both ways. On each leg's Call-ID.
+    #[serde(rename = "bridge.bridged")]
+    BridgeBridged {
+        /// The other leg.
+        peer_call_id: String,
+        /// This leg's codec and ptime (`PCMU/20`).
+        media: String,
+        /// The other leg's codec and ptime.
+        peer_media: String,
+        /// Whether audio is transcoded or re-framed (codec or ptime differ).
+        transcoding: bool,
+    },
+    /// A bridge ended; what was relayed. On the Call-ID of the leg that ended it (or was
+    /// unbridged).
+    #[serde(rename = "bridge.unbridged")]
+    BridgeUnbridged {
+        /// The other leg.
+        peer_call_id: Option<String>,
+        /// Audio packets received on this leg and relayed.
+        audio_in: u64,
+        /// Audio packets sent on the other leg for them.
+        audio_out: u64,
+        /// Of those, transcoded or re-framed.
+        transcoded: u64,
+        /// RFC 4733 packets relayed to the other leg.
+        events: u64,
+        /// Audio packets received on the other leg and relayed to this one.
+        peer_audio_in: u64,
+        /// Audio packets sent on this leg for them.
+        peer_audio_out: u64,
+        /// RFC 4733 packets relayed from the other leg.
+        peer_events: u64,
+    },
+    /// Bridging failed before the legs were connected (the outgoing leg was rejected, timed
+    /// out or could not be placed). On the caller's Call-ID.
+    #[serde(rename = "bridge.failed")]
+    BridgeFailed {
+        /// Target URI.
+        to: String,
+        /// Status the outgoing leg got (or `null`).
+        leg_status: Option<u16>,
+        /// What the caller got (`null` when the caller's leg was already answered).
+        status: Option<u16>,
+        /// Why (`rejected`, `no_answer`, `timeout`, `invalid_target`, `no_rtp_port`, ...).
+        reason: String,
+    },
+    /// One leg put the bridge on hold or resumed; the other leg was re-INVITEd.
+    #[serde(rename = "bridge.hold")]
+    BridgeHold {
+        /// The other leg (re-INVITEd).
+        peer_call_id: Option<String>,
+        /// The direction this leg offered (`sendonly`/`inactive` = hold, `sendrecv` = resume).
+        direction: &'static str,
+        /// Whether the re-INVITE to the other leg could be sent.
+        propagated: bool,
     },
     /// An event of the IVR interpreter (`ivr.started`, `ivr.recognition`, `ivr.step`,
     /// `ivr.route`, `ivr.gather`, `ivr.recorded`, `ivr.ended`), as `frontdoor-ivr` serialises it.

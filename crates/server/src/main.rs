@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use frontdoor::calls::{Originate, OriginateAction};
 use frontdoor::config::{Config, parse_port_range};
 use frontdoor::driver::{ServeOptions, serve};
 use frontdoor::events::{EventSink, EventTarget};
@@ -50,6 +51,45 @@ enum Command {
         dialplans: Option<PathBuf>,
         /// Data directory: SQLite store, recordings, speech cache (default `data`, or
         /// `[store] data_dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Place one call with the engine's UAC side and play the welcome prompt to it, echo it, or
+    /// bridge it to a second call (`--bridge-to`). Events go to stdout as JSON lines; the
+    /// command ends when the call does (BYE, `--duration`, Ctrl-C) and exits 0 when it was
+    /// answered (and bridged), 1 otherwise.
+    Call {
+        /// Who to call: a `sip:` URI with an IP-literal host (`sip:agent@127.0.0.1:5070`).
+        uri: String,
+        /// Bridge the call to a second one placed to this URI once the first is answered.
+        #[arg(long, conflicts_with = "echo")]
+        bridge_to: Option<String>,
+        /// Echo the far end's audio instead of playing the welcome prompt.
+        #[arg(long)]
+        echo: bool,
+        /// Hang up this many seconds after the answer (after the bridge with --bridge-to);
+        /// without it the call lasts until the far end hangs up.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// SIP address to send from (UDP and TCP); port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        sip: SocketAddr,
+        /// Configuration file (`[bridge] timeout_s` is the ring timeout).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where events go: `-` (stdout, the default) or a file.
+        #[arg(long, default_value = "-")]
+        events: String,
+        /// RTP port range `LO-HI`.
+        #[arg(long)]
+        rtp_ports: Option<String>,
+        /// Prompt directory.
+        #[arg(long)]
+        prompts: Option<PathBuf>,
+        /// Dialplan directory (validated as by `serve`).
+        #[arg(long)]
+        dialplans: Option<PathBuf>,
+        /// Data directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -165,13 +205,62 @@ fn main() -> ExitCode {
             prompts,
             dialplans,
             data_dir,
-        } => match run_serve(sip, config, events, rtp_ports, prompts, dialplans, data_dir) {
+        } => match run_serve(
+            sip, config, events, rtp_ports, prompts, dialplans, data_dir, None,
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("frontdoor: {e}");
                 ExitCode::FAILURE
             }
         },
+        Command::Call {
+            uri,
+            bridge_to,
+            echo,
+            duration,
+            sip,
+            config,
+            events,
+            rtp_ports,
+            prompts,
+            dialplans,
+            data_dir,
+        } => {
+            let duration = match duration {
+                Some(d) if !(d.is_finite() && d > 0.0 && d < 1e7) => {
+                    eprintln!("frontdoor call: --duration must be a positive number of seconds");
+                    return ExitCode::FAILURE;
+                }
+                d => d.map(std::time::Duration::from_secs_f64),
+            };
+            let action = match (bridge_to, echo) {
+                (Some(to), _) => OriginateAction::BridgeTo(to),
+                (None, true) => OriginateAction::Echo,
+                (None, false) => OriginateAction::Welcome,
+            };
+            let originate = Originate {
+                target: uri,
+                action,
+                duration,
+            };
+            match run_serve(
+                sip,
+                config,
+                Some(events),
+                rtp_ports,
+                prompts,
+                dialplans,
+                data_dir,
+                Some(originate),
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("frontdoor call: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
@@ -263,6 +352,7 @@ fn run_serve(
     prompts: Option<PathBuf>,
     dialplans: Option<PathBuf>,
     data_dir: Option<PathBuf>,
+    originate: Option<Originate>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(config.as_deref())?;
     config.store.region()?;
@@ -329,6 +419,7 @@ fn run_serve(
         plans: Arc::new(plans),
         tts,
         data_dir,
+        originate,
     }));
     drop(runtime);
     if let Some(w) = writer {

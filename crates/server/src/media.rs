@@ -16,6 +16,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use frontdoor_media::bridge::{Relay, RelayStats};
 use frontdoor_media::call::{MediaEvent, MediaSession, MediaStats, RxOutcome};
 use frontdoor_media::dtmf::{Digit, DtmfSource};
 use frontdoor_media::prompt::Prompt;
@@ -76,6 +77,13 @@ pub enum Command {
     /// End the leg; its final statistics come back as [`Note::Ended`] (after a
     /// [`Note::Recorded`] if a recording was running).
     Remove(LegKey),
+    /// Bridge two legs of the same worker (see [`MediaEngine::add_beside`]): each leg's
+    /// received RTP is relayed on the other's stream ([`frontdoor_media::bridge`]), inside the
+    /// worker, with no lock and no jitter buffer. [`Note::Bridged`] confirms it.
+    Bridge(LegKey, LegKey),
+    /// Undo a bridge (either leg's key): both legs go back to prompts/silence.
+    /// [`Note::Unbridged`] reports what was relayed. Removing a bridged leg unbridges too.
+    Unbridge(LegKey),
 }
 
 /// What a worker reports.
@@ -124,6 +132,24 @@ pub enum Note {
         key: LegKey,
         /// Statistics.
         stats: Box<MediaStats>,
+    },
+    /// Two legs are bridged (relaying).
+    Bridged {
+        /// One leg.
+        key: LegKey,
+        /// The other.
+        peer: LegKey,
+    },
+    /// A bridge ended; relay counters per direction.
+    Unbridged {
+        /// One leg.
+        key: LegKey,
+        /// The other.
+        peer: LegKey,
+        /// What `key` received and was sent on `peer`.
+        forward: RelayStats,
+        /// What `peer` received and was sent on `key`.
+        backward: RelayStats,
     },
     /// A command named a leg that does not exist, or the leg's sockets failed.
     Failed {
@@ -199,6 +225,7 @@ impl MediaEngine {
                 (Some(idx), None)
             }
             Command::Remove(key) => (self.placement.get(key).copied(), Some(*key)),
+            Command::Bridge(k, _) | Command::Unbridge(k) => (self.placement.get(k).copied(), None),
             Command::Play(k, _, _)
             | Command::Record(k, _)
             | Command::StopRecord(k)
@@ -218,6 +245,20 @@ impl MediaEngine {
         };
         if w.tx.send(cmd).is_ok() {
             w.pending = true;
+        }
+    }
+
+    /// Starts a leg on the worker that owns `beside` (round-robin when `beside` is unknown),
+    /// so that the two can be bridged ([`Command::Bridge`]) without crossing threads.
+    pub fn add_beside(&mut self, spec: Box<LegSpec>, beside: LegKey) {
+        let Some(&idx) = self.placement.get(&beside) else {
+            return self.send(Command::Add(spec));
+        };
+        self.placement.insert(spec.key, idx);
+        if let Some(w) = self.workers.get_mut(idx) {
+            if w.tx.send(Command::Add(spec)).is_ok() {
+                w.pending = true;
+            }
         }
     }
 
@@ -259,6 +300,17 @@ struct Leg {
     playing: Option<u64>,
     timed_out: bool,
     recording: Option<Recording>,
+    /// Bridged: where this leg's received RTP goes.
+    bridge: Option<BridgeSide>,
+}
+
+/// One direction of a bridge, held by the receiving leg.
+struct BridgeSide {
+    peer: usize,
+    peer_generation: u64,
+    peer_key: LegKey,
+    /// Relays what this leg receives onto the peer's stream.
+    relay: Relay,
 }
 
 /// A recording in progress: samples placed by RTP timestamp.
@@ -332,6 +384,8 @@ struct Worker {
     cursor: u64,
     generation: u64,
     buf: Vec<u8>,
+    /// Relayed packets waiting to be sent (reused).
+    relay_out: Vec<bytes::Bytes>,
 }
 
 impl Worker {
@@ -348,6 +402,7 @@ impl Worker {
             cursor: 0,
             generation: 0,
             buf: vec![0u8; 2048],
+            relay_out: Vec::with_capacity(8),
         }
     }
 
@@ -479,7 +534,16 @@ impl Worker {
                 },
                 now,
             ),
+            Command::Bridge(a, b) => self.bridge(a, b),
+            Command::Unbridge(key) => {
+                if let Some(&idx) = self.by_key.get(&key) {
+                    self.unbridge(idx);
+                }
+            }
             Command::Remove(key) => {
+                if let Some(&idx) = self.by_key.get(&key) {
+                    self.unbridge(idx);
+                }
                 if let Some(idx) = self.by_key.remove(&key) {
                     if self.legs.contains(idx) {
                         let mut leg = self.legs.remove(idx);
@@ -553,14 +617,129 @@ impl Worker {
             playing: None,
             timed_out: false,
             recording: None,
+            bridge: None,
         });
         self.by_key.insert(key, idx);
         self.schedule(idx, generation, now);
     }
 
+    /// Bridges legs `a` and `b` (both must live on this worker).
+    fn bridge(&mut self, a: LegKey, b: LegKey) {
+        let pair = (self.by_key.get(&a).copied(), self.by_key.get(&b).copied());
+        let (Some(ia), Some(ib)) = pair.0.zip(pair.1).filter(|(x, y)| x != y).unzip() else {
+            let _ = self.notes.send(Note::Failed {
+                key: a,
+                reason: format!("cannot bridge {a} and {b}: not both on this media worker"),
+            });
+            return;
+        };
+        self.unbridge(ia);
+        self.unbridge(ib);
+        let Some((la, lb)) = self.legs.get2_mut(ia, ib) else {
+            return;
+        };
+        la.bridge = Some(BridgeSide {
+            peer: ib,
+            peer_generation: lb.generation,
+            peer_key: b,
+            relay: Relay::new(lb.session.relay_target()),
+        });
+        lb.bridge = Some(BridgeSide {
+            peer: ia,
+            peer_generation: la.generation,
+            peer_key: a,
+            relay: Relay::new(la.session.relay_target()),
+        });
+        for leg in [la, lb] {
+            leg.session.set_bridged(true);
+            leg.session.set_echo(false);
+            leg.session.stop_prompts();
+            leg.playing = None;
+        }
+        let _ = self.notes.send(Note::Bridged { key: a, peer: b });
+    }
+
+    /// Ends the bridge leg `idx` is part of, if any; reports the relay counters.
+    fn unbridge(&mut self, idx: usize) {
+        let Some(leg) = self.legs.get_mut(idx) else {
+            return;
+        };
+        let Some(side) = leg.bridge.take() else {
+            return;
+        };
+        leg.session.set_bridged(false);
+        let key = leg.key;
+        let mut backward = RelayStats::default();
+        if let Some(peer) = self.legs.get_mut(side.peer) {
+            if peer.generation == side.peer_generation {
+                if let Some(p) = peer.bridge.take() {
+                    backward = p.relay.stats();
+                }
+                peer.session.set_bridged(false);
+            }
+        }
+        let _ = self.notes.send(Note::Unbridged {
+            key,
+            peer: side.peer_key,
+            forward: side.relay.stats(),
+            backward,
+        });
+    }
+
+    /// RTP on a bridged leg: accepted packets are relayed on the peer's socket at once.
+    fn readable_bridged(&mut self, now: Instant, idx: usize) {
+        let Some(peer_idx) = self
+            .legs
+            .get(idx)
+            .and_then(|l| l.bridge.as_ref())
+            .map(|b| b.peer)
+            .filter(|&p| p != idx)
+        else {
+            return;
+        };
+        let out = &mut self.relay_out;
+        while let Some((leg, peer)) = self.legs.get2_mut(idx, peer_idx) {
+            let (n, src) = match leg.rtp.recv_from(&mut self.buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => break,
+            };
+            let data = self.buf.get(..n).unwrap_or_default();
+            let Some(pkt) = leg.session.relay_rtp(now, src, data) else {
+                continue;
+            };
+            if let Some(rec) = leg.recording.as_mut() {
+                if matches!(pkt.kind, PayloadKind::Audio(_)) {
+                    record_packet(rec, data, &leg.session);
+                }
+            }
+            let Some(side) = leg.bridge.as_mut() else {
+                break;
+            };
+            if side.peer_generation != peer.generation {
+                break;
+            }
+            peer.session.relay_out(&mut side.relay, &pkt, out);
+            let to = peer.session.remote_addr();
+            for p in out.drain(..) {
+                if let Err(e) = peer.rtp.send_to(&p, to) {
+                    if e.kind() != std::io::ErrorKind::WouldBlock {
+                        tracing::trace!(error = %e, "relay send failed");
+                    }
+                }
+            }
+        }
+        if let Some(leg) = self.legs.get_mut(idx) {
+            drain_events(leg, &self.notes);
+        }
+    }
+
     fn readable(&mut self, now: Instant, token: usize) {
         let idx = token / 2;
         let is_rtcp = token % 2 == 1;
+        if !is_rtcp && self.legs.get(idx).is_some_and(|l| l.bridge.is_some()) {
+            return self.readable_bridged(now, idx);
+        }
         let Some(leg) = self.legs.get_mut(idx) else {
             return;
         };

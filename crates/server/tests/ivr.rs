@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Dirs, Server, of_type, repo_root, scenario, sipp, test_dir};
+use common::{
+    Dirs, Server, invite_expecting_failure, of_type, repo_root, scenario, sipp, test_dir,
+};
 use frontdoor_media::g711::G711;
 use frontdoor_store::{CallId, CustomerStore, E164, SqliteStore};
 
@@ -413,27 +415,26 @@ fn a_vip_is_routed_by_the_dialplan_and_leaves_a_voicemail() {
 }
 
 #[test]
-fn bridge_says_not_available_and_hangs_up() {
-    let server = Server::start("ivr-bridge", 25093, (38600, 38699), "");
-    sipp(
-        &server,
-        25193,
-        26230,
-        &[
-            "-sf",
-            &scenario("uac-wait-bye.xml"),
-            "-s",
-            "bridge",
-            "-m",
-            "1",
-        ],
+fn bridge_to_a_target_that_never_answers_fails_the_caller_with_480() {
+    // The hotline's `bridge` route points at a port nothing listens on: the outgoing leg
+    // rings out after `[bridge] timeout_s` and the caller gets 480.
+    let server = Server::start(
+        "ivr-bridge",
+        25093,
+        (38600, 38699),
+        "[bridge]\ntimeout_s = 1\n",
     );
-    let ended = server.wait_event(Duration::from_secs(5), |e| e["type"] == "call.ended");
-    assert_eq!(ended["cause"], "local_bye");
+    assert_eq!(invite_expecting_failure(&server, 25193, "bridge"), 480);
+    let failed = server.wait_event(Duration::from_secs(5), |e| e["type"] == "bridge.failed");
+    assert_eq!(failed["reason"], "no_answer");
+    assert_eq!(failed["status"], 480);
     let events = server.events();
-    let say = of_type(&events, "ivr.say");
-    assert_eq!(say.len(), 1);
-    assert!(say[0]["text"].as_str().unwrap().contains("not available"));
+    let legs = of_type(&events, "leg.created");
+    assert_eq!(legs.len(), 1);
+    assert_eq!(
+        legs[0]["to"], "sip:bridge@127.0.0.1:5070",
+        "the dialplan route's `to`"
+    );
     assert!(
         of_type(&events, "ivr.started").is_empty(),
         "built-ins bypass the interpreter"
@@ -755,6 +756,7 @@ next = "t"
 [flows.xfer.steps.t]
 verb = "transfer"
 to = "sip:bob@127.0.0.1:5070"
+timeout = 1
 on_failure = "sorry"
 
 [flows.xfer.steps.sorry]
@@ -766,10 +768,11 @@ next = "bye"
 verb = "hangup"
 "#;
 
-/// Until the ACD and bridging land: an `enqueue` without `on_failure` hears "All agents are
-/// busy" from the driver and is hung up; a failed `transfer` goes to its `on_failure`.
+/// Until the ACD lands: an `enqueue` without `on_failure` hears "All agents are busy" from the
+/// driver and is hung up. A `transfer` to a target that never answers (nothing listens there)
+/// is cancelled after its `timeout` and goes to its `on_failure`.
 #[test]
-fn enqueue_and_transfer_fail_until_the_acd_and_bridging_land() {
+fn enqueue_fails_until_the_acd_lands_and_an_unanswered_transfer_goes_to_on_failure() {
     let dir = test_dir("ivr-mini-plans");
     std::fs::write(dir.join("mini.toml"), MINI).unwrap();
     let server = Server::start_with(
@@ -810,10 +813,14 @@ fn enqueue_and_transfer_fail_until_the_acd_and_bridging_land() {
     let ended = q.iter().find(|e| e["type"] == "ivr.ended").unwrap();
     assert_eq!(ended["outcome"], "route_failed");
     let t = of_call(&events, &ids[1]);
-    assert!(
-        t.iter()
-            .any(|e| e["type"] == "ivr.transfer" && e["result"] == "failed")
-    );
+    assert!(t.iter().any(|e| e["type"] == "ivr.transfer"
+        && e["result"] == "failed"
+        && e["reason"] == "no_answer"));
+    let leg = events
+        .iter()
+        .find(|e| e["type"] == "leg.created")
+        .expect("the transfer placed a call");
+    assert_eq!(leg["to"], "sip:bob@127.0.0.1:5070");
     assert!(
         t.iter()
             .any(|e| e["type"] == "ivr.route" && e["step"] == "t" && e["to"] == "sorry")

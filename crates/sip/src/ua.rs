@@ -2582,12 +2582,10 @@ impl UserAgent {
         let Some(call) = call else { return };
         match purpose {
             Purpose::Invite => self.end_call(call, EndCause::Timeout),
-            Purpose::Reinvite => {
-                // RFC 3261 §14.1: a re-INVITE that times out ends the dialog.
-                if self.calls.contains_key(&call) {
-                    self.send_bye(now, call);
-                    self.end_call(call, EndCause::Timeout);
-                }
+            // RFC 3261 §14.1: a re-INVITE that times out ends the dialog.
+            Purpose::Reinvite if self.calls.contains_key(&call) => {
+                self.send_bye(now, call);
+                self.end_call(call, EndCause::Timeout);
             }
             Purpose::Refresh if self.calls.contains_key(&call) => {
                 self.send_bye(now, call);

@@ -452,3 +452,43 @@ pub fn write_pcap(path: &Path, packets: &[(u64, Vec<u8>)]) {
     }
     std::fs::write(path, out).unwrap();
 }
+
+/// Sends an INVITE (PCMU + telephone-event offer) for `number` from 127.0.0.1:`sip_port` and
+/// waits for its final response, which must be a failure (≥ 300); ACKs it and returns the
+/// status.
+pub fn invite_expecting_failure(server: &Server, sip_port: u16, number: &str) -> u16 {
+    let sip = std::net::UdpSocket::bind(("127.0.0.1", sip_port)).unwrap();
+    sip.connect(("127.0.0.1", server.sip_port)).unwrap();
+    sip.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let call_id = format!("fail-{number}-{sip_port}@127.0.0.1");
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+    let branch = format!("z9hG4bK-fail-{sip_port}");
+    let via = format!("Via: SIP/2.0/UDP 127.0.0.1:{sip_port};branch={branch}");
+    let from = format!("From: <sip:raw@127.0.0.1:{sip_port}>;tag=f{sip_port}");
+    let uri = format!("sip:{number}@127.0.0.1:{}", server.sip_port);
+    let invite = format!(
+        "INVITE {uri} SIP/2.0\r\n{via}\r\n{from}\r\nTo: <{uri}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:raw@127.0.0.1:{sip_port}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sip.send(invite.as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sip.recv(&mut buf).expect("a final response to the INVITE");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not a response: {text}"));
+        if status < 200 {
+            continue;
+        }
+        assert!(status >= 300, "expected a failure, got {text}");
+        let to = text.lines().find(|l| l.starts_with("To:")).unwrap();
+        let ack = format!(
+            "ACK {uri} SIP/2.0\r\n{via}\r\n{from}\r\n{to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        sip.send(ack.as_bytes()).unwrap();
+        return status;
+    }
+}
