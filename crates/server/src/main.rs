@@ -116,7 +116,36 @@ enum CustomersCommand {
     },
 }
 
+/// Points piper's phonemizer (espeak-rs, which reads `PIPER_ESPEAKNG_DATA_DIRECTORY`) at
+/// Debian's espeak-ng data when the variable is unset, so neither the run command nor the
+/// tests need it. Setting the environment of a running process needs `unsafe` (forbidden
+/// here), so the binary re-executes itself with the variable set (`exec`: same process id,
+/// same arguments); if that fails it goes on without (piper then reports the missing data and
+/// espeak-ng speaks instead).
+fn default_espeak_data_env() {
+    use std::os::unix::process::CommandExt;
+    const VAR: &str = "PIPER_ESPEAKNG_DATA_DIRECTORY";
+    if std::env::var_os(VAR).is_some() {
+        return;
+    }
+    let (Some(dir), Ok(exe)) = (
+        frontdoor_speech::debian_espeak_data_dir(),
+        std::env::current_exe(),
+    ) else {
+        return;
+    };
+    let e = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(VAR, &dir)
+        .exec();
+    eprintln!(
+        "frontdoor: cannot re-execute with {VAR}={}: {e}",
+        dir.display()
+    );
+}
+
 fn main() -> ExitCode {
+    default_espeak_data_env();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
