@@ -232,6 +232,9 @@ pub struct IvrSection {
     pub tts_speed: u32,
     /// Disk cache of rendered speech; default `<data-dir>/tts`.
     pub tts_cache: Option<String>,
+    /// Load the piper voices at start, on a render thread (the first text rendered on demand
+    /// then does not wait ~1-2 s for it); `false`: load on first use.
+    pub piper_preload: bool,
     /// Threads rendering speech on demand (espeak-ng processes at once; piper renders one
     /// text at a time per voice).
     pub tts_threads: usize,
@@ -250,6 +253,7 @@ impl Default for IvrSection {
             tts_speed: 0,
             tts_cache: None,
             tts_threads: 2,
+            piper_preload: true,
         }
     }
 }

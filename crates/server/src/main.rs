@@ -146,12 +146,18 @@ fn default_espeak_data_env() {
 
 fn main() -> ExitCode {
     default_espeak_data_env();
+    // ONNX Runtime (piper) logs every graph optimisation pass at info: warnings only, unless
+    // RUST_LOG names `ort` itself.
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,whisper_rs=warn"));
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("ort")) {
+        if let Ok(d) = "ort=warn".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,whisper_rs=warn")),
-        )
+        .with_env_filter(filter)
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -348,6 +354,7 @@ fn run_serve(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let speech = tts.clone();
     let result = runtime.block_on(serve(ServeOptions {
         sip,
         config: Arc::new(config),
@@ -362,6 +369,10 @@ fn run_serve(
     drop(runtime);
     if let Some(w) = writer {
         w.finish();
+    }
+    // ONNX Runtime crashes the exit if a voice is still loading or speaking on a tts thread.
+    if !speech.settle(std::time::Duration::from_secs(5)) {
+        tracing::warn!("piper still busy after 5 s; exiting anyway");
     }
     result.map_err(Into::into)
 }

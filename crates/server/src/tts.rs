@@ -59,7 +59,7 @@ impl Source {
 pub const PIPER_PREFIX: &str = "piper:";
 
 /// Longest loading a piper voice (ONNX Runtime + model) may take.
-pub const PIPER_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+pub const PIPER_LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The espeak-ng voice that speaks for piper voice `name` when piper is unavailable: its
 /// locale, lower case with `-` (`en_US-joe-medium` -> `en-us`).
@@ -156,6 +156,7 @@ pub struct Tts {
     /// variables, e.g. a caller's name).
     memory: Mutex<HashMap<Key, (Prompt, bool)>>,
     piper: PiperVoices,
+    preload: bool,
 }
 
 /// Texts with variables kept in memory at most; beyond, they are dropped (the disk cache
@@ -186,6 +187,7 @@ impl Tts {
                 models: frontdoor_speech::models_dir(),
                 slots: Mutex::new(HashMap::new()),
             },
+            preload: cfg.piper_preload,
         }
     }
 
@@ -198,6 +200,42 @@ impl Tts {
     /// Whether piper voice `name` is usable (loading it if needed; blocking), or why not.
     pub fn piper_voice(&self, name: &str) -> Result<(), String> {
         self.piper.get(name).map(|_| ())
+    }
+
+    /// Waits (up to `timeout`) until no piper voice is loading or synthesising, so the process
+    /// can exit: ONNX Runtime's global teardown at exit crashes under a running session.
+    /// `false` if still busy at the deadline.
+    pub fn settle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let wait = |ok: &dyn Fn() -> bool| loop {
+            if ok() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut voices = Vec::new();
+        let slots_free = wait(&|| {
+            !matches!(
+                self.piper.slots.try_lock(),
+                Err(std::sync::TryLockError::WouldBlock)
+            )
+        });
+        if !slots_free {
+            return false;
+        }
+        if let Ok(slots) = self.piper.slots.lock() {
+            for slot in slots.values() {
+                if let PiperSlot::Ready(s) = slot {
+                    voices.push(s.clone());
+                }
+            }
+        }
+        voices
+            .iter()
+            .all(|v| wait(&|| !matches!(v.try_lock(), Err(std::sync::TryLockError::WouldBlock))))
     }
 
     /// Loads the piper voices of the configured languages now (blocking; call it on a render
@@ -473,7 +511,7 @@ impl TtsPool {
             std::thread::Builder::new()
                 .name(format!("tts-{i}"))
                 .spawn(move || {
-                    if i == 0 {
+                    if i == 0 && tts.preload {
                         // The piper voice loads here (1-2 s), not on the loader or SIP task.
                         tts.warm_up();
                     }

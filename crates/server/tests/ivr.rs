@@ -434,6 +434,23 @@ fn bridge_says_not_available_and_hangs_up() {
     let say = of_type(&events, "ivr.say");
     assert_eq!(say.len(), 1);
     assert!(say[0]["text"].as_str().unwrap().contains("not available"));
+    // English is spoken by piper: the voice, and the renders in the shared speech cache
+    // (espeak-ng fallback renders would be stored as en-us-*.wav).
+    assert_eq!(say[0]["voice"], "piper:en_US-joe-medium");
+    let piper_renders = std::fs::read_dir(common::tts_cache())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("piper_en_US-joe-medium-")
+        })
+        .count();
+    assert!(
+        piper_renders > 5,
+        "{piper_renders} piper renders in the cache"
+    );
     assert!(
         of_type(&events, "ivr.started").is_empty(),
         "built-ins bypass the interpreter"

@@ -3,6 +3,7 @@
 //! whole and chunked ([`frontdoor_speech::split_chunks`]).
 //!
 //! cargo run --release -p frontdoor-speech --features piper --example bench -- [--runs N]
+//!     [--piper-threads N]
 //!
 //! Utterances are synthesised by piper (noise off: the same audio every run), resampled to
 //! 8 kHz, passed through G.711 mu-law with 300 ms lead / 500 ms tail line silence, and
@@ -44,10 +45,17 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let mut runs = 5usize;
+    let mut piper_threads = 1usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--runs" => runs = args.next().and_then(|v| v.parse().ok()).expect("--runs N"),
+            "--piper-threads" => {
+                piper_threads = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--piper-threads N");
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -56,11 +64,14 @@ fn main() {
     let mut piper = PiperSynthesizer::load_with_threads(
         &PiperPaths::from_models_dir(&models),
         Duration::from_secs(60),
-        1,
+        piper_threads,
     )
     .unwrap_or_else(|e| panic!("{e}"));
     piper.set_noise(0.0, 0.0);
-    println!("piper voice load: {:.0} ms", ms(t.elapsed()));
+    println!(
+        "piper voice load: {:.0} ms ({piper_threads} ONNX Runtime thread(s))",
+        ms(t.elapsed())
+    );
 
     // synthesis: whole sentence vs first chunk
     let words = SENTENCE.split_whitespace().count();

@@ -274,6 +274,26 @@ impl PiperSynthesizer {
     }
 }
 
+impl Synthesizer for PiperSynthesizer {
+    fn synthesize(&mut self, text: &str, sample_rate: u32) -> Result<Vec<i16>, SpeechError> {
+        let (samples, rate) = self
+            .piper
+            .create(
+                text,
+                false,
+                None,
+                None,
+                self.noise.map(|n| n.0),
+                self.noise.map(|n| n.1),
+            )
+            .map_err(|e| SpeechError::Engine {
+                engine: "piper",
+                message: e.to_string(),
+            })?;
+        Ok(f32_to_i16(&resample(&samples, rate, sample_rate)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,25 +320,5 @@ mod tests {
         );
         assert_eq!(split_chunks("  \n "), Vec::<String>::new());
         assert_eq!(split_chunks("Hello   there"), ["Hello there"]);
-    }
-}
-
-impl Synthesizer for PiperSynthesizer {
-    fn synthesize(&mut self, text: &str, sample_rate: u32) -> Result<Vec<i16>, SpeechError> {
-        let (samples, rate) = self
-            .piper
-            .create(
-                text,
-                false,
-                None,
-                None,
-                self.noise.map(|n| n.0),
-                self.noise.map(|n| n.1),
-            )
-            .map_err(|e| SpeechError::Engine {
-                engine: "piper",
-                message: e.to_string(),
-            })?;
-        Ok(f32_to_i16(&resample(&samples, rate, sample_rate)?))
     }
 }
