@@ -619,6 +619,43 @@ mod tests {
     }
 
     #[test]
+    fn keyword_score_uses_stems_synonyms_and_shared_word_weights() {
+        assert_eq!(stem("payments"), "pay");
+        assert_eq!(stem("stolen"), "steal");
+        assert_eq!(stem("somebody"), "someone");
+        assert_eq!(stem("purse"), "wallet");
+        assert_eq!(stem("hours"), "hour");
+        assert_eq!(
+            content_stems(&normalize("I'd like to speak with somebody please")),
+            ["speak", "someone"]
+        );
+        let e = Expectation::new()
+            .intent("lost_card", &["my card was stolen", "someone took my card"])
+            .intent("payment", &["pay my credit card"])
+            .intent("agent", &["talk to a human"]);
+        let vocab = IntentVocab::new(&e.intents);
+        // "card" is known to two intents: half weight
+        assert!((vocab.weight("card") - 0.5).abs() < 1e-6);
+        assert!((vocab.weight("taxi") - 1.0).abs() < 1e-6);
+        // the caller's own words, none of them an example phrase
+        assert_eq!(
+            accepted(&e.decide("Somebody stole my card yesterday.")),
+            Some(&Interpretation::Intent("lost_card".into()))
+        );
+        assert_eq!(
+            accepted(&e.decide("Can I speak to an operator?")),
+            Some(&Interpretation::Intent("agent".into()))
+        );
+        // unknown content words keep unrelated sentences low
+        let content = content_stems(&normalize("I need a taxi to the airport"));
+        assert!(vocab.score(0, &content) < 0.3);
+        assert!(matches!(
+            e.decide("I need a taxi to the airport"),
+            Outcome::NoMatch(_)
+        ));
+    }
+
+    #[test]
     fn unrelated_speech_is_no_match() {
         let e = bank();
         assert!(
