@@ -260,21 +260,28 @@ pub struct IvrSection {
     pub reload_interval_ms: u64,
     /// The espeak-ng program.
     pub espeak: String,
-    /// espeak-ng voice per dialplan language (`en = "en"`, `zh = "cmn"`); a language not
-    /// listed is passed to espeak-ng as the voice name.
+    /// Voice per dialplan language: `piper:NAME` is the piper voice
+    /// `<models>/piper/NAME.onnx` (default `en = "piper:en_US-joe-medium"`; espeak-ng speaks
+    /// for it when it cannot be loaded), anything else an espeak-ng voice (`zh = "cmn"`: no
+    /// Chinese piper voice is packaged); a language not listed is passed to espeak-ng as the
+    /// voice name.
     pub voices: std::collections::BTreeMap<String, String>,
     /// Speaking rate in words per minute (espeak-ng `-s`); 0 = espeak-ng's default (175).
     pub tts_speed: u32,
     /// Disk cache of rendered speech; default `<data-dir>/tts`.
     pub tts_cache: Option<String>,
-    /// Threads rendering speech (espeak-ng processes at once).
+    /// Load the piper voices at start, on a render thread (the first text rendered on demand
+    /// then does not wait ~1-2 s for it); `false`: load on first use.
+    pub piper_preload: bool,
+    /// Threads rendering speech on demand (espeak-ng processes at once; piper renders one
+    /// text at a time per voice).
     pub tts_threads: usize,
 }
 
 impl Default for IvrSection {
     fn default() -> Self {
         let mut voices = std::collections::BTreeMap::new();
-        voices.insert("en".to_owned(), "en".to_owned());
+        voices.insert("en".to_owned(), "piper:en_US-joe-medium".to_owned());
         voices.insert("zh".to_owned(), "cmn".to_owned());
         Self {
             dialplans: "dialplans".to_owned(),
@@ -284,6 +291,7 @@ impl Default for IvrSection {
             tts_speed: 0,
             tts_cache: None,
             tts_threads: 2,
+            piper_preload: true,
         }
     }
 }

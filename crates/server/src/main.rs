@@ -156,13 +156,48 @@ enum CustomersCommand {
     },
 }
 
+/// Points piper's phonemizer (espeak-rs, which reads `PIPER_ESPEAKNG_DATA_DIRECTORY`) at
+/// Debian's espeak-ng data when the variable is unset, so neither the run command nor the
+/// tests need it. Setting the environment of a running process needs `unsafe` (forbidden
+/// here), so the binary re-executes itself with the variable set (`exec`: same process id,
+/// same arguments); if that fails it goes on without (piper then reports the missing data and
+/// espeak-ng speaks instead).
+fn default_espeak_data_env() {
+    use std::os::unix::process::CommandExt;
+    const VAR: &str = "PIPER_ESPEAKNG_DATA_DIRECTORY";
+    if std::env::var_os(VAR).is_some() {
+        return;
+    }
+    let (Some(dir), Ok(exe)) = (
+        frontdoor_speech::debian_espeak_data_dir(),
+        std::env::current_exe(),
+    ) else {
+        return;
+    };
+    let e = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(VAR, &dir)
+        .exec();
+    eprintln!(
+        "frontdoor: cannot re-execute with {VAR}={}: {e}",
+        dir.display()
+    );
+}
+
 fn main() -> ExitCode {
+    default_espeak_data_env();
+    // ONNX Runtime (piper) logs every graph optimisation pass at info: warnings only, unless
+    // RUST_LOG names `ort` itself.
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,whisper_rs=warn"));
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("ort")) {
+        if let Ok(d) = "ort=warn".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,whisper_rs=warn")),
-        )
+        .with_env_filter(filter)
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -409,6 +444,7 @@ fn run_serve(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let speech = tts.clone();
     let result = runtime.block_on(serve(ServeOptions {
         sip,
         config: Arc::new(config),
@@ -424,6 +460,10 @@ fn run_serve(
     drop(runtime);
     if let Some(w) = writer {
         w.finish();
+    }
+    // ONNX Runtime crashes the exit if a voice is still loading or speaking on a tts thread.
+    if !speech.settle(std::time::Duration::from_secs(5)) {
+        tracing::warn!("piper still busy after 5 s; exiting anyway");
     }
     result.map_err(Into::into)
 }

@@ -38,9 +38,8 @@ pub struct Wav {
     pub rate: u32,
 }
 
-/// Load the dialplan, build the step's expectation, decode the WAV, recognise, and return the
-/// JSON line.
-pub fn run(dialplan: &Path, step: &str, audio: &Path) -> Result<String, RecognizeError> {
+/// The recognizer's [`Expectation`] for `step` (`STEP` or `FLOW.STEP`) of a dialplan file.
+pub fn step_expectation(dialplan: &Path, step: &str) -> Result<Expectation, RecognizeError> {
     let loaded = frontdoor_ivr::check_file(dialplan, None).map_err(|diags| {
         let mut msg = format!("invalid dialplan {}:", dialplan.display());
         for d in diags {
@@ -49,8 +48,13 @@ pub fn run(dialplan: &Path, step: &str, audio: &Path) -> Result<String, Recogniz
         }
         err(msg)
     })?;
-    let step = find_step(&loaded.plan, step)?;
-    let expect = expectation(step)?;
+    expectation(find_step(&loaded.plan, step)?)
+}
+
+/// Load the dialplan, build the step's expectation, decode the WAV, recognise, and return the
+/// JSON line.
+pub fn run(dialplan: &Path, step: &str, audio: &Path) -> Result<String, RecognizeError> {
+    let expect = step_expectation(dialplan, step)?;
 
     let t = Instant::now();
     let wav = read_wav(audio)?;

@@ -1,4 +1,13 @@
-//! Text to speech with espeak-ng, off the SIP task.
+//! Text to speech with piper (default English voice) and espeak-ng, off the SIP task.
+//!
+//! A voice named `piper:NAME` is the piper voice `<models>/piper/NAME.onnx` (models from
+//! `scripts/models/fetch`, folder `FRONTDOOR_MODELS_DIR`); any other name is an espeak-ng
+//! voice. Piper renders in-process (frontdoor-speech, ONNX Runtime, one intra-op thread) and is
+//! resampled to 8 kHz. The voice is loaded once, lazily or by [`Tts::warm_up`] on a render
+//! thread, under [`PIPER_LOAD_TIMEOUT`]. When it cannot be loaded (model or ONNX Runtime
+//! missing or damaged, timeout) or fails on a text, the text is spoken by the espeak-ng
+//! fallback voice ([`fallback_voice`]: `en_US-joe-medium` -> `en-us`) and a warning names the
+//! file and `scripts/models/fetch`; a failed voice is not retried until restart.
 //!
 //! `espeak-ng -v VOICE -w FILE` reads the text on its standard input (so a text can never be
 //! taken for an option), the WAV is decoded and pre-encoded once with
@@ -8,7 +17,7 @@
 //! the [`TtsPool`] threads (texts with `{variables}`); the SIP task only looks up the memory
 //! cache.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -46,6 +55,93 @@ impl Source {
     }
 }
 
+/// Voice names starting with this are piper voices (`piper:en_US-joe-medium`).
+pub const PIPER_PREFIX: &str = "piper:";
+
+/// Longest loading a piper voice (ONNX Runtime + model) may take.
+pub const PIPER_LOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The espeak-ng voice that speaks for piper voice `name` when piper is unavailable: its
+/// locale, lower case with `-` (`en_US-joe-medium` -> `en-us`).
+pub fn fallback_voice(name: &str) -> String {
+    let locale = name.split('-').next().unwrap_or(name);
+    if locale.is_empty() {
+        return "en".to_owned();
+    }
+    locale.to_ascii_lowercase().replace('_', "-")
+}
+
+/// A piper voice: loaded, or why not.
+enum PiperSlot {
+    Ready(Arc<Mutex<frontdoor_speech::PiperSynthesizer>>),
+    Failed(String),
+}
+
+/// Piper voices by name, loaded on first use.
+struct PiperVoices {
+    models: PathBuf,
+    slots: Mutex<HashMap<String, PiperSlot>>,
+}
+
+impl std::fmt::Debug for PiperVoices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PiperVoices")
+            .field("models", &self.models)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PiperVoices {
+    /// The voice, loading it (blocking, bounded by [`PIPER_LOAD_TIMEOUT`]) on first use.
+    fn get(&self, name: &str) -> Result<Arc<Mutex<frontdoor_speech::PiperSynthesizer>>, String> {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(slot) = slots.get(name) {
+            return match slot {
+                PiperSlot::Ready(s) => Ok(s.clone()),
+                PiperSlot::Failed(e) => Err(e.clone()),
+            };
+        }
+        let mut paths = frontdoor_speech::PiperPaths::from_models_dir(&self.models);
+        paths.voice = self.models.join("piper").join(format!("{name}.onnx"));
+        let start = Instant::now();
+        let slot = match frontdoor_speech::PiperSynthesizer::load_with_threads(
+            &paths,
+            PIPER_LOAD_TIMEOUT,
+            1,
+        ) {
+            Ok(s) => {
+                tracing::info!(
+                    voice = name,
+                    ms = start.elapsed().as_millis() as u64,
+                    "piper voice loaded"
+                );
+                PiperSlot::Ready(Arc::new(Mutex::new(s)))
+            }
+            Err(e) => {
+                let mut why = e.to_string();
+                if !why.contains("scripts/models/fetch") {
+                    why.push_str("; fix: run scripts/models/fetch");
+                }
+                tracing::warn!(
+                    "piper voice {name} ({}) unavailable: {why}; speaking with espeak-ng voice {} instead",
+                    paths.voice.display(),
+                    fallback_voice(name)
+                );
+                PiperSlot::Failed(why)
+            }
+        };
+        let r = match &slot {
+            PiperSlot::Ready(s) => Ok(s.clone()),
+            PiperSlot::Failed(e) => Err(e.clone()),
+        };
+        slots.insert(name.to_owned(), slot);
+        r
+    }
+}
+
 /// Cache key: voice and text.
 pub type Key = (String, String);
 
@@ -59,6 +155,8 @@ pub struct Tts {
     /// Prompt and whether it is pinned (static dialplan text) or evictable (a text with
     /// variables, e.g. a caller's name).
     memory: Mutex<HashMap<Key, (Prompt, bool)>>,
+    piper: PiperVoices,
+    preload: bool,
 }
 
 /// Texts with variables kept in memory at most; beyond, they are dropped (the disk cache
@@ -85,10 +183,76 @@ impl Tts {
             speed: cfg.tts_speed,
             cache_dir,
             memory: Mutex::new(HashMap::new()),
+            piper: PiperVoices {
+                models: frontdoor_speech::models_dir(),
+                slots: Mutex::new(HashMap::new()),
+            },
+            preload: cfg.piper_preload,
         }
     }
 
-    /// The espeak-ng voice for a dialplan language.
+    /// Takes piper voices from `dir` instead of `FRONTDOOR_MODELS_DIR` (`models/`).
+    pub fn with_models_dir(mut self, dir: PathBuf) -> Self {
+        self.piper.models = dir;
+        self
+    }
+
+    /// Whether piper voice `name` is usable (loading it if needed; blocking), or why not.
+    pub fn piper_voice(&self, name: &str) -> Result<(), String> {
+        self.piper.get(name).map(|_| ())
+    }
+
+    /// Waits (up to `timeout`) until no piper voice is loading or synthesising, so the process
+    /// can exit: ONNX Runtime's global teardown at exit crashes under a running session.
+    /// `false` if still busy at the deadline.
+    pub fn settle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let wait = |ok: &dyn Fn() -> bool| loop {
+            if ok() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut voices = Vec::new();
+        let slots_free = wait(&|| {
+            !matches!(
+                self.piper.slots.try_lock(),
+                Err(std::sync::TryLockError::WouldBlock)
+            )
+        });
+        if !slots_free {
+            return false;
+        }
+        if let Ok(slots) = self.piper.slots.lock() {
+            for slot in slots.values() {
+                if let PiperSlot::Ready(s) = slot {
+                    voices.push(s.clone());
+                }
+            }
+        }
+        voices
+            .iter()
+            .all(|v| wait(&|| !matches!(v.try_lock(), Err(std::sync::TryLockError::WouldBlock))))
+    }
+
+    /// Loads the piper voices of the configured languages now (blocking; call it on a render
+    /// thread), so the first text rendered on demand does not wait for the load. A voice that
+    /// cannot be loaded is reported once (warning) and falls back to espeak-ng.
+    pub fn warm_up(&self) {
+        let names: BTreeSet<&str> = self
+            .voices
+            .values()
+            .filter_map(|v| v.strip_prefix(PIPER_PREFIX))
+            .collect();
+        for name in names {
+            let _ = self.piper.get(name);
+        }
+    }
+
+    /// The voice for a dialplan language.
     pub fn voice(&self, language: &str) -> String {
         self.voices
             .get(language)
@@ -145,13 +309,27 @@ impl Tts {
         if let Some(p) = self.cached(voice, text) {
             return Ok((p, Source::Memory));
         }
-        let path = self.cache_path(voice, text);
-        let (prompt, source) = match std::fs::read(&path)
-            .ok()
-            .and_then(|data| read_cached(&path, &data))
-        {
-            Some(p) => (p, Source::Disk),
-            None => (self.espeak(voice, text, &path)?, Source::Rendered),
+        let (prompt, source) = match voice.strip_prefix(PIPER_PREFIX) {
+            Some(name) => match self.on_disk(voice, text) {
+                Some(p) => (p, Source::Disk),
+                None => match self.piper_render(name, voice, text) {
+                    Ok(p) => (p, Source::Rendered),
+                    Err(why) => {
+                        let fallback = fallback_voice(name);
+                        tracing::debug!(voice, %fallback, "piper unavailable for a text: {why}");
+                        // Kept on disk under the espeak-ng voice only: once piper works again
+                        // (after a restart) the text is rendered with piper.
+                        match self.on_disk(&fallback, text) {
+                            Some(p) => (p, Source::Disk),
+                            None => (self.espeak(&fallback, text)?, Source::Rendered),
+                        }
+                    }
+                },
+            },
+            None => match self.on_disk(voice, text) {
+                Some(p) => (p, Source::Disk),
+                None => (self.espeak(voice, text)?, Source::Rendered),
+            },
         };
         let mut memory = self.memory();
         if !pinned && memory.values().filter(|(_, pin)| !pin).count() >= MAX_DYNAMIC {
@@ -163,13 +341,66 @@ impl Tts {
         Ok((prompt, source))
     }
 
-    fn espeak(&self, voice: &str, text: &str, path: &Path) -> Result<Prompt, String> {
+    /// The disk cache's prompt for (voice, text), if any.
+    fn on_disk(&self, voice: &str, text: &str) -> Option<Prompt> {
+        let path = self.cache_path(voice, text);
+        std::fs::read(&path)
+            .ok()
+            .and_then(|data| read_cached(&path, &data))
+    }
+
+    /// A unique temporary name next to `path` (renamed into place: concurrent renderers never
+    /// see half a file).
+    fn temp_path(&self, path: &Path) -> Result<PathBuf, String> {
         std::fs::create_dir_all(&self.cache_dir)
             .map_err(|e| format!("cannot create {}: {e}", self.cache_dir.display()))?;
-        // A unique temporary name, renamed into place: concurrent renderers never see half a file.
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
+        Ok(path.with_extension(format!("{}-{n}.tmp", std::process::id())))
+    }
+
+    /// Keeps 8 kHz speech in the disk cache (best effort).
+    fn keep_on_disk(&self, path: &Path, pcm: &[i16]) {
+        let Ok(tmp) = self.temp_path(path) else {
+            return;
+        };
+        let _ = std::fs::write(&tmp, crate::store::wav_bytes(pcm));
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            tracing::debug!(error = %e, "cannot keep the rendered speech on disk");
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    /// Renders with piper voice `name` (cache name `voice`) and keeps the result on disk.
+    fn piper_render(&self, name: &str, voice: &str, text: &str) -> Result<Prompt, String> {
+        let synth = self.piper.get(name)?;
+        let pcm = {
+            let mut s = synth
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            frontdoor_speech::Synthesizer::synthesize(&mut *s, text, 8000)
+        }
+        .map_err(|e| {
+            let why = format!("piper voice {name} failed on {text:?}: {e}");
+            tracing::warn!(
+                "{why}; speaking it with espeak-ng voice {}",
+                fallback_voice(name)
+            );
+            why
+        })?;
+        if pcm.is_empty() {
+            return Err(format!("piper voice {name} produced no audio for {text:?}"));
+        }
+        let path = self.cache_path(voice, text);
+        self.keep_on_disk(&path, &pcm);
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("tts");
+        Ok(Prompt::from_pcm(stem, &pcm))
+    }
+
+    fn espeak(&self, voice: &str, text: &str) -> Result<Prompt, String> {
+        let path = self.cache_path(voice, text);
+        let path = path.as_path();
+        let tmp = self.temp_path(path)?;
         let mut cmd = Command::new(&self.program);
         cmd.arg("-v").arg(voice);
         if self.speed > 0 {
@@ -214,15 +445,12 @@ impl Tts {
             ));
         }
         let data = std::fs::read(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let _ = std::fs::remove_file(&tmp);
         let prompt = Prompt::from_bytes(path, data).map_err(|e| e.to_string())?;
         // The disk cache keeps the 8 kHz result (what calls hear), so a restart decodes it
         // without resampling.
         let pcm = G711::Pcmu.decode(prompt.encoded(G711::Pcmu));
-        let _ = std::fs::write(&tmp, crate::store::wav_bytes(&pcm));
-        if let Err(e) = std::fs::rename(&tmp, path) {
-            tracing::debug!(error = %e, "cannot keep the rendered speech on disk");
-            let _ = std::fs::remove_file(&tmp);
-        }
+        self.keep_on_disk(path, &pcm);
         Ok(prompt)
     }
 }
@@ -283,6 +511,10 @@ impl TtsPool {
             std::thread::Builder::new()
                 .name(format!("tts-{i}"))
                 .spawn(move || {
+                    if i == 0 && tts.preload {
+                        // The piper voice loads here (1-2 s), not on the loader or SIP task.
+                        tts.warm_up();
+                    }
                     loop {
                         let next = rx
                             .lock()
@@ -342,10 +574,72 @@ mod tests {
     }
 
     #[test]
+    fn piper_renders_and_caches() {
+        let dir = std::env::temp_dir().join(format!("fd-tts-piper-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let tts = Tts::new(&IvrSection::default(), dir.clone());
+        let voice = tts.voice("en");
+        assert_eq!(voice, "piper:en_US-joe-medium");
+        tts.piper_voice("en_US-joe-medium")
+            .unwrap_or_else(|e| panic!("piper voice: {e}"));
+        let (p, src) = tts.render(&voice, "Thank you for calling.").unwrap();
+        assert_eq!(src, Source::Rendered);
+        assert!(
+            (Duration::from_millis(500)..Duration::from_secs(5)).contains(&p.duration()),
+            "{:?}",
+            p.duration()
+        );
+        // piper, not the espeak-ng fallback: no fallback file was written
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(files[0].starts_with("piper_en_US-joe-medium-"), "{files:?}");
+        let again = Tts::new(&IvrSection::default(), dir.clone());
+        let (q, src) = again.render(&voice, "Thank you for calling.").unwrap();
+        assert_eq!(src, Source::Disk);
+        assert_eq!(q.samples(), p.samples());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn missing_piper_voice_falls_back_to_espeak_quickly() {
+        let dir = std::env::temp_dir().join(format!("fd-tts-nopiper-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let tts = Tts::new(&IvrSection::default(), dir.join("cache"))
+            .with_models_dir(dir.join("no-models"));
+        let start = Instant::now();
+        let err = tts.piper_voice("en_US-joe-medium").unwrap_err();
+        assert!(err.contains("en_US-joe-medium.onnx"), "{err}");
+        assert!(err.contains("scripts/models/fetch"), "{err}");
+        let (p, src) = tts
+            .render("piper:en_US-joe-medium", "Thank you for calling.")
+            .unwrap();
+        assert_eq!(src, Source::Rendered);
+        assert!(p.duration() > Duration::from_millis(500));
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            start.elapsed()
+        );
+        // kept on disk under the fallback voice, not under the piper voice
+        let files: Vec<_> = std::fs::read_dir(dir.join("cache"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(files[0].starts_with("en-us-"), "{files:?}");
+        assert_eq!(fallback_voice("en_US-joe-medium"), "en-us");
+        assert_eq!(fallback_voice("de_DE-thorsten-low"), "de-de");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn voices_per_language() {
         let tts = Tts::new(&IvrSection::default(), PathBuf::from("/nonexistent"));
         assert_eq!(tts.voice("zh"), "cmn");
-        assert_eq!(tts.voice("en"), "en");
+        assert_eq!(tts.voice("en"), "piper:en_US-joe-medium");
         assert_eq!(tts.voice("fr"), "fr");
     }
 }

@@ -1,11 +1,12 @@
-//! `frontdoor recognize` end to end: espeak-ng speech through the telephone path (8 kHz, G.711
-//! mu-law) written as WAV files and recognised by the real binary against the hotline's speech
-//! steps (dialplans/hotline.toml).
+//! `frontdoor recognize` end to end: piper (and espeak-ng) speech through the telephone path
+//! (8 kHz, G.711 mu-law) written as WAV files and recognised by the real binary against the
+//! hotline's speech steps (dialplans/hotline.toml).
 //!
 //! The intent accuracy is measured on a HELD-OUT paraphrase set
-//! (tests/fixtures/heldout-intents.toml) that was written before any tuning and is never used to
-//! tune the dialplan phrases or the recognizer. Needs models/ggml-tiny.en.bin
-//! (`scripts/models/fetch`) and Debian espeak-ng; a missing model fails these tests.
+//! (tests/fixtures/heldout-intents-v2.toml) that was written before the tuning round and is
+//! never used to tune the dialplan phrases or the recognizer; tuning used the development set
+//! (tests/fixtures/dev-intents.toml). Needs the models of `scripts/models/fetch` (tiny.en,
+//! ONNX Runtime, the piper voice) and Debian espeak-ng; a missing model fails these tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Read;
@@ -81,6 +82,48 @@ fn read_pcm16(bytes: &[u8]) -> (Vec<i16>, u32) {
 
 /// `espeak-ng -v en -w FILE TEXT` -> 8 kHz -> G.711 mu-law and back, 300 ms lead and 500 ms
 /// tail of line silence -> an 8 kHz WAV file, as a call would record it.
+/// Which voice speaks the test audio.
+#[derive(Clone, Copy, Debug)]
+enum Voice {
+    /// piper `en_US-joe-medium` with its noise off (deterministic audio).
+    Piper,
+    /// `espeak-ng -v en`.
+    Espeak,
+}
+
+/// The piper voice, loaded once per test process.
+fn piper() -> &'static std::sync::Mutex<frontdoor_speech::PiperSynthesizer> {
+    static PIPER: std::sync::OnceLock<std::sync::Mutex<frontdoor_speech::PiperSynthesizer>> =
+        std::sync::OnceLock::new();
+    PIPER.get_or_init(|| {
+        let paths = frontdoor_speech::PiperPaths::from_models_dir(&repo().join("models"));
+        let mut s = frontdoor_speech::PiperSynthesizer::load(&paths, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("cannot load the piper voice: {e}"));
+        s.set_noise(0.0, 0.0);
+        std::sync::Mutex::new(s)
+    })
+}
+
+/// `text` spoken by `voice` -> 8 kHz -> G.711 mu-law and back, 300 ms lead and 500 ms tail
+/// line silence, as a WAV file.
+fn voice_wav(voice: Voice, text: &str, name: &str) -> PathBuf {
+    let narrow = match voice {
+        Voice::Piper => {
+            let mut p = piper().lock().unwrap_or_else(|e| e.into_inner());
+            frontdoor_speech::Synthesizer::synthesize(&mut *p, text, 8000)
+                .unwrap_or_else(|e| panic!("piper failed on {text:?}: {e}"))
+        }
+        Voice::Espeak => return phone_wav(text, name),
+    };
+    let line = G711::Pcmu.decode(&G711::Pcmu.encode(&narrow));
+    let mut out = vec![0i16; 8 * 300];
+    out.extend(line);
+    out.extend(std::iter::repeat_n(0i16, 8 * 500));
+    let path = scratch(&format!("{name}.piper.wav"));
+    std::fs::write(&path, wav_bytes(&out, 8000)).unwrap();
+    path
+}
+
 fn phone_wav(text: &str, name: &str) -> PathBuf {
     let raw = scratch(&format!("{name}.espeak.wav"));
     let status = Command::new("espeak-ng")
@@ -194,16 +237,39 @@ fn slug(text: &str) -> String {
         .collect()
 }
 
-#[test]
-fn heldout_intents_accuracy() {
-    let fixture =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heldout-intents.toml");
-    let set: toml::Table = toml::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+/// Figures of one intent set.
+#[derive(Debug)]
+struct Figures {
+    correct: u32,
+    in_domain: u32,
+    false_accepts: u32,
+    total: u32,
+}
+
+impl Figures {
+    fn accuracy(&self) -> f64 {
+        f64::from(self.correct) / f64::from(self.in_domain)
+    }
+    fn false_accept_rate(&self) -> f64 {
+        f64::from(self.false_accepts) / f64::from(self.total)
+    }
+}
+
+/// Runs every sentence of an intent set (`[intents]` name = [...], `[none]` out_of_domain)
+/// through `voice` -> telephone line -> `frontdoor recognize`, printing each and the figures.
+fn measure(fixture: &str, voice: Voice, min_per_intent: usize) -> Figures {
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture);
+    let set: toml::Table = toml::from_str(&std::fs::read_to_string(&fixture).unwrap()).unwrap();
     let step = set["step"].as_str().unwrap().to_owned();
     let mut cases: Vec<(Option<String>, String)> = Vec::new();
     for (intent, phrases) in set["intents"].as_table().unwrap() {
         let phrases = phrases.as_array().unwrap();
-        assert!(phrases.len() >= 5, "{intent}: at least 5 held-out phrases");
+        assert!(
+            phrases.len() >= min_per_intent,
+            "{intent}: at least {min_per_intent} phrases"
+        );
         for p in phrases {
             cases.push((Some(intent.clone()), p.as_str().unwrap().to_owned()));
         }
@@ -217,7 +283,7 @@ fn heldout_intents_accuracy() {
     let mut per_intent: std::collections::BTreeMap<String, (u32, u32)> = Default::default();
     let mut total_ms = 0.0;
     for (want, text) in &cases {
-        let wav = phone_wav(text, &slug(text));
+        let wav = voice_wav(voice, text, &slug(text));
         let v = recognize(&step, &wav);
         let _ = std::fs::remove_file(&wav);
         total_ms += v["timings"]["recognize_ms"].as_f64().unwrap();
@@ -263,65 +329,124 @@ fn heldout_intents_accuracy() {
             v["result"].to_string()
         );
     }
-    let total = in_domain + ood;
-    let accuracy = f64::from(correct) / f64::from(in_domain);
-    let false_accepts = wrong + ood_accepted;
-    let fa_rate = f64::from(false_accepts) / f64::from(total);
+    let f = Figures {
+        correct,
+        in_domain,
+        false_accepts: wrong + ood_accepted,
+        total: in_domain + ood,
+    };
     eprintln!("per intent (correct/said): {per_intent:?}");
     eprintln!(
-        "HELD-OUT: accuracy {correct}/{in_domain} = {:.1} %, rejected {rejected}, wrong intent {wrong}; \
-         out-of-domain accepted {ood_accepted}/{ood}; false accepts {false_accepts}/{total} = {:.1} %; \
+        "{} ({voice:?}): accuracy {correct}/{in_domain} = {:.1} %, rejected {rejected}, wrong intent {wrong}; \
+         out-of-domain accepted {ood_accepted}/{ood}; false accepts {}/{} = {:.1} %; \
          mean recognize {:.0} ms",
-        accuracy * 100.0,
-        fa_rate * 100.0,
-        total_ms / f64::from(total)
+        fixture.file_name().unwrap().to_string_lossy(),
+        f.accuracy() * 100.0,
+        f.false_accepts,
+        f.total,
+        f.false_accept_rate() * 100.0,
+        total_ms / f64::from(f.total)
+    );
+    f
+}
+
+/// The held-out set, piper audio: measured once, after tuning (docs/speech.md).
+#[test]
+fn heldout_intents_accuracy() {
+    let f = measure("heldout-intents-v2.toml", Voice::Piper, 8);
+    assert!(
+        f.accuracy() >= HELDOUT_ACCURACY_FLOOR,
+        "held-out accuracy {:.3} < {HELDOUT_ACCURACY_FLOOR}",
+        f.accuracy()
     );
     assert!(
-        accuracy >= ACCURACY_FLOOR,
-        "accuracy {accuracy:.3} < {ACCURACY_FLOOR}"
-    );
-    assert!(
-        fa_rate <= FALSE_ACCEPT_CEILING,
-        "false accepts {fa_rate:.3} > {FALSE_ACCEPT_CEILING}"
+        f.false_accept_rate() <= FALSE_ACCEPT_CEILING,
+        "held-out false accepts {:.3} > {FALSE_ACCEPT_CEILING}",
+        f.false_accept_rate()
     );
 }
 
-/// Accuracy floor: measured 15/36 = 41.7 % on this set with tiny.en (docs/speech.md), NOT the
-/// 90 % target: the dialplan's phrases were written once and not tuned on this set. The floor
-/// is one utterance below the measurement (14/36 = 38.9 %) so that a float difference on
-/// another CPU cannot flip the test; raise it when the recognizer gets better.
-const ACCURACY_FLOOR: f64 = 0.38;
+/// The development set (tuned on), piper audio.
+#[test]
+fn dev_intents_accuracy() {
+    let f = measure("dev-intents.toml", Voice::Piper, 6);
+    assert!(
+        f.accuracy() >= DEV_ACCURACY_FLOOR,
+        "dev accuracy {:.3} < {DEV_ACCURACY_FLOOR}",
+        f.accuracy()
+    );
+    assert!(
+        f.false_accept_rate() <= FALSE_ACCEPT_CEILING,
+        "dev false accepts {:.3} > {FALSE_ACCEPT_CEILING}",
+        f.false_accept_rate()
+    );
+}
+
+/// Held-out accuracy floor: measured ONCE, after the tuning was committed: 41/48 = 85.4 %
+/// (7 rejected, none wrong), short of the 90 % target by 4.6 points (3 utterances). The floor
+/// is one utterance below the measurement (40/48 = 83.3 %) so that a float difference on
+/// another CPU cannot flip the test; it asserts what was measured, not the target.
+const HELDOUT_ACCURACY_FLOOR: f64 = 0.83;
+/// Development-set accuracy floor: measured 67/72 = 93.1 %; one utterance below.
+const DEV_ACCURACY_FLOOR: f64 = 0.91;
 /// False accepts (a wrong intent, or any intent for an out-of-domain sentence) over all
-/// utterances: measured 0/44; the target ceiling is 5 %.
+/// utterances: the target ceiling, 5 % (measured 0/60 held-out, 0/86 dev).
 const FALSE_ACCEPT_CEILING: f64 = 0.05;
 
 #[test]
 fn account_number_digits() {
-    let wav = phone_wav("four one five nine two six three eight", "digits");
-    let v = recognize("account_digits", &wav);
-    assert_eq!(v["result"]["kind"], "digits", "{v}");
-    assert_eq!(v["result"]["digits"], "41592638", "{v}");
-    let _ = std::fs::remove_file(wav);
+    for voice in [Voice::Piper, Voice::Espeak] {
+        let wav = voice_wav(voice, "four one five nine two six three eight", "digits");
+        let v = recognize("account_digits", &wav);
+        let _ = std::fs::remove_file(wav);
+        assert_eq!(v["result"]["kind"], "digits", "{voice:?}: {v}");
+        assert_eq!(v["result"]["digits"], "41592638", "{voice:?}: {v}");
+    }
 }
 
 #[test]
 fn yes_and_no_on_the_confirmation_step() {
-    let yes = phone_wav("yes", "yes");
-    let v = recognize("speech.confirm_lost_card", &yes);
-    let _ = std::fs::remove_file(yes);
-    assert_eq!(
-        v["result"],
-        serde_json::json!({"kind": "yes_no", "yes": true}),
-        "{v}"
-    );
-    let no = phone_wav("no", "no");
-    let v = recognize("confirm_lost_card", &no);
-    let _ = std::fs::remove_file(no);
-    assert_eq!(
-        v["result"],
-        serde_json::json!({"kind": "yes_no", "yes": false}),
-        "{v}"
-    );
+    for voice in [Voice::Piper, Voice::Espeak] {
+        let yes = voice_wav(voice, "yes", "yes");
+        let v = recognize("speech.confirm_lost_card", &yes);
+        let _ = std::fs::remove_file(yes);
+        assert_eq!(
+            v["result"],
+            serde_json::json!({"kind": "yes_no", "yes": true}),
+            "{voice:?}: {v}"
+        );
+        let no = voice_wav(voice, "no", "no");
+        let v = recognize("confirm_lost_card", &no);
+        let _ = std::fs::remove_file(no);
+        assert_eq!(
+            v["result"],
+            serde_json::json!({"kind": "yes_no", "yes": false}),
+            "{voice:?}: {v}"
+        );
+    }
+}
+
+/// One example of every intent, spoken by piper, comes back as that intent.
+#[test]
+fn every_intent_round_trips_through_piper() {
+    let cases = [
+        ("balance", "I would like to check my balance please"),
+        ("lost_card", "I lost my card"),
+        ("payment", "I want to make a payment"),
+        ("agent", "can I talk to a person"),
+        ("callback", "please call me back"),
+        ("hours", "what are your opening hours"),
+    ];
+    for (intent, text) in cases {
+        let wav = voice_wav(Voice::Piper, text, &slug(text));
+        let v = recognize("speech_main", &wav);
+        let _ = std::fs::remove_file(wav);
+        assert_eq!(
+            v["result"],
+            serde_json::json!({"kind": "intent", "intent": intent}),
+            "{text:?}: {v}"
+        );
+    }
 }
 
 #[test]

@@ -64,6 +64,9 @@ pub struct Expectation {
     pub min_margin: f32,
 }
 
+/// Phrases per intent in Whisper's initial prompt ([`Expectation::prompt`]).
+pub const PROMPT_PHRASES: usize = 4;
+
 impl Default for Expectation {
     fn default() -> Self {
         Self {
@@ -170,11 +173,13 @@ impl Expectation {
         self
     }
 
-    /// Whisper initial prompt: the expected wording, as if said before.
+    /// Whisper initial prompt: the expected wording, as if said before: the first
+    /// [`PROMPT_PHRASES`] phrases of every intent (Whisper keeps only the last 224 prompt
+    /// tokens, and a long prompt costs decoding time; every phrase still counts for matching).
     pub fn prompt(&self) -> String {
         let mut parts: Vec<String> = Vec::new();
         for i in &self.intents {
-            for p in &i.phrases {
+            for p in i.phrases.iter().take(PROMPT_PHRASES) {
                 parts.push(sentence(p));
             }
         }
@@ -197,12 +202,15 @@ impl Expectation {
         if words.is_empty() {
             return out;
         }
-        for intent in &self.intents {
+        let vocab = IntentVocab::new(&self.intents);
+        let content = content_stems(&words);
+        for (i, intent) in self.intents.iter().enumerate() {
             let best = intent
                 .phrases
                 .iter()
                 .map(|p| phrase_score(&words, &normalize(p)))
-                .fold(0.0f32, f32::max);
+                .fold(0.0f32, f32::max)
+                .max(vocab.score(i, &content));
             if best > 0.0 {
                 out.push(Hypothesis {
                     interpretation: Interpretation::Intent(intent.name.clone()),
@@ -396,7 +404,143 @@ fn phrase_score(words: &[String], phrase: &[String]) -> f32 {
     whole.max(f2)
 }
 
-/// Digits in the transcript and the share of words that were digits.
+/// Function words: they carry no intent and are left out of the keyword score.
+const STOP_WORDS: &[&str] = &[
+    "a", "about", "all", "am", "an", "and", "any", "are", "as", "at", "be", "been", "but", "by",
+    "can", "could", "did", "do", "does", "for", "from", "get", "give", "go", "going", "gonna",
+    "got", "had", "has", "have", "hello", "here", "hi", "i", "id", "if", "ill", "im", "in", "is",
+    "it", "its", "ive", "just", "know", "let", "like", "make", "may", "me", "might", "my", "need",
+    "now", "of", "oh", "ok", "okay", "on", "or", "please", "really", "right", "shall", "should",
+    "so", "some", "sorry", "tell", "thank", "thanks", "that", "thats", "the", "then", "there",
+    "theres", "think", "this", "to", "today", "uh", "um", "up", "us", "very", "wanna", "want",
+    "was", "we", "well", "were", "will", "with", "would", "yeah", "yes", "you", "youre", "your",
+];
+
+/// Small generic thesaurus for phone requests: every word of a group counts as the group's
+/// first word (after stemming). It lets "somebody took my wallet" meet "someone stole my
+/// purse", without a language model. Domain wording belongs in the dialplan's phrases.
+const SYNONYMS: &[&[&str]] = &[
+    &["speak", "talk", "chat"],
+    &["someone", "somebody", "anyone", "anybody"],
+    &[
+        "person",
+        "people",
+        "human",
+        "operator",
+        "representative",
+        "agent",
+    ],
+    &["call", "phone", "ring"],
+    &[
+        "steal", "stole", "stolen", "took", "taken", "nick", "nicked", "rob", "robbed",
+    ],
+    &[
+        "lose", "lost", "misplace", "miss", "missing", "gone", "find",
+    ],
+    &["wallet", "purse"],
+    &["close", "shut"],
+    &["open", "opening"],
+    &["money", "cash", "fund", "funds"],
+    &["bill", "invoice"],
+    &["pay", "paid", "payment", "paying", "settle"],
+    &["block", "cancel", "freeze", "stop"],
+];
+
+/// Light suffix stripping (`payments` -> `payment`, `closed` -> `clos`, `stolen` stays) and
+/// the thesaurus: the form every keyword is compared in.
+fn stem(word: &str) -> String {
+    if let Some(group) = SYNONYMS.iter().find(|g| g.contains(&word)) {
+        return group[0].to_owned();
+    }
+    let mut w = word.to_owned();
+    for suffix in ["ing", "ed", "es", "s"] {
+        if w.len() >= suffix.len() + 3 && w.ends_with(suffix) && !w.ends_with("ss") {
+            w.truncate(w.len() - suffix.len());
+            break;
+        }
+    }
+    if w.len() >= 4 && w.ends_with('e') {
+        w.pop();
+    }
+    match SYNONYMS.iter().find(|g| g.contains(&w.as_str())) {
+        Some(group) => group[0].to_owned(),
+        None => w,
+    }
+}
+
+/// The content words of a normalised utterance, stemmed, without repeats.
+fn content_stems(words: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for w in words {
+        if STOP_WORDS.contains(&w.as_str()) {
+            continue;
+        }
+        let s = stem(w);
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Keyword score: every intent's vocabulary is the stemmed content words of its phrases. A
+/// keyword shared by `k` intents weighs `1/k`; a transcript word no intent knows weighs 1.
+/// An intent scores `0.9 x` the weighted share of the transcript's content words it explains,
+/// so a caller's own wording ("somebody took my wallet") lands when its content words are
+/// known, and an unrelated sentence, whose words mostly are not, stays low. Words match
+/// exactly after stemming, or with similarity >= 0.8 when both have 5 letters or more.
+struct IntentVocab {
+    vocab: Vec<Vec<String>>,
+}
+
+impl IntentVocab {
+    fn new(intents: &[Intent]) -> Self {
+        let vocab = intents
+            .iter()
+            .map(|i| {
+                let mut v: Vec<String> = Vec::new();
+                for p in &i.phrases {
+                    for s in content_stems(&normalize(p)) {
+                        if !v.contains(&s) {
+                            v.push(s);
+                        }
+                    }
+                }
+                v
+            })
+            .collect();
+        Self { vocab }
+    }
+
+    fn knows(v: &[String], word: &str) -> bool {
+        v.iter()
+            .any(|k| k == word || (k.len() >= 5 && word.len() >= 5 && similarity(k, word) >= 0.8))
+    }
+
+    fn weight(&self, word: &str) -> f32 {
+        let k = self.vocab.iter().filter(|v| Self::knows(v, word)).count();
+        1.0 / k.max(1) as f32
+    }
+
+    fn score(&self, intent: usize, content: &[String]) -> f32 {
+        let Some(v) = self.vocab.get(intent) else {
+            return 0.0;
+        };
+        let (mut explained, mut total) = (0.0f32, 0.0f32);
+        for w in content {
+            let weight = self.weight(w);
+            total += weight;
+            if Self::knows(v, w) {
+                explained += weight;
+            }
+        }
+        if total == 0.0 {
+            return 0.0;
+        }
+        0.9 * explained / total
+    }
+}
+
 /// Words that often surround a spoken number and say nothing against it.
 const DIGIT_FILLERS: &[&str] = &[
     "my", "pin", "is", "its", "it", "the", "number", "code", "account", "card", "phone", "um",
@@ -472,6 +616,43 @@ mod tests {
             accepted(&e.decide("I lost my cart")),
             Some(&Interpretation::Intent("lost_card".into()))
         );
+    }
+
+    #[test]
+    fn keyword_score_uses_stems_synonyms_and_shared_word_weights() {
+        assert_eq!(stem("payments"), "pay");
+        assert_eq!(stem("stolen"), "steal");
+        assert_eq!(stem("somebody"), "someone");
+        assert_eq!(stem("purse"), "wallet");
+        assert_eq!(stem("hours"), "hour");
+        assert_eq!(
+            content_stems(&normalize("I'd like to speak with somebody please")),
+            ["speak", "someone"]
+        );
+        let e = Expectation::new()
+            .intent("lost_card", &["my card was stolen", "someone took my card"])
+            .intent("payment", &["pay my credit card"])
+            .intent("agent", &["talk to a human"]);
+        let vocab = IntentVocab::new(&e.intents);
+        // "card" is known to two intents: half weight
+        assert!((vocab.weight("card") - 0.5).abs() < 1e-6);
+        assert!((vocab.weight("taxi") - 1.0).abs() < 1e-6);
+        // the caller's own words, none of them an example phrase
+        assert_eq!(
+            accepted(&e.decide("Somebody stole my card yesterday.")),
+            Some(&Interpretation::Intent("lost_card".into()))
+        );
+        assert_eq!(
+            accepted(&e.decide("Can I speak to an operator?")),
+            Some(&Interpretation::Intent("agent".into()))
+        );
+        // unknown content words keep unrelated sentences low
+        let content = content_stems(&normalize("I need a taxi to the airport"));
+        assert!(vocab.score(0, &content) < 0.3);
+        assert!(matches!(
+            e.decide("I need a taxi to the airport"),
+            Outcome::NoMatch(_)
+        ));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::time::Duration;
 pub use error::SpeechError;
 pub use grammar::{Expectation, Hypothesis, Interpretation, Outcome};
 #[cfg(feature = "piper")]
-pub use synth::{PiperPaths, PiperSynthesizer};
+pub use synth::{PiperPaths, PiperSynthesizer, debian_espeak_data_dir, split_chunks};
 pub use whisper::{Transcript, WhisperConfig, WhisperModel, WhisperRecognizer};
 
 /// Environment variable naming the models folder (default: `models/` in the repository).

@@ -68,6 +68,21 @@ fn check_file(path: &Path, magic: &[u8], what: &str) -> Result<(), SpeechError> 
     Ok(())
 }
 
+/// Debian's espeak-ng data folder (package espeak-ng-data): the folder that *contains*
+/// `espeak-ng-data`, i.e. `/usr/lib/<arch>-linux-gnu`, when it is installed.
+///
+/// espeak-rs reads [`ESPEAK_DATA_ENV`] itself and this crate cannot set it safely (setting the
+/// environment of a running multi-threaded process is unsound), so programs call this once at
+/// the start of `main`, before any thread exists, and export the result when the variable is
+/// unset (the `frontdoor` binary does; `cargo test` gets it from `.cargo/config.toml`).
+pub fn debian_espeak_data_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH));
+    dir.join("espeak-ng-data")
+        .join("phontab")
+        .is_file()
+        .then_some(dir)
+}
+
 /// The espeak-ng data folder espeak-rs will use, found the way it searches (env, cwd, exe dir).
 fn espeak_data_dir() -> Result<PathBuf, SpeechError> {
     let candidates = [
@@ -82,7 +97,7 @@ fn espeak_data_dir() -> Result<PathBuf, SpeechError> {
             engine: "espeak-ng",
             message: format!(
                 "no espeak-ng-data found; install Debian espeak-ng-data and set {ESPEAK_DATA_ENV}=/usr/lib/x86_64-linux-gnu \
-                 (the folder that contains espeak-ng-data)"
+                 (the folder that contains espeak-ng-data; the frontdoor binary sets it itself when Debian's is installed)"
             ),
         }
     })
@@ -121,6 +136,7 @@ fn init_onnxruntime(lib: &Path) -> Result<(), SpeechError> {
 pub struct PiperSynthesizer {
     piper: piper_rs::Piper,
     voice: PathBuf,
+    noise: Option<(f32, f32)>,
 }
 
 impl std::fmt::Debug for PiperSynthesizer {
@@ -136,6 +152,17 @@ impl PiperSynthesizer {
     /// Fails with a message naming the file for anything missing or damaged, and with
     /// [`SpeechError::Timeout`] if loading does not finish within `timeout`.
     pub fn load(paths: &PiperPaths, timeout: Duration) -> Result<Self, SpeechError> {
+        Self::load_with_threads(paths, timeout, 0)
+    }
+
+    /// Like [`PiperSynthesizer::load`], with ONNX Runtime's intra-op thread count (`0`: ONNX
+    /// Runtime's default, one per physical core). A server rendering for many calls uses 1:
+    /// it parallelises across texts, not inside one.
+    pub fn load_with_threads(
+        paths: &PiperPaths,
+        timeout: Duration,
+        threads: usize,
+    ) -> Result<Self, SpeechError> {
         let config = PathBuf::from(format!("{}.json", paths.voice.display()));
         // ONNX protobufs start with field 1 (ir_version, varint): byte 0x08
         check_file(&paths.voice, &[0x08], "an ONNX model")?;
@@ -146,13 +173,25 @@ impl PiperSynthesizer {
                 "not a piper voice config (no phoneme_id_map)",
             ));
         }
+        let model_config: piper_rs::ModelConfig = serde_json::from_str(&json)
+            .map_err(|e| corrupt(&config, format!("not a piper voice config: {e}")))?;
         espeak_data_dir()?;
         let lib = paths.onnxruntime.clone();
         let voice = paths.voice.clone();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let r = init_onnxruntime(&lib).and_then(|()| {
-                piper_rs::Piper::new(&voice, &config).map_err(|e| corrupt(&voice, e.to_string()))
+                let ort_err = |e: &dyn std::fmt::Display| {
+                    corrupt(&voice, format!("ONNX Runtime could not load it: {e}"))
+                };
+                let mut builder = ort::session::Session::builder().map_err(|e| ort_err(&e))?;
+                if threads > 0 {
+                    builder = builder
+                        .with_intra_threads(threads)
+                        .map_err(|e| ort_err(&e))?;
+                }
+                let session = builder.commit_from_file(&voice).map_err(|e| ort_err(&e))?;
+                Ok(piper_rs::Piper::from_session(session, model_config))
             });
             let _ = tx.send(r);
         });
@@ -162,7 +201,76 @@ impl PiperSynthesizer {
         Ok(Self {
             piper,
             voice: paths.voice.clone(),
+            noise: None,
         })
+    }
+}
+
+/// Splits `text` into chunks that can be synthesised one after the other, so playback can
+/// start after the first: sentences (`.`, `?`, `!`, `;`, `:`), then clauses (`,`) of at least
+/// [`MIN_CHUNK_WORDS`] words, then, for a first chunk longer than [`MAX_FIRST_WORDS`] words
+/// with no comma, a cut after [`FIRST_CUT_WORDS`] words (only the first chunk: it is what the
+/// caller waits for; later chunks are synthesised while earlier ones play). Punctuation stays
+/// with its chunk (piper renders the pause). Deterministic; whitespace is normalised; an empty
+/// text gives no chunks.
+pub fn split_chunks(text: &str) -> Vec<String> {
+    let mut chunks: Vec<String> = Vec::new();
+    let mut cur: Vec<&str> = Vec::new();
+    for word in text.split_whitespace() {
+        cur.push(word);
+        let end = word.trim_end_matches(['"', '\'', ')', '\u{201d}']);
+        let sentence = end.ends_with(['.', '?', '!', ';', ':', '\u{3002}']);
+        let clause = end.ends_with([',', '\u{ff0c}']) && cur.len() >= MIN_CHUNK_WORDS;
+        if sentence || clause {
+            chunks.push(cur.join(" "));
+            cur.clear();
+        }
+    }
+    if !cur.is_empty() {
+        chunks.push(cur.join(" "));
+    }
+    if let Some(first) = chunks.first().cloned() {
+        let words: Vec<&str> = first.split_whitespace().collect();
+        if words.len() > MAX_FIRST_WORDS {
+            let (head, tail) = words.split_at(FIRST_CUT_WORDS);
+            chunks.splice(0..1, [head.join(" "), tail.join(" ")]);
+        }
+    }
+    chunks
+}
+
+/// A clause shorter than this stays with the next one (`Yes, ...`).
+pub const MIN_CHUNK_WORDS: usize = 3;
+/// A first chunk longer than this is cut.
+pub const MAX_FIRST_WORDS: usize = 8;
+/// Where it is cut.
+pub const FIRST_CUT_WORDS: usize = 4;
+
+impl PiperSynthesizer {
+    /// Overrides the voice's noise (`noise_scale`, `noise_w` of its config; piper's defaults
+    /// are 0.667 and 0.8). The model draws random noise, so the same text differs slightly on
+    /// every run; `set_noise(0.0, 0.0)` makes synthesis deterministic (tests that assert
+    /// figures use it).
+    pub fn set_noise(&mut self, noise_scale: f32, noise_w: f32) {
+        self.noise = Some((noise_scale, noise_w));
+    }
+
+    /// Synthesises `text` chunk by chunk ([`split_chunks`]), handing each chunk's audio (mono
+    /// 16-bit at `sample_rate`) to `chunk` as soon as it is ready; `chunk` returns `false` to
+    /// stop (e.g. the caller hung up). The chunks concatenated are the whole text.
+    pub fn synthesize_chunked(
+        &mut self,
+        text: &str,
+        sample_rate: u32,
+        mut chunk: impl FnMut(Vec<i16>) -> bool,
+    ) -> Result<(), SpeechError> {
+        for part in split_chunks(text) {
+            let pcm = self.synthesize(&part, sample_rate)?;
+            if !chunk(pcm) {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -170,11 +278,47 @@ impl Synthesizer for PiperSynthesizer {
     fn synthesize(&mut self, text: &str, sample_rate: u32) -> Result<Vec<i16>, SpeechError> {
         let (samples, rate) = self
             .piper
-            .create(text, false, None, None, None, None)
+            .create(
+                text,
+                false,
+                None,
+                None,
+                self.noise.map(|n| n.0),
+                self.noise.map(|n| n.1),
+            )
             .map_err(|e| SpeechError::Engine {
                 engine: "piper",
                 message: e.to_string(),
             })?;
         Ok(f32_to_i16(&resample(&samples, rate, sample_rate)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_at_sentences_clauses_and_a_long_first_clause() {
+        assert_eq!(
+            split_chunks("Welcome to Frontdoor Bank. How can I help?"),
+            ["Welcome to Frontdoor Bank.", "How can I help?"]
+        );
+        assert_eq!(
+            split_chunks("Yes, your balance is ready, and it is forty two dollars."),
+            [
+                "Yes, your balance is ready,",
+                "and it is forty two dollars."
+            ]
+        );
+        assert_eq!(
+            split_chunks("Your current balance is one hundred and twenty dollars and fifty cents"),
+            [
+                "Your current balance is",
+                "one hundred and twenty dollars and fifty cents"
+            ]
+        );
+        assert_eq!(split_chunks("  \n "), Vec::<String>::new());
+        assert_eq!(split_chunks("Hello   there"), ["Hello there"]);
     }
 }

@@ -82,6 +82,16 @@ fn missing_files_are_clear_errors_not_hangs() {
     let real = PiperPaths::from_models_dir(&models_dir());
     let bad_lib = dir.join("libonnxruntime.so");
     std::fs::write(&bad_lib, b"not a library").unwrap();
+    // a truncated voice (its first 64 KiB) with the real config: ONNX Runtime rejects it
+    let truncated = dir.join("truncated.onnx");
+    let model = std::fs::read(&real.voice).unwrap();
+    std::fs::write(&truncated, &model[..65536]).unwrap();
+    let config = std::fs::read(format!("{}.json", real.voice.display())).unwrap();
+    std::fs::write(dir.join("truncated.onnx.json"), &config).unwrap();
+    // a real voice with a damaged config
+    let bad_config = dir.join("badconfig.onnx");
+    std::fs::copy(&real.voice, &bad_config).unwrap();
+    std::fs::write(dir.join("badconfig.onnx.json"), b"{\"phoneme_id_map\": 7").unwrap();
     let cases = [
         (
             PiperPaths {
@@ -103,6 +113,20 @@ fn missing_files_are_clear_errors_not_hangs() {
                 voice: dir.join("voice.onnx"),
             },
             "voice.onnx",
+        ),
+        (
+            PiperPaths {
+                onnxruntime: real.onnxruntime.clone(),
+                voice: truncated,
+            },
+            "truncated.onnx",
+        ),
+        (
+            PiperPaths {
+                onnxruntime: real.onnxruntime.clone(),
+                voice: bad_config,
+            },
+            "badconfig.onnx.json",
         ),
     ];
     for (paths, name) in cases {

@@ -37,9 +37,14 @@ pub fn tts_cache() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tts-cache")
 }
 
-/// The config text with `[ivr] tts_cache` pointing at the shared cache.
+/// The config text with `[ivr] tts_cache` pointing at the shared cache, and the piper voice
+/// loaded only when a text is not in that cache (`piper_preload = false`): dozens of test
+/// servers each loading it at start would only burn CPU.
 fn with_tts_cache(config: &str) -> String {
-    let line = format!("tts_cache = {:?}\n", tts_cache().display().to_string());
+    let line = format!(
+        "tts_cache = {:?}\npiper_preload = false\n",
+        tts_cache().display().to_string()
+    );
     if config.contains("[ivr]\n") {
         config.replacen("[ivr]\n", &format!("[ivr]\n{line}"), 1)
     } else {
