@@ -12,5 +12,6 @@ pub mod events;
 pub mod media;
 pub mod plans;
 pub mod ports;
+pub mod recording;
 pub mod store;
 pub mod tts;
