@@ -1249,6 +1249,17 @@ impl CallApp {
                 self.media.send(Command::StopRecord(call.0));
                 None
             }
+            Action::RecordCall { start: true } => {
+                self.ensure_answered(now, ua, call);
+                if !self.start_call_recording(call) {
+                    tracing::warn!(%call_id, "record_call: recording is off ([recording] enabled = false) or the call has no media");
+                }
+                None
+            }
+            Action::RecordCall { start: false } => {
+                self.stop_call_recording(call);
+                None
+            }
             Action::Hangup { reason } => {
                 tracing::debug!(%call_id, %reason, "IVR hangs up");
                 if let Err(e) = ua.hangup(now, call) {

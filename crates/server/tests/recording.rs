@@ -1,7 +1,8 @@
 //! Call recording end to end: a real caller (SIPp, raw sockets), the real server, and the WAV
 //! files it writes, decoded and checked here.
 //!
-//! Ports: SIP 25120-25129, SIPp 25250-25259, RTP 26500-26599.
+//! Ports: SIP 25120-25129, SIPp 25250-25259, RTP 26500-26599 (servers 26500-26519,
+//! 26530-26549, 26560-26579, 26580-26599; SIPp media 26520 and 26550).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -122,7 +123,7 @@ fn stopped_event(server: &Server) -> serde_json::Value {
 fn record_sipp_call(
     name: &str,
     sip_port: u16,
-    sipp_port: u16,
+    sipp_port: (u16, u16),
     rtp: (u16, u16),
     mask: bool,
 ) -> (Server, serde_json::Value, Wav) {
@@ -139,8 +140,8 @@ fn record_sipp_call(
     write_rtp_pcap(&server.dir.join("inband-dtmf.pcap"), 0, 20, &frames);
     sipp(
         &server,
-        sipp_port,
-        rtp.1 + 20,
+        sipp_port.0,
+        sipp_port.1,
         &[
             "-sf",
             &scenario("dtmf-inband.xml"),
@@ -157,7 +158,8 @@ fn record_sipp_call(
 
 #[test]
 fn recorded_call_is_stereo_caller_left_prompt_right_and_digits_masked() {
-    let (server, ev, wav) = record_sipp_call("rec-mask", 25120, 25250, (26500, 26529), true);
+    let (server, ev, wav) =
+        record_sipp_call("rec-mask", 25120, (25250, 26520), (26500, 26519), true);
     let events = server.events();
     let started = of_type(&events, "recording.started");
     assert_eq!(started.len(), 1);
@@ -215,7 +217,8 @@ fn recorded_call_is_stereo_caller_left_prompt_right_and_digits_masked() {
 
 #[test]
 fn without_masking_the_digits_are_in_the_recording() {
-    let (server, ev, wav) = record_sipp_call("rec-nomask", 25121, 25251, (26530, 26559), false);
+    let (server, ev, wav) =
+        record_sipp_call("rec-nomask", 25121, (25251, 26550), (26530, 26549), false);
     assert_eq!(
         of_type(&server.events(), "recording.started")[0]["mask_dtmf"],
         false
@@ -277,7 +280,7 @@ fn abrupt_end_and_max_duration_leave_valid_files() {
     let server = Server::start(
         "rec-abrupt",
         25122,
-        (26560, 26599),
+        (26560, 26579),
         "[media]\nrtp_timeout_s = 2\n[recording]\nenabled = true\nmax_duration_s = 5\n",
     );
     let send_tone = |call: &RawCall, ms: u32| {
@@ -326,4 +329,142 @@ fn abrupt_end_and_max_duration_leave_valid_files() {
     assert!(caller_blocks(&wav.left) >= 450);
     assert!(caller_blocks(&wav.right) >= 400);
     server.terminate();
+}
+
+/// A phone that sends RFC 4733 events *and* keeps sending audio during the key press (the
+/// leaky case): the event's span, found by its RTP timestamp and duration, is silence.
+#[test]
+fn rfc4733_digits_are_masked_by_timestamp() {
+    let server = Server::start(
+        "rec-rfc4733",
+        25125,
+        (26580, 26599),
+        "[recording]\nenabled = true\nnumbers = [\"answer\"]\n",
+    );
+    let call = RawCall::invite(&server, 25126, "answer");
+    let voice = sine(300.0, 6000.0, 24_000); // 3 s
+    let mut seq = 0u16;
+    let mut packet = |pt: u8, marker: bool, ts: u32, payload: &[u8]| {
+        let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&0x5151u32.to_be_bytes());
+        p.extend_from_slice(payload);
+        seq = seq.wrapping_add(1);
+        p
+    };
+    // the key '7' from ts 8000 for 200 ms (1600 units), three end packets
+    for (i, f) in voice.chunks(160).enumerate() {
+        let ts = i as u32 * 160;
+        let audio = packet(0, false, ts, &G711::Pcmu.encode(f));
+        call.rtp.send_to(&audio, call.server_rtp).unwrap();
+        if (8000..=9600).contains(&ts) {
+            let dur = (ts - 8000 + 160).min(1600) as u16;
+            let end = ts == 9600;
+            for _ in 0..if end { 3 } else { 1 } {
+                let mut ev = vec![7u8, if end { 0x80 | 10 } else { 10 }];
+                ev.extend_from_slice(&dur.to_be_bytes());
+                let p = packet(101, ts == 8000, 8000, &ev);
+                call.rtp.send_to(&p, call.server_rtp).unwrap();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    call.bye();
+    let ev = stopped_event(&server);
+    let digits: Vec<(String, String)> = of_type(&server.events(), "dtmf")
+        .iter()
+        .map(|e| {
+            (
+                e["digit"].as_str().unwrap().to_owned(),
+                e["source"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(digits, [("7".to_owned(), "rfc4733".to_owned())]);
+    assert_eq!(ev["masked_digits"], 1);
+    let wav = read_wav(Path::new(ev["path"].as_str().unwrap()));
+    // 10 ms blocks of the caller's channel between its first and last voice block: exactly
+    // one silent run, the event (200 ms) plus the guards (2 × 40 ms) = 28 blocks, give or
+    // take block alignment.
+    let voiced: Vec<bool> = wav
+        .left
+        .chunks(80)
+        .map(|b| energy(b) > 1e5 && tone_energy(b, 300.0) > 0.5 * energy(b))
+        .collect();
+    let first = voiced.iter().position(|&v| v).unwrap();
+    let last = voiced.iter().rposition(|&v| v).unwrap();
+    let mut runs = Vec::new();
+    let mut run = 0;
+    for &v in &voiced[first..=last] {
+        if v {
+            if run > 0 {
+                runs.push(run);
+            }
+            run = 0;
+        } else {
+            run += 1;
+        }
+    }
+    assert_eq!(runs.len(), 1, "silent runs {runs:?}");
+    assert!(
+        (26..=31).contains(&runs[0]),
+        "silent run of {} blocks",
+        runs[0]
+    );
+    assert!(last - first >= 280, "3 s of voice, {} blocks", last - first);
+}
+
+/// The dialplan starts and stops the recording (`record_call`): only the prompt played in
+/// between is in the file, sample-exact.
+#[test]
+fn dialplan_record_call_starts_and_stops_the_recording() {
+    let dir = common::test_dir("rec-dialplan-plans");
+    std::fs::write(
+        dir.join("rec.toml"),
+        "name = \"rec\"\ndefault_language = \"en\"\n[[route]]\ndefault = true\nflow = \"main\"\n\
+         [flows.main]\nstart = \"a\"\n\
+         [flows.main.steps.a]\nverb = \"answer\"\nnext = \"before\"\n\
+         [flows.main.steps.before]\nverb = \"play\"\nfile = \"welcome.wav\"\nnext = \"start\"\n\
+         [flows.main.steps.start]\nverb = \"record_call\"\naction = \"start\"\nnext = \"during\"\n\
+         [flows.main.steps.during]\nverb = \"play\"\nfile = \"you-pressed.wav\"\nnext = \"stop\"\n\
+         [flows.main.steps.stop]\nverb = \"record_call\"\naction = \"stop\"\nnext = \"after\"\n\
+         [flows.main.steps.after]\nverb = \"play\"\nfile = \"digit-5.wav\"\nnext = \"bye\"\n\
+         [flows.main.steps.bye]\nverb = \"hangup\"\n",
+    )
+    .unwrap();
+    let server = Server::start_with(
+        "rec-dialplan",
+        25127,
+        (26556, 26559),
+        "[recording]\nenabled = true\nnumbers = [\"nobody\"]\n",
+        common::Dirs {
+            dialplans: dir,
+            ..common::Dirs::default()
+        },
+    );
+    let call = RawCall::invite(&server, 25128, "4000");
+    let methods = answer_requests(&call, Duration::from_secs(20));
+    assert_eq!(
+        methods.last().map(String::as_str),
+        Some("BYE"),
+        "{methods:?}"
+    );
+    let ev = stopped_event(&server);
+    assert_eq!(ev["reason"], "stopped");
+    let wav = read_wav(Path::new(ev["path"].as_str().unwrap()));
+    let prompt = Prompt::load(&repo_root().join("prompts/you-pressed.wav")).unwrap();
+    let sent = G711::Pcmu.decode(prompt.encoded(G711::Pcmu));
+    // the whole prompt, from within the first 100 ms, and little else
+    let at = (0..800)
+        .find(|&off| wav.right.get(off..off + sent.len()) == Some(&sent[..]))
+        .expect("the prompt played between start and stop, sample-exact");
+    let extra = wav.right.len() - sent.len();
+    assert!(
+        extra < 2400,
+        "{at} samples before, {extra} around the prompt"
+    );
+    // nothing of the prompts before and after
+    assert!(wav.right[..at].iter().all(|&s| s == 0));
+    assert!(wav.right[at + sent.len()..].iter().all(|&s| s.abs() < 64));
 }
