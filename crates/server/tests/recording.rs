@@ -274,7 +274,8 @@ fn answer_requests(call: &RawCall, within: Duration) -> Vec<String> {
 }
 
 /// A caller whose RTP stops: the server hangs up on the RTP timeout and the WAV is complete
-/// and valid; a second call hits `max_duration_s` (5 s) and its recording stops there.
+/// and valid; a second call hits `max_duration_s` (5 s) and its recording stops there; a third
+/// is up when the server shuts down and its file is closed before the exit.
 #[test]
 fn abrupt_end_and_max_duration_leave_valid_files() {
     let server = Server::start(
@@ -328,7 +329,34 @@ fn abrupt_end_and_max_duration_leave_valid_files() {
     // echo: the caller's tone on the left and, a jitter-buffer delay later, on the right
     assert!(caller_blocks(&wav.left) >= 450);
     assert!(caller_blocks(&wav.right) >= 400);
-    server.terminate();
+
+    // 3: a call still up when the server is told to stop: it is hung up and its file closed
+    // before the server exits.
+    let call = RawCall::invite(&server, 25129, "answer");
+    send_tone(&call, 500);
+    let dir = server.dir.clone();
+    let events_path = server.events_path.clone();
+    std::thread::scope(|s| {
+        let answering = s.spawn(|| answer_requests(&call, Duration::from_secs(10)));
+        assert!(server.terminate().success());
+        assert_eq!(
+            answering.join().unwrap().last().map(String::as_str),
+            Some("BYE")
+        );
+    });
+    let text = std::fs::read_to_string(&events_path).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let stopped = of_type(&events, "recording.stopped");
+    assert_eq!(stopped.len(), 3, "{}", dir.display());
+    let last = stopped[2];
+    assert_eq!(last["reason"], "call_ended");
+    let pos = |ty: &str| events.iter().position(|e| e["type"] == ty).unwrap();
+    assert!(events.iter().position(|e| std::ptr::eq(e, last)).unwrap() < pos("server.stopped"));
+    let wav = read_wav(Path::new(last["path"].as_str().unwrap()));
+    assert!(caller_blocks(&wav.left) >= 40, "the half second of tone");
 }
 
 /// A phone that sends RFC 4733 events *and* keeps sending audio during the key press (the
