@@ -5,6 +5,8 @@
 //! * `session_tick_inband`: a whole `MediaSession` tick — `handle_rtp` (latch, stats,
 //!   jitter-buffer insert) + `poll_rtp` (jitter pop, decode, PLC, in-band DTMF, prompt
 //!   frame, RTP packetisation);
+//! * `session_tick_inband_recording`: the same tick while the call is recorded (stereo, DTMF
+//!   masking on);
 //! * `jitter_push_pop`: jitter buffer insert + playout;
 //! * `tx_packetize`: `RtpSender::audio_packet` for a 160-byte PCMU frame.
 #![allow(
@@ -24,6 +26,7 @@ use frontdoor_media::dtmf::InbandDetector;
 use frontdoor_media::g711::{G711, Ptime};
 use frontdoor_media::jitter::{JitterBuffer, JitterConfig};
 use frontdoor_media::prompt::Prompt;
+use frontdoor_media::record::RecordConfig;
 use frontdoor_media::rtp::{PayloadMap, RtpSender, parse_rtp};
 use frontdoor_media::{PayloadType, SeqNo, Ssrc};
 
@@ -133,6 +136,41 @@ fn bench(c: &mut Criterion) {
         });
         let st = s.stats();
         assert_eq!(st.packets.dropped_late + st.packets.dropped_malformed, 0);
+    }
+
+    // The same tick while the call is recorded in stereo with DTMF masking (decode of both
+    // directions, in-band gate, chunking; the chunks are dropped here, a file write in the
+    // server happens on the recording thread)
+    {
+        let remote: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let t0 = Instant::now();
+        let mut cfg = MediaConfig::new(G711::Pcmu, remote, Ssrc(9));
+        cfg.telephone_event = None;
+        cfg.inband = InbandMode::Auto;
+        let mut s = MediaSession::new(t0, cfg);
+        let pcm = G711::Pcmu.decode(&frames.iter().flat_map(|f| f.to_vec()).collect::<Vec<u8>>());
+        s.set_idle_audio(Some(Prompt::from_pcm("hold", &pcm)));
+        s.start_recording(RecordConfig {
+            max_duration: Duration::from_secs(86_400),
+            ..RecordConfig::default()
+        });
+        let mut tx = RtpSender::new(Ssrc(2), PayloadType::PCMU, 0, 0);
+        let mut k = 0u64;
+        let mut chunks = 0u64;
+        g.bench_function("session_tick_inband_recording", |b| {
+            b.iter(|| {
+                let now = t0 + Duration::from_millis(20 * k);
+                let p = tx.audio_packet(&frames[(k as usize) % frames.len()], 160);
+                k += 1;
+                black_box(s.handle_rtp(now, remote, &p));
+                black_box(s.poll_rtp(now));
+                while s.poll_event().is_some() {}
+                while let Some(c) = s.poll_recording() {
+                    chunks += black_box(c).len() as u64;
+                }
+            })
+        });
+        assert!(s.is_recording() && chunks > 0);
     }
 
     // Jitter buffer insert + playout

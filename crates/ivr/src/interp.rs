@@ -195,6 +195,11 @@ pub enum Action {
     },
     /// Stop the recording now.
     StopRecording,
+    /// Start (`true`) or stop the stereo call recording; nothing to report back.
+    RecordCall {
+        /// Start, or stop.
+        start: bool,
+    },
     /// Hang up (BYE).
     Hangup {
         /// Reason for logs.
@@ -946,6 +951,10 @@ impl Call {
                     deadline: now + spec.max_duration + RECORD_GRACE,
                     stopped: false,
                 };
+            }
+            Verb::RecordCall { start } => {
+                self.actions.push_back(Action::RecordCall { start: *start });
+                self.goto(step.next.clone(), Self::end_of_flow());
             }
             Verb::Hangup { reason } => {
                 let r = reason.clone().unwrap_or_else(|| "hangup".to_owned());

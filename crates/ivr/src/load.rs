@@ -27,8 +27,20 @@ type Val<'i> = Spanned<DeValue<'i>>;
 
 /// All verbs the format knows.
 pub const VERBS: &[&str] = &[
-    "answer", "play", "say", "gather", "menu", "set", "if", "switch", "goto", "enqueue",
-    "transfer", "record", "hangup",
+    "answer",
+    "play",
+    "say",
+    "gather",
+    "menu",
+    "set",
+    "if",
+    "switch",
+    "goto",
+    "enqueue",
+    "transfer",
+    "record",
+    "record_call",
+    "hangup",
 ];
 
 const COMMON_STEP_KEYS: &[&str] = &["verb", "next", "sensitive", "description"];
@@ -808,6 +820,7 @@ fn step(
         "enqueue" => &["queue", "skills", "priority", "timeout", "on_failure"],
         "transfer" => &["to", "timeout", "on_failure"],
         "record" => &["path", "max_duration", "beep", "finish_on_key"],
+        "record_call" => &["action"],
         "hangup" => &["reason"],
         other => {
             let hint = did_you_mean_or_list(other, VERBS, "verbs");
@@ -1158,6 +1171,30 @@ fn step(
                 beep: opt_bool(cx, t, "beep").unwrap_or(true),
                 finish_on_key: opt_char(cx, t, "finish_on_key"),
             })
+        }
+        "record_call" => {
+            let (action, span) = req_str(
+                cx,
+                t,
+                &key_span,
+                "action",
+                &format!("step `{id}`"),
+                "add `action = \"start\"` or `action = \"stop\"`",
+            )?;
+            let start = match action.as_str() {
+                "start" => true,
+                "stop" => false,
+                other => {
+                    cx.err(
+                        &span,
+                        K::InvalidValue,
+                        format!("record_call action \"{other}\" is not `start` or `stop`"),
+                        "write `action = \"start\"` or `action = \"stop\"`".to_owned(),
+                    );
+                    return None;
+                }
+            };
+            Verb::RecordCall { start }
         }
         _ => Verb::Hangup {
             reason: opt_str(cx, t, "reason").map(|(s, _)| s),

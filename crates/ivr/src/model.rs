@@ -377,6 +377,11 @@ pub enum Verb {
     Transfer(TransferSpec),
     /// Record voicemail.
     Record(RecordSpec),
+    /// Start (`true`) or stop the stereo call recording (the server's `[recording]`).
+    RecordCall {
+        /// Start, or stop.
+        start: bool,
+    },
     /// Hang up.
     Hangup {
         /// Reason logged in the call record.
@@ -400,6 +405,7 @@ impl Verb {
             Verb::Enqueue(_) => "enqueue",
             Verb::Transfer(_) => "transfer",
             Verb::Record(_) => "record",
+            Verb::RecordCall { .. } => "record_call",
             Verb::Hangup { .. } => "hangup",
         }
     }

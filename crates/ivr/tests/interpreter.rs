@@ -954,3 +954,39 @@ fn time_of_day_condition_with_time_zone_and_midnight_wrap() {
     assert_eq!(at(3, 0), "yes"); // 04:00 London, 11:00 Shanghai
     assert_eq!(at(9, 0), "no");
 }
+
+#[test]
+fn record_call_start_and_stop_continue_at_once() {
+    let p = flow(
+        "a",
+        &format!(
+            "[flows.main.steps.a]\nverb = \"answer\"\nnext = \"rec\"\n[flows.main.steps.rec]\nverb = \"record_call\"\naction = \"start\"\nnext = \"stop\"\n[flows.main.steps.stop]\nverb = \"record_call\"\naction = \"stop\"\nnext = \"bye\"\n{BYE}"
+        ),
+    );
+    let mut h = H::new(p, CallerAttributes::default());
+    assert_eq!(h.actions(), vec![Action::Answer]);
+    let a = h.ev(Event::Answered);
+    assert_eq!(
+        a,
+        vec![
+            Action::RecordCall { start: true },
+            Action::RecordCall { start: false },
+            Action::Hangup {
+                reason: "done".into()
+            }
+        ]
+    );
+    let bad = check_str(
+        Path::new("t.toml"),
+        "default_language = \"en\"\n[[route]]\ndefault = true\nflow = \"main\"\n[flows.main]\nstart = \"r\"\n[flows.main.steps.r]\nverb = \"record_call\"\naction = \"pause\"\n",
+        None,
+    )
+    .err()
+    .unwrap();
+    let msg = bad
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(msg.contains("record_call action \"pause\""), "{msg}");
+}

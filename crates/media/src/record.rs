@@ -136,6 +136,18 @@ pub struct CallRecorder {
     gate: Gate,
     /// The last gated block held a dual tone.
     prev_tone: bool,
+    /// The RFC 4733 event in progress: its span, extended beyond its current duration until
+    /// its end packet makes it exact.
+    open_event: Option<OpenEvent>,
+    /// The last event that ended (its late packets no longer extend it).
+    ended_event: Option<(Ssrc, u32)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OpenEvent {
+    key: (Ssrc, u32),
+    start: u64,
+    stop: u64,
 }
 
 impl CallRecorder {
@@ -157,6 +169,8 @@ impl CallRecorder {
             summary: RecordingSummary::default(),
             gate: Gate::new(),
             prev_tone: false,
+            open_event: None,
+            ended_event: None,
         }
     }
 
@@ -269,11 +283,40 @@ impl CallRecorder {
         }
         let pos = self.place(ssrc, ts);
         let Ok(pos) = u64::try_from(pos) else { return };
-        let mut stop = pos + u64::from(duration) + self.guard;
-        if !end {
-            stop += frames(OPEN_EVENT_EXTRA);
+        let key = (ssrc, ts);
+        let (start, stop) = (
+            pos.saturating_sub(self.guard),
+            pos + u64::from(duration) + self.guard,
+        );
+        let open = self.open_event.filter(|o| o.key == key);
+        if end || self.ended_event == Some(key) {
+            // The exact span: the end packet carries the final duration.
+            if end {
+                self.ended_event = Some(key);
+            }
+            if open.is_some() {
+                self.open_event = None;
+            }
+            self.mask(open.map_or(start, |o| o.start.min(start)), stop);
+            return;
         }
-        self.mask(pos.saturating_sub(self.guard), stop);
+        let stop = stop + frames(OPEN_EVENT_EXTRA);
+        match open {
+            Some(o) => {
+                self.open_event = Some(OpenEvent {
+                    key,
+                    start: o.start.min(start),
+                    stop: o.stop.max(stop),
+                });
+            }
+            None => {
+                // A new event: one whose end never came keeps its extended span.
+                if let Some(old) = self.open_event.take() {
+                    self.mask(old.start, old.stop);
+                }
+                self.open_event = Some(OpenEvent { key, start, stop });
+            }
+        }
     }
 
     /// A key press was reported (de-duplicated across sources): counted, and for INFO and
@@ -316,6 +359,9 @@ impl CallRecorder {
 
     fn masked(&self, pos: u64) -> bool {
         self.masks.iter().any(|&(a, b)| pos >= a && pos < b)
+            || self
+                .open_event
+                .is_some_and(|o| pos >= o.start && pos < o.stop)
     }
 
     /// Gates what has settled, hands out what can no longer change.
@@ -432,18 +478,22 @@ impl Gate {
         let mut s2 = [0f32; 8];
         let mut energy = 0f32;
         let mut n = 0usize;
-        for x in samples {
-            let x = f32::from(x);
-            energy += x * x;
+        let mut block = [0f32; GATE_BLOCK];
+        for (d, x) in block.iter_mut().zip(samples) {
+            *d = f32::from(x);
+            energy += *d * *d;
             n += 1;
+        }
+        // Quieter than one tone at the minimum level: no digit (silence costs no filters).
+        if n < GATE_BLOCK / 2 || energy < self.min_tone_energy * n as f32 / GATE_BLOCK as f32 {
+            return false;
+        }
+        for &x in block.get(..n).unwrap_or_default() {
             for k in 0..8 {
                 let s = x + self.coeff[k] * s1[k] - s2[k];
                 s2[k] = s1[k];
                 s1[k] = s;
             }
-        }
-        if n < GATE_BLOCK / 2 || energy <= 0.0 {
-            return false;
         }
         // tone energy estimate: 2·|X|²/N
         let mut tone = [0f32; 8];
@@ -751,8 +801,37 @@ mod tests {
         assert!(l[8000 - g..8800 + g].iter().all(|&s| s == 0));
         assert!(r[8000 - g..8800 + g].iter().all(|&s| s == 0));
         assert!(r[..8000 - g].iter().all(|&s| s == 500));
-        assert!(r[8800 + g + 1600..].iter().all(|&s| s == 500));
+        // exact once the end packet came: nothing masked beyond the event and its guard,
+        // even with a late packet of the event arriving after its end
+        assert!(r[8800 + g..].iter().all(|&s| s == 500));
         assert_eq!(&l[..8000 - g], &audio[..8000 - g]);
+        assert_eq!(&l[8800 + g..], &audio[8800 + g..]);
+        assert_eq!(sum.masked_frames, 800 + 2 * g as u64);
+    }
+
+    #[test]
+    fn an_event_whose_end_never_came_keeps_its_extended_span() {
+        let mut rec = CallRecorder::new(RecordConfig::default());
+        for i in 0..100u32 {
+            let ts = i * 160;
+            if (4000..4800).contains(&ts) {
+                rec.caller_event(S, 4000, (ts - 4000 + 160) as u16, false);
+            }
+            if ts == 8000 {
+                // the next key: the first event's span stays extended
+                rec.caller_event(S, 8000, 160, true);
+            }
+            rec.caller_audio(S, ts, &[900; 160]);
+            rec.engine_audio(&[900; 160]);
+        }
+        let (l, _, sum) = finish(rec);
+        let (g, extra) = (320, frames(OPEN_EVENT_EXTRA) as usize);
+        assert!(l[4000 - g..4800 + g + extra].iter().all(|&s| s == 0));
+        assert!(l[4800 + g + extra..8000 - g].iter().all(|&s| s == 900));
+        assert_eq!(
+            sum.masked_frames as usize,
+            (800 + 2 * g + extra) + (160 + 2 * g)
+        );
     }
 
     #[test]

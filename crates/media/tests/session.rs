@@ -611,3 +611,64 @@ fn bridged_sessions_relay_on_each_others_stream() {
     a.set_bridged(false);
     assert!(a.poll_rtp(t + Duration::from_secs(1)).is_some());
 }
+
+#[test]
+fn sip_info_digit_is_masked_in_the_recording_and_still_reported() {
+    use frontdoor_media::record::{LOOKBACK, RecordConfig};
+    let t = t0();
+    let mut s = session(t, true, LatchMode::Sdp);
+    let remote = addr(SDP);
+    s.start_recording(RecordConfig::default());
+    let voice = sine(300.0, 6000.0, 16_000); // 2 s
+    let mut tx = RtpSender::new(Ssrc(77), PayloadType::PCMU, 0, 0);
+    let mut sim = Sim::new(t);
+    let mut wav = Vec::new();
+    for (i, f) in G711::Pcmu
+        .encode_frames(&voice, Ptime::DEFAULT)
+        .iter()
+        .enumerate()
+    {
+        if i == 50 {
+            s.handle_info(
+                sim.now(),
+                "application/dtmf-relay",
+                b"Signal=9\r\nDuration=100\r\n",
+            )
+            .unwrap();
+        }
+        let p = tx.audio_packet(f, 160);
+        sim.step(&mut s, &[(remote, p)]);
+        while let Some(c) = s.poll_recording() {
+            wav.extend(c);
+        }
+    }
+    let (rest, sum) = s.stop_recording().unwrap();
+    wav.extend(rest);
+    assert_eq!(sim.digits(), vec![('9', DtmfSource::Info)]);
+    assert_eq!(sum.masked_digits, 1);
+    // one silent span: the lookback before the INFO, its 100 ms and the guard after
+    let left: Vec<i16> = wav.iter().step_by(2).copied().collect();
+    let silent: Vec<usize> = left
+        .chunks(80)
+        .enumerate()
+        .filter(|(_, b)| b.iter().all(|&v| v == 0))
+        .map(|(i, _)| i)
+        .collect();
+    let first_voice = left
+        .chunks(80)
+        .position(|b| b.iter().any(|&v| v != 0))
+        .unwrap();
+    let inner: Vec<usize> = silent.into_iter().filter(|&i| i > first_voice).collect();
+    let want = (LOOKBACK.as_millis() as usize + 100 + 40) / 10;
+    assert!(
+        inner.len() >= want - 1 && inner.len() <= want + 1,
+        "{} silent blocks, want {want}",
+        inner.len()
+    );
+    assert_eq!(
+        inner.last().unwrap() - inner[0] + 1,
+        inner.len(),
+        "one span"
+    );
+    assert_eq!(sum.masked_frames as usize, want * 80);
+}

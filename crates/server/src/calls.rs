@@ -40,9 +40,10 @@ use frontdoor_sip::{CallHandle, EndCause, Transport, UaEvent, UserAgent};
 
 use crate::config::Config;
 use crate::events::{EventBody, EventSink};
-use crate::media::{Command, LegSpec, MediaEngine, Note};
+use crate::media::{CallRecording, Command, LegSpec, MediaEngine, Note};
 use crate::plans::{AGENTS_BUSY, Plans, ReloadNote, notice};
 use crate::ports::PortPool;
+use crate::recording::{RecordMsg, RecordWriter, recording_path};
 use crate::store::{StoreReply, StoreRequest, StoreThread, caller_info};
 use crate::tts::{Rendered, Tts, TtsPool};
 
@@ -258,6 +259,12 @@ pub struct CallApp {
     dial_timers: BinaryHeap<Reverse<(Instant, u64)>>,
     /// The call `frontdoor call` placed.
     originate: Option<OriginateState>,
+    /// The stereo call recording writer (`[recording] enabled`).
+    call_recorder: Option<RecordWriter>,
+    /// Where call recordings go.
+    call_recordings_dir: PathBuf,
+    /// Id of the next call recording.
+    next_recording: u64,
 }
 
 impl CallApp {
@@ -279,7 +286,22 @@ impl CallApp {
                 (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()) as i16
             })
             .collect();
+        let call_recorder = if config.recording.enabled {
+            RecordWriter::start(events.clone())
+                .map_err(|e| tracing::error!(error = %e, "cannot start the recording writer; calls are not recorded"))
+                .ok()
+        } else {
+            None
+        };
+        let call_recordings_dir = config
+            .recording
+            .dir
+            .as_ref()
+            .map_or_else(|| ivr.recordings.join("calls"), PathBuf::from);
         Self {
+            call_recorder,
+            call_recordings_dir,
+            next_recording: 0,
             plans: ivr.plans,
             tts: ivr.tts,
             tts_pool: ivr.tts_pool,
@@ -337,9 +359,57 @@ impl CallApp {
         &self.plans
     }
 
-    /// Stops the store thread after its queued work (call records, recordings).
-    pub fn finish(self) {
+    /// Stops the store thread after its queued work (call records, recordings), and the call
+    /// recording writer after closing its files.
+    pub fn finish(mut self) {
+        if let Some(w) = self.call_recorder.take() {
+            w.finish();
+        }
         self.store.finish();
+    }
+
+    /// Starts recording a call whose media runs, in stereo to a WAV under the recordings
+    /// directory (`[recording]`); false when it cannot (no media yet, recording disabled).
+    pub fn start_call_recording(&mut self, call: CallHandle) -> bool {
+        let Some(writer) = self.call_recorder.as_ref() else {
+            return false;
+        };
+        let Some(c) = self.calls.get(&call).filter(|c| c.media_started) else {
+            return false;
+        };
+        let path = recording_path(&self.call_recordings_dir, Utc::now(), &c.call_id);
+        let id = self.next_recording;
+        self.next_recording += 1;
+        let config = self.config.recording.record_config();
+        writer.send(RecordMsg::Open {
+            id,
+            path: path.clone(),
+            call_id: c.call_id.clone(),
+        });
+        self.media.send(Command::RecordCall(
+            call.0,
+            Box::new(CallRecording {
+                id,
+                config,
+                sink: writer.sender(),
+            }),
+        ));
+        self.events.emit(
+            Some(&c.call_id),
+            EventBody::RecordingStarted {
+                path: path.display().to_string(),
+                mask_dtmf: config.mask_dtmf,
+                max_duration_s: config.max_duration.as_secs(),
+            },
+        );
+        true
+    }
+
+    /// Stops a call's recording (`recording.stopped` follows when its file is closed).
+    pub fn stop_call_recording(&mut self, call: CallHandle) {
+        if self.calls.get(&call).is_some_and(|c| c.media_started) {
+            self.media.send(Command::StopRecordCall(call.0));
+        }
     }
 
     /// Runs due timers (the `ring` number's delayed answer, IVR timeouts, ring timeouts of
@@ -804,6 +874,7 @@ impl CallApp {
         let mode = c.mode;
         c.media_started = true;
         let call_id = c.call_id.clone();
+        let record = self.config.recording.records(&c.number);
         // A leg to be bridged goes to the media worker of its peer, if that one runs already.
         let beside = c
             .link
@@ -818,6 +889,9 @@ impl CallApp {
         match beside {
             Some(p) => self.media.add_beside(spec, p.0),
             None => self.media.send(Command::Add(spec)),
+        }
+        if record {
+            self.start_call_recording(call);
         }
         match mode {
             Mode::Echo => self.media.send(Command::SetEcho(call.0, true)),
@@ -1786,6 +1860,17 @@ impl CallApp {
             }
             Action::StopRecording => {
                 self.media.send(Command::StopRecord(call.0));
+                None
+            }
+            Action::RecordCall { start: true } => {
+                self.ensure_answered(now, ua, call);
+                if !self.start_call_recording(call) {
+                    tracing::warn!(%call_id, "record_call: recording is off ([recording] enabled = false) or the call has no media");
+                }
+                None
+            }
+            Action::RecordCall { start: false } => {
+                self.stop_call_recording(call);
                 None
             }
             Action::Hangup { reason } => {

@@ -67,6 +67,8 @@ pub struct Config {
     pub agents: AgentsSection,
     /// Bridging (the `bridge` test number, `frontdoor call --bridge-to`).
     pub bridge: BridgeSection,
+    /// Stereo call recording.
+    pub recording: RecordingSection,
 }
 
 /// `[sip]`
@@ -380,6 +382,37 @@ impl Default for AgentsSection {
     }
 }
 
+/// `[recording]`: which calls are recorded to stereo WAV, where, and how.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingSection {
+    /// Record calls at all.
+    pub enabled: bool,
+    /// Dialed numbers (Request-URI user parts) whose calls are recorded; empty = every call.
+    pub numbers: Vec<String>,
+    /// Directory of the recordings; default `<data-dir>/recordings/calls`.
+    pub dir: Option<String>,
+    /// Replace key presses (RFC 4733, in-band, SIP INFO) by silence in the recording.
+    pub mask_dtmf: bool,
+    /// Silence added either side of a masked key press, milliseconds.
+    pub mask_guard_ms: u64,
+    /// A recording stops after this long, seconds (at most 86,400).
+    pub max_duration_s: u64,
+}
+
+impl Default for RecordingSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            numbers: Vec::new(),
+            dir: None,
+            mask_dtmf: true,
+            mask_guard_ms: 40,
+            max_duration_s: 4 * 3600,
+        }
+    }
+}
+
 /// `[[agents.agent]]`: one agent and the phone credentials they register with.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -474,6 +507,22 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl RecordingSection {
+    /// Whether a call to `number` is recorded.
+    pub fn records(&self, number: &str) -> bool {
+        self.enabled && (self.numbers.is_empty() || self.numbers.iter().any(|n| n == number))
+    }
+
+    /// The recorder's settings (the maximum clamped to 1 s ..= 24 h, the guard to ≤ 200 ms).
+    pub fn record_config(&self) -> frontdoor_media::record::RecordConfig {
+        frontdoor_media::record::RecordConfig {
+            mask_dtmf: self.mask_dtmf,
+            max_duration: Duration::from_secs(self.max_duration_s.clamp(1, 86_400)),
+            guard: Duration::from_millis(self.mask_guard_ms.min(200)),
+        }
     }
 }
 
@@ -646,6 +695,25 @@ mod tests {
             "x",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn recording_section() {
+        let c = Config::parse("", "x").unwrap();
+        assert!(!c.recording.records("answer"));
+        let c = Config::parse(
+            "[recording]\nenabled = true\nnumbers = [\"answer\", \"100\"]\nmask_dtmf = false\nmax_duration_s = 999999\n",
+            "x",
+        )
+        .unwrap();
+        assert!(c.recording.records("answer") && c.recording.records("100"));
+        assert!(!c.recording.records("echo"));
+        let rc = c.recording.record_config();
+        assert!(!rc.mask_dtmf);
+        assert_eq!(rc.max_duration, Duration::from_secs(86_400));
+        let c = Config::parse("[recording]\nenabled = true\n", "x").unwrap();
+        assert!(c.recording.records("anything") && c.recording.mask_dtmf);
+        assert!(Config::parse("[recording]\nmask = true\n", "x").is_err());
     }
 
     #[test]

@@ -224,6 +224,36 @@ pub enum EventBody {
         /// Error, when the file could not be written.
         error: Option<String>,
     },
+    /// A stereo call recording started (`[recording]`).
+    #[serde(rename = "recording.started")]
+    RecordingStarted {
+        /// The WAV file (a taken name gets `-1`, `-2`, ...: `recording.stopped` has the final one).
+        path: String,
+        /// DTMF is masked out of the audio.
+        mask_dtmf: bool,
+        /// The recording stops after this long.
+        max_duration_s: u64,
+    },
+    /// A stereo call recording ended; its file is complete.
+    #[serde(rename = "recording.stopped")]
+    RecordingStopped {
+        /// The WAV file.
+        path: String,
+        /// `call_ended`, `stopped`, `max_duration`, `restarted` or `shutdown`.
+        reason: &'static str,
+        /// Length of the audio in the file.
+        duration_ms: u64,
+        /// File size.
+        bytes: u64,
+        /// Key presses masked out of the audio.
+        masked_digits: u32,
+        /// Audio replaced by silence.
+        masked_ms: u64,
+        /// Caller packets too late to place (silence instead).
+        late_packets: u64,
+        /// Error, when the file could not be (completely) written.
+        error: Option<String>,
+    },
     /// The caller recognition of a call (before its flow starts).
     #[serde(rename = "store.caller")]
     StoreCaller {

@@ -16,5 +16,6 @@ pub mod media;
 pub mod plans;
 pub mod ports;
 pub mod screenpop;
+pub mod recording;
 pub mod store;
 pub mod tts;

@@ -20,11 +20,14 @@ use frontdoor_media::bridge::{Relay, RelayStats};
 use frontdoor_media::call::{MediaEvent, MediaSession, MediaStats, RxOutcome};
 use frontdoor_media::dtmf::{Digit, DtmfSource};
 use frontdoor_media::prompt::Prompt;
+use frontdoor_media::record::RecordConfig;
 use frontdoor_media::rtp::{PayloadKind, parse_rtp};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use tokio::sync::mpsc::UnboundedSender;
+
+use crate::recording::{RecordMsg, StopReason};
 
 /// Identifies a call leg between the control plane and the media engine.
 pub type LegKey = u64;
@@ -74,6 +77,11 @@ pub enum Command {
     Record(LegKey, Duration),
     /// Stop the recording now.
     StopRecord(LegKey),
+    /// Record the call in stereo (caller left, what the leg sends right); the audio goes in
+    /// chunks to the recording writer, never touching a file on the worker.
+    RecordCall(LegKey, Box<CallRecording>),
+    /// Stop the stereo recording (it also stops at its maximum length and with the leg).
+    StopRecordCall(LegKey),
     /// End the leg; its final statistics come back as [`Note::Ended`] (after a
     /// [`Note::Recorded`] if a recording was running).
     Remove(LegKey),
@@ -160,6 +168,17 @@ pub enum Note {
     },
 }
 
+/// A stereo call recording handed to a worker.
+#[derive(Debug)]
+pub struct CallRecording {
+    /// The writer's id of this recording (its file was opened with [`RecordMsg::Open`]).
+    pub id: u64,
+    /// Masking, maximum length.
+    pub config: RecordConfig,
+    /// The recording writer.
+    pub sink: Sender<RecordMsg>,
+}
+
 struct WorkerHandle {
     tx: Sender<Command>,
     waker: Arc<Waker>,
@@ -229,6 +248,8 @@ impl MediaEngine {
             Command::Play(k, _, _)
             | Command::Record(k, _)
             | Command::StopRecord(k)
+            | Command::RecordCall(k, _)
+            | Command::StopRecordCall(k)
             | Command::StopPlayback(k)
             | Command::SetIdle(k, _)
             | Command::SetEcho(k, _)
@@ -302,6 +323,8 @@ struct Leg {
     recording: Option<Recording>,
     /// Bridged: where this leg's received RTP goes.
     bridge: Option<BridgeSide>,
+    /// The stereo call recording's id and writer, while one runs.
+    call_recording: Option<(u64, Sender<RecordMsg>)>,
 }
 
 /// One direction of a bridge, held by the receiving leg.
@@ -497,6 +520,29 @@ impl Worker {
                 let notes = self.notes.clone();
                 self.with_leg(key, |leg, now| finish_recording(leg, now, &notes), now);
             }
+            Command::RecordCall(key, rec) => {
+                let CallRecording { id, config, sink } = *rec;
+                match self.by_key.get(&key).and_then(|&i| self.legs.get_mut(i)) {
+                    Some(leg) => {
+                        finish_call_recording(leg, StopReason::Restarted);
+                        leg.session.start_recording(config);
+                        leg.call_recording = Some((id, sink));
+                    }
+                    None => {
+                        // The leg is gone already: close the file the control plane opened.
+                        let _ = sink.send(RecordMsg::Close {
+                            id,
+                            summary: Default::default(),
+                            reason: StopReason::CallEnded,
+                        });
+                    }
+                }
+            }
+            Command::StopRecordCall(key) => self.with_leg(
+                key,
+                |leg, _| finish_call_recording(leg, StopReason::Stopped),
+                now,
+            ),
             Command::SetIdle(key, p) => {
                 self.with_leg(key, |leg, _| leg.session.set_idle_audio(p), now)
             }
@@ -548,6 +594,7 @@ impl Worker {
                     if self.legs.contains(idx) {
                         let mut leg = self.legs.remove(idx);
                         finish_recording(&mut leg, now, &self.notes);
+                        finish_call_recording(&mut leg, StopReason::CallEnded);
                         let _ = self.poll.registry().deregister(&mut leg.rtp);
                         if let Some(s) = leg.rtcp.as_mut() {
                             let _ = self.poll.registry().deregister(s);
@@ -618,6 +665,7 @@ impl Worker {
             timed_out: false,
             recording: None,
             bridge: None,
+            call_recording: None,
         });
         self.by_key.insert(key, idx);
         self.schedule(idx, generation, now);
@@ -808,6 +856,14 @@ fn tick(leg: &mut Leg, now: Instant, notes: &UnboundedSender<Note>) -> Instant {
             let _ = sock.send_to(&pkt, to);
         }
     }
+    if let Some((id, sink)) = leg.call_recording.as_ref() {
+        while let Some(pcm) = leg.session.poll_recording() {
+            let _ = sink.send(RecordMsg::Chunk { id: *id, pcm });
+        }
+        if leg.session.recording_full() {
+            finish_call_recording(leg, StopReason::MaxDuration);
+        }
+    }
     drain_events(leg, notes);
     if let Some(id) = leg.playing {
         if !leg.session.is_playing() {
@@ -832,6 +888,25 @@ fn finish_recording(leg: &mut Leg, now: Instant, notes: &UnboundedSender<Note>) 
             pcm: rec.finish(now),
         });
     }
+}
+
+/// Ends the leg's stereo recording, if one runs: its last audio and the close go to the writer.
+fn finish_call_recording(leg: &mut Leg, reason: StopReason) {
+    let Some((id, sink)) = leg.call_recording.take() else {
+        return;
+    };
+    let Some((pcm, summary)) = leg.session.stop_recording() else {
+        return;
+    };
+    // `pcm` is everything not yet handed out (queued chunks and the audio still held).
+    if !pcm.is_empty() {
+        let _ = sink.send(RecordMsg::Chunk { id, pcm });
+    }
+    let _ = sink.send(RecordMsg::Close {
+        id,
+        summary,
+        reason,
+    });
 }
 
 /// Decodes one accepted audio packet into the recording.
