@@ -480,22 +480,20 @@ impl MediaSession {
                 RxOutcome::Audio
             }
             PayloadKind::Audio(codec) => {
-                match self
+                let pushed = self
                     .jb
-                    .push(now, seq, pkt.timestamp, pkt.payload_type, pkt.payload)
+                    .push(now, seq, pkt.timestamp, pkt.payload_type, pkt.payload);
+                // The recording is not real time: a packet too late for playout still has
+                // its place in it (the recorder has its own, longer, lateness limit).
+                if let (Some(rec), PushOutcome::Queued | PushOutcome::Resync | PushOutcome::Late) =
+                    (self.recorder.as_mut(), pushed)
                 {
-                    PushOutcome::Queued | PushOutcome::Resync => {
-                        if let Some(rec) = self.recorder.as_mut() {
-                            let mut pcm = [0i16; MAX_FRAME_SAMPLES];
-                            let got = codec.decode_into(pkt.payload, &mut pcm);
-                            rec.caller_audio(
-                                pkt.ssrc,
-                                pkt.timestamp,
-                                pcm.get(..got).unwrap_or_default(),
-                            );
-                        }
-                        RxOutcome::Audio
-                    }
+                    let mut pcm = [0i16; MAX_FRAME_SAMPLES];
+                    let got = codec.decode_into(pkt.payload, &mut pcm);
+                    rec.caller_audio(pkt.ssrc, pkt.timestamp, pcm.get(..got).unwrap_or_default());
+                }
+                match pushed {
+                    PushOutcome::Queued | PushOutcome::Resync => RxOutcome::Audio,
                     PushOutcome::Late => {
                         self.stats.dropped_late += 1;
                         RxOutcome::Dropped(DropReason::Late)

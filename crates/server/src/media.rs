@@ -895,10 +895,9 @@ fn finish_call_recording(leg: &mut Leg, reason: StopReason) {
     let Some((id, sink)) = leg.call_recording.take() else {
         return;
     };
-    let Some((pcm, summary)) = leg.session.stop_recording() else {
-        return;
-    };
-    // `pcm` is everything not yet handed out (queued chunks and the audio still held).
+    // `pcm` is everything not yet handed out (queued chunks and the audio still held); the
+    // file is closed even if the session had no recorder (it always has one here).
+    let (pcm, summary) = leg.session.stop_recording().unwrap_or_default();
     if !pcm.is_empty() {
         let _ = sink.send(RecordMsg::Chunk { id, pcm });
     }

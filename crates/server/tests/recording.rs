@@ -231,6 +231,16 @@ fn without_masking_the_digits_are_in_the_recording() {
     assert!(caller_blocks(&wav.left) >= 150);
 }
 
+/// Sleeps until packet `i` of a 20 ms stream started at `start` is due (real-time pacing
+/// that does not drift when a sleep overshoots on a loaded box).
+fn pace(start: std::time::Instant, i: usize) {
+    let due = start + Duration::from_millis(20 * i as u64);
+    let now = std::time::Instant::now();
+    if due > now {
+        std::thread::sleep(due - now);
+    }
+}
+
 /// Answers SIP requests the server sends to the raw caller (its BYE) with 200 OK.
 fn answer_requests(call: &RawCall, within: Duration) -> Vec<String> {
     let mut seen = Vec::new();
@@ -286,14 +296,15 @@ fn abrupt_end_and_max_duration_leave_valid_files() {
     );
     let send_tone = |call: &RawCall, ms: u32| {
         let pcm = sine(CALLER_HZ, 6000.0, ms as usize * 8);
+        let start = std::time::Instant::now();
         for (i, f) in pcm.chunks(160).enumerate() {
+            pace(start, i);
             let mut pkt = vec![0x80, 0, 0, 0];
             pkt[2..4].copy_from_slice(&(i as u16).to_be_bytes());
             pkt.extend_from_slice(&(i as u32 * 160).to_be_bytes());
             pkt.extend_from_slice(&0xabcdu32.to_be_bytes());
             pkt.extend_from_slice(&G711::Pcmu.encode(f));
             call.rtp.send_to(&pkt, call.server_rtp).unwrap();
-            std::thread::sleep(Duration::from_millis(20));
         }
     };
     // 1: one second of RTP, then nothing until the server gives up (2 s later).
@@ -382,7 +393,9 @@ fn rfc4733_digits_are_masked_by_timestamp() {
         p
     };
     // the key '7' from ts 8000 for 200 ms (1600 units), three end packets
+    let start = std::time::Instant::now();
     for (i, f) in voice.chunks(160).enumerate() {
+        pace(start, i);
         let ts = i as u32 * 160;
         let audio = packet(0, false, ts, &G711::Pcmu.encode(f));
         call.rtp.send_to(&audio, call.server_rtp).unwrap();
@@ -396,7 +409,6 @@ fn rfc4733_digits_are_masked_by_timestamp() {
                 call.rtp.send_to(&p, call.server_rtp).unwrap();
             }
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
     call.bye();
     let ev = stopped_event(&server);
@@ -422,7 +434,7 @@ fn rfc4733_digits_are_masked_by_timestamp() {
         .collect();
     let first = voiced.iter().position(|&v| v).unwrap();
     let last = voiced.iter().rposition(|&v| v).unwrap();
-    let mut runs = Vec::new();
+    let mut runs: Vec<u64> = Vec::new();
     let mut run = 0;
     for &v in &voiced[first..=last] {
         if v {
@@ -434,11 +446,15 @@ fn rfc4733_digits_are_masked_by_timestamp() {
             run += 1;
         }
     }
-    assert_eq!(runs.len(), 1, "silent runs {runs:?}");
+    // The key's run; any other gap must be a packet the server reported as too late to place
+    // (a stalled sender on a loaded box), 2 blocks each.
+    let key = *runs.iter().max().unwrap();
+    assert!((26..=31).contains(&key), "silent run of {key} blocks");
+    let others: u64 = runs.iter().sum::<u64>() - key;
+    let late = ev["late_packets"].as_u64().unwrap();
     assert!(
-        (26..=31).contains(&runs[0]),
-        "silent run of {} blocks",
-        runs[0]
+        others <= 2 * late,
+        "unexplained silent runs {runs:?} ({late} late packets)"
     );
     assert!(last - first >= 280, "3 s of voice, {} blocks", last - first);
 }
