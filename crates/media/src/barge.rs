@@ -278,6 +278,7 @@ impl BargeInDetector {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::vad::tests::{at_level, espeak, mix, noise, welcome};
 

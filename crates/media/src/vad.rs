@@ -470,6 +470,7 @@ const MAX_FRAME: usize = 480;
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::g711::G711;
     use crate::prompt::Prompt;
@@ -484,7 +485,9 @@ pub(crate) mod tests {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
-        let path = dir.join(format!("{name}.wav"));
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("{name}-{n}.wav"));
         let st = std::process::Command::new("espeak-ng")
             .args(["-v", "en-us", "-s", "160", "-w"])
             .arg(&path)
