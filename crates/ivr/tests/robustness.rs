@@ -84,7 +84,7 @@ proptest! {
                 Step::Queue(ok) => call.handle_event(Event::QueueResult(if ok { QueueOutcome::Connected { agent: "a".into() } } else { QueueOutcome::Failed { reason: "x".into() } }), now, wall),
                 Step::Transfer(ok) => call.handle_event(Event::TransferResult(if ok { TransferOutcome::Connected } else { TransferOutcome::Failed { status: Some(486) } }), now, wall),
                 Step::Recorded(s) => call.handle_event(Event::RecordingFinished { duration: Duration::from_secs(s) }, now, wall),
-                Step::Speech(i) => call.handle_event(Event::SpeechResult(SpeechResult { transcript: "x".into(), intent: intents.get(i as usize).map(|s| (*s).to_owned()), confidence: 0.5 }), now, wall),
+                Step::Speech(i) => call.handle_event(Event::SpeechResult(SpeechResult { transcript: "x".into(), meaning: intents.get(i as usize).map(|s| SpeechMeaning::Intent((*s).to_owned())), confidence: 0.5 }), now, wall),
             }
             let mut hangups = 0;
             while let Some(a) = call.poll_action() {
