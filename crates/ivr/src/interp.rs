@@ -1435,7 +1435,12 @@ impl Call {
             SpeechDecision::Rejected
         } else if r.confidence >= accept {
             SpeechDecision::Accepted
-        } else if sp.spec.confirm == Confirm::Never {
+        } else if sp.spec.confirm == Confirm::Never
+            || (matches!(m, SpeechMeaning::Digits(_))
+                && sp.spec.confirm == Confirm::Auto
+                && (c.sensitive || !sp.spec.keep_digits))
+        {
+            // reading redacted digits back would put them into the `say` text (and its event)
             SpeechDecision::Rejected
         } else {
             SpeechDecision::Confirm

@@ -457,6 +457,23 @@ fn spoken_digits_that_fail_validation_retry() {
 }
 
 #[test]
+fn mid_confidence_digits_are_not_read_back_unless_kept() {
+    let mut h = H::new(plan(&digits_step("")));
+    let a = h.actions();
+    h.done(&a);
+    let a = h.result("4 1 5 9", Some(SpeechMeaning::Digits("4159".into())), 0.6);
+    assert_eq!(said(&a), ["Sorry, I didn't catch that."]);
+    let mut h = H::new(plan(&digits_step("keep_digits = true")));
+    let a = h.actions();
+    h.done(&a);
+    let a = h.result("4 1 5 9", Some(SpeechMeaning::Digits("4159".into())), 0.6);
+    assert_eq!(said(&a), ["Did you say 4 1 5 9?"]);
+    h.done(&a);
+    h.result("yes", Some(SpeechMeaning::Yes), 0.9);
+    assert_eq!(h.call.var("card"), Some("4159"));
+}
+
+#[test]
 fn redaction_rules() {
     assert_eq!(
         redact_digits("my card is 4 1 5 9 2 6 3 8"),
