@@ -158,7 +158,6 @@ struct SpeechTurn {
     echo: EchoTracker,
     barge: Option<BargeInDetector>,
     barge_allowed: bool,
-    was_playing: bool,
     utterance: Vec<i16>,
 }
 
@@ -388,21 +387,18 @@ impl MediaSession {
     /// Start a speech turn: the endpointer runs on the caller's decoded audio (from now when
     /// barge-in is allowed, else from the end of the prompts) and reports
     /// [`MediaEvent::Vad`]; with `cfg.barge_in`, speech (or a key) during a prompt stops the
-    /// prompts on this tick and reports [`MediaEvent::BargeIn`]. The no-input timer starts when
-    /// no prompt is playing. Replaces a turn in progress.
+    /// prompts on this tick and reports [`MediaEvent::BargeIn`]. The no-input timer runs from
+    /// the end of the last prompt played (or from now). Call it before queueing the step's
+    /// prompt, or after: both arm barge-in for it. Replaces a turn in progress.
     pub fn listen(&mut self, cfg: ListenConfig) {
         let mut vad = Endpointer::new(cfg.vad);
-        let playing = self.player.is_playing();
-        if !playing {
-            vad.arm_no_input(self.rx_pos);
-        }
+        vad.arm_no_input(self.rx_pos);
         let echo_cfg = cfg.barge_in.map(|b| b.echo).unwrap_or_default();
         self.speech = Some(Box::new(SpeechTurn {
             vad,
             echo: EchoTracker::new(echo_cfg, self.cfg.ptime.duration()),
             barge: cfg.barge_in.map(BargeInDetector::new),
             barge_allowed: cfg.barge_in.is_some(),
-            was_playing: playing,
             utterance: Vec::new(),
         }));
     }
@@ -455,10 +451,11 @@ impl MediaSession {
         }
         turn.echo.observe(stats.db);
         let playing = self.player.is_playing();
-        if !playing && turn.was_playing {
-            turn.vad.arm_no_input(pos);
+        if playing {
+            // the no-input timer starts when the prompts have ended (listen() usually comes
+            // just before the prompt is queued)
+            turn.vad.arm_no_input(pos + n as u64);
         }
-        turn.was_playing = playing;
         // without barge-in the caller is not heard while a prompt plays
         if playing && !turn.barge_allowed {
             return;

@@ -191,8 +191,10 @@ fn the_prompts_own_echo_never_barges_in_and_silence_is_no_input() {
             let t = t0();
             let mut s = session(t);
             let mut line = Line::new(t, erl, delay);
-            s.play(p.clone());
+            // as the server does it: the turn first, then the prompt (the no-input timer
+            // must still start at the prompt's end)
             s.listen(listen_cfg(true));
+            s.play(p.clone());
             for _ in 0..ticks {
                 line.step(&mut s, None);
             }
