@@ -185,8 +185,8 @@ pub struct SpeechTurnRecord {
     pub transcript: String,
     /// What it was understood as (digits redacted likewise).
     pub meaning: Option<SpeechMeaning>,
-    /// Score 0..=1.
-    pub confidence: f32,
+    /// Score 0..=1, rounded to 3 decimals.
+    pub confidence: f64,
     /// Decision.
     pub decision: SpeechDecision,
 }
@@ -1375,7 +1375,7 @@ impl Call {
             attempt: c.attempt,
             transcript,
             meaning,
-            confidence: (confidence.clamp(0.0, 1.0) * 1000.0).round() / 1000.0,
+            confidence: (f64::from(confidence.clamp(0.0, 1.0)) * 1000.0).round() / 1000.0,
             decision,
         };
         self.vars

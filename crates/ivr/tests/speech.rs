@@ -423,6 +423,17 @@ fn spoken_digits_are_redacted_in_records_and_events() {
         !json.contains("4159") && !json.contains("4 1 5 9"),
         "{json}"
     );
+    let ev = h
+        .log
+        .iter()
+        .find(|e| matches!(e, IvrEvent::Speech(_)))
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(ev).unwrap(),
+        serde_json::json!({"type": "ivr.speech", "step": "ask", "attempt": 1,
+            "transcript": "my card is [digits].", "meaning": {"kind": "digits", "value": "[digits]"},
+            "confidence": 0.95, "decision": "accepted"})
+    );
     assert_eq!(
         h.call.var("speech.transcript"),
         Some("my card is [digits].")
