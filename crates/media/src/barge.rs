@@ -415,6 +415,23 @@ mod tests {
         }
     }
 
+    /// The confirmation window: a single loud frame (a line click) during the prompt does not
+    /// stop it; 40 ms of an in-band key tone does.
+    #[test]
+    fn a_click_does_not_barge_in_but_a_key_tone_does() {
+        let p = prompt();
+        let mut click = vec![0i16; 160];
+        for (i, s) in click.iter_mut().enumerate() {
+            *s = if i % 2 == 0 { 12000 } else { -12000 };
+        }
+        let (b, _, _) = simulate(&p, 20.0, 40, -55.0, Some((&click, 16000)));
+        assert_eq!(b, None, "a 20 ms click barged in");
+        let tone = crate::vad::tests::dtmf(&[(770.0, 1336.0)], -20.0);
+        let (b, _, _) = simulate(&p, 20.0, 40, -55.0, Some((&tone, 16000)));
+        let b = b.expect("a key tone must barge in");
+        assert!(b.at >= 16000 && b.detected_at <= 16000 + 480, "{b:?}");
+    }
+
     #[test]
     fn erl_estimate_converges_towards_the_line() {
         let p = prompt();
