@@ -21,6 +21,14 @@ const MAX_TYPEAHEAD: usize = 64;
 const RECORD_GRACE: Duration = Duration::from_secs(5);
 /// Shown instead of the digits of `sensitive = true` steps.
 pub const REDACTED: &str = "[redacted]";
+/// Shown instead of digit strings in speech transcripts (unless the step has `keep_digits`).
+pub const DIGITS_REDACTED: &str = "[digits]";
+/// After the caller started speaking: how long past `max_speech` + `end_silence` the
+/// interpreter waits for the recogniser's result before counting the attempt as not understood.
+const RESULT_WAIT: Duration = Duration::from_secs(10);
+/// The endpointer decides no-input on the caller's clock; the interpreter's own timer is a
+/// safety net that fires this much later.
+const NO_INPUT_GRACE: Duration = Duration::from_secs(1);
 
 /// Identifies one prompt playback, so a late `PromptFinished` of a stopped prompt is ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -87,15 +95,100 @@ pub enum TransferOutcome {
     },
 }
 
-/// A recogniser result (reserved: there is no recogniser yet).
+/// What the recogniser understood (the best hypothesis, whatever its score).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum SpeechMeaning {
+    /// An intent of the step (or one of its `expect` words), by name.
+    Intent(String),
+    /// A digit string.
+    Digits(String),
+    /// Yes.
+    Yes,
+    /// No.
+    No,
+}
+
+/// A recogniser result for the utterance of a [`Action::StartListening`] turn.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpeechResult {
-    /// What was heard.
+    /// What was heard (unredacted: the interpreter redacts what it keeps).
     pub transcript: String,
-    /// Intent name, when the recogniser classified it.
-    pub intent: Option<String>,
-    /// Confidence 0..=1.
+    /// The best hypothesis, `None` when nothing matched at all.
+    pub meaning: Option<SpeechMeaning>,
+    /// The hypothesis' score 0..=1 (the interpreter compares it with `accept`/`reject`).
     pub confidence: f32,
+}
+
+/// An intent the recogniser should listen for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenIntent {
+    /// Name reported back in [`SpeechMeaning::Intent`].
+    pub name: String,
+    /// Example phrases (the name as words when the dialplan gives none).
+    pub phrases: Vec<String>,
+}
+
+/// A speech turn: what to listen for and how (see [`Action::StartListening`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenRequest {
+    /// Step that listens.
+    pub step: String,
+    /// Intents (including the step's non-yes/no `expect` words).
+    pub intents: Vec<ListenIntent>,
+    /// A digit string of `min..=max` digits.
+    pub digits: Option<(usize, usize)>,
+    /// Yes / no.
+    pub yes_no: bool,
+    /// Speech or a key stops the prompt (the media session does it itself).
+    pub barge_in: bool,
+    /// Silence that ends the utterance.
+    pub end_silence: Duration,
+    /// Longest utterance.
+    pub max_speech: Duration,
+    /// No speech this long after the prompts → [`Event::SpeechNoInput`].
+    pub no_input: Duration,
+    /// The recogniser may reject below this score (the interpreter decides with `accept`).
+    pub reject_below: f32,
+    /// Language of the call.
+    pub language: String,
+    /// A confirmation ("did you say ...?") turn.
+    pub confirmation: bool,
+}
+
+/// What the interpreter made of a speech result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpeechDecision {
+    /// At or above `accept`: routed.
+    Accepted,
+    /// Between `reject` and `accept`: the caller is asked to confirm.
+    Confirm,
+    /// The caller confirmed (yes / 1).
+    Confirmed,
+    /// The caller said no (no / 2).
+    Denied,
+    /// Below `reject`, not an expected answer, or no result in time.
+    Rejected,
+    /// Nothing was said.
+    NoInput,
+}
+
+/// One speech turn in the call record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpeechTurnRecord {
+    /// Step.
+    pub step: String,
+    /// Attempt of the step.
+    pub attempt: u32,
+    /// Transcript, digit strings redacted unless the step has `keep_digits`.
+    pub transcript: String,
+    /// What it was understood as (digits redacted likewise).
+    pub meaning: Option<SpeechMeaning>,
+    /// Score 0..=1, rounded to 3 decimals.
+    pub confidence: f64,
+    /// Decision.
+    pub decision: SpeechDecision,
 }
 
 /// Inputs from the driver.
@@ -116,7 +209,13 @@ pub enum Event {
     QueueResult(QueueOutcome),
     /// Result of [`Action::Transfer`].
     TransferResult(TransferOutcome),
-    /// A speech result (reserved).
+    /// The caller started speaking in a speech turn (the endpointer's onset, or barge-in):
+    /// the prompt stops (barge-in steps) and the no-input timer is cancelled.
+    SpeechStarted,
+    /// The endpointer heard nothing for the turn's `no_input` after the prompts (or the
+    /// recogniser found no speech in the utterance).
+    SpeechNoInput,
+    /// The recogniser's result for the turn's utterance.
     SpeechResult(SpeechResult),
     /// The caller hung up.
     CallerHungUp,
@@ -144,7 +243,7 @@ pub struct EnqueueRequest {
 }
 
 /// Outputs to the driver, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Answer the call (200 OK) and report [`Event::Answered`].
     Answer,
@@ -173,6 +272,12 @@ pub enum Action {
     StartDigitCollection,
     /// Digits are no longer wanted.
     StopDigitCollection,
+    /// Start a speech turn on the caller's audio (endpointer, barge-in if asked) and, when it
+    /// ends, recognise the utterance; report [`Event::SpeechStarted`], then
+    /// [`Event::SpeechResult`] or [`Event::SpeechNoInput`]. Replaces a turn in progress.
+    StartListening(Box<ListenRequest>),
+    /// End the speech turn (a key was pressed, the step is over); a late result is ignored.
+    StopListening,
     /// Hand the call to the ACD; report [`Event::QueueResult`].
     Enqueue(EnqueueRequest),
     /// Bridge to a SIP URI as a B2BUA leg; report [`Event::TransferResult`].
@@ -233,8 +338,11 @@ pub enum GatherFailure {
     NoMatch,
     /// Menu key that is not an option.
     NotAnOption,
-    /// Speech not understood (reserved).
+    /// Speech not understood (below `reject`, not expected, or the caller said no to the
+    /// confirmation).
     NotUnderstood,
+    /// No speech (speech attempt of a speech step).
+    NoSpeech,
 }
 
 /// How the call left the IVR.
@@ -297,7 +405,7 @@ impl Outcome {
 }
 
 /// The IVR event log (for the JSON event stream). Serialises with `type` = `ivr.*`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type")]
 pub enum IvrEvent {
     /// The call started in a flow.
@@ -348,6 +456,15 @@ pub enum IvrEvent {
         /// No attempt left after this one (failure) or success.
         last: bool,
     },
+    /// A speech result was judged (transcript redacted as in the call record).
+    #[serde(rename = "ivr.speech")]
+    Speech(SpeechTurnRecord),
+    /// A speech step gave up on speech and continues with keys only.
+    #[serde(rename = "ivr.speech_fallback")]
+    SpeechFallback {
+        /// Step.
+        step: String,
+    },
     /// A recording finished.
     #[serde(rename = "ivr.recorded")]
     Recorded {
@@ -377,7 +494,7 @@ pub struct CollectedDigits {
 }
 
 /// The call record data the interpreter accumulates.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CallSummary {
     /// Call id.
     pub call_id: String,
@@ -387,8 +504,11 @@ pub struct CallSummary {
     pub flow: String,
     /// Steps entered, in order.
     pub path: Vec<String>,
-    /// Digits collected (successful gathers and menu choices).
+    /// Digits collected (successful gathers and menu choices; for a speech result: the intent
+    /// name, `yes`/`no` or the digits).
     pub digits: Vec<CollectedDigits>,
+    /// Speech turns, in order (transcripts with digit strings redacted).
+    pub speech: Vec<SpeechTurnRecord>,
     /// How the IVR ended (`None` while running).
     pub outcome: Option<Outcome>,
     /// Last language.
@@ -411,6 +531,28 @@ struct Collect {
     playing: Option<PlaybackId>,
     digits: String,
     deadline: Option<Instant>,
+    /// Attempts before this one that do not count against `retries` (the speech attempts of
+    /// a step that fell back to keys).
+    base: u32,
+    /// Speech state; `None` for key-only steps and after the fallback to keys.
+    speech: Option<Box<SpeechState>>,
+}
+
+#[derive(Debug)]
+struct SpeechState {
+    spec: SpeechSpec,
+    failures: u32,
+    /// A turn was requested and has not ended.
+    listening: bool,
+    /// The caller started speaking in the current turn.
+    heard: bool,
+    /// Awaiting the answer to "did you say ...?".
+    confirming: Option<Pending>,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    meaning: SpeechMeaning,
 }
 
 #[derive(Debug)]
@@ -562,6 +704,7 @@ impl Call {
             flow: flow.0.clone(),
             path: Vec::new(),
             digits: Vec::new(),
+            speech: Vec::new(),
             outcome: None,
             language: lang,
         };
@@ -972,6 +1115,16 @@ impl Call {
         now: Instant,
     ) {
         self.actions.push_back(Action::StartDigitCollection);
+        let speech = match &spec {
+            Collector::Gather(g) => g
+                .input
+                .contains(&InputKind::Speech)
+                .then(|| g.speech.clone()),
+            Collector::Menu(m) => m
+                .input
+                .contains(&InputKind::Speech)
+                .then(|| m.speech.clone()),
+        };
         let c = Collect {
             step,
             spec,
@@ -981,10 +1134,22 @@ impl Call {
             playing: None,
             digits: String::new(),
             deadline: None,
+            base: 0,
+            speech: speech.map(|spec| {
+                Box::new(SpeechState {
+                    spec,
+                    failures: 0,
+                    listening: false,
+                    heard: false,
+                    confirming: None,
+                })
+            }),
         };
         self.state = State::Collect(Box::new(c));
         let typeahead = std::mem::take(&mut self.typeahead);
         if typeahead.is_empty() {
+            // listen first: the media session then arms barge-in for the prompt that follows
+            self.start_listening();
             self.next_prompt(now);
         } else {
             // The caller typed ahead during an earlier prompt: skip this step's prompt.
@@ -1014,11 +1179,475 @@ impl Call {
     }
 
     fn wait_after_prompt(c: &Collect) -> Duration {
-        match &c.spec {
+        let keys = match &c.spec {
             Collector::Gather(g) if c.digits.is_empty() => g.first_digit_timeout,
             Collector::Gather(g) => g.inter_digit_timeout,
             Collector::Menu(m) => m.timeout,
+        };
+        match c.speech.as_deref() {
+            Some(sp) if sp.listening && c.digits.is_empty() => {
+                if sp.heard {
+                    sp.spec.max_speech + sp.spec.end_silence + RESULT_WAIT
+                } else {
+                    Self::no_input_of(c, sp) + NO_INPUT_GRACE
+                }
+            }
+            _ => keys,
         }
+    }
+
+    fn no_input_of(c: &Collect, sp: &SpeechState) -> Duration {
+        sp.spec.no_input_timeout.unwrap_or(match &c.spec {
+            Collector::Gather(g) => g.first_digit_timeout,
+            Collector::Menu(m) => m.timeout,
+        })
+    }
+
+    fn retries_of(c: &Collect) -> u32 {
+        match &c.spec {
+            Collector::Gather(g) => g.retries,
+            Collector::Menu(m) => m.retries,
+        }
+    }
+
+    fn main_prompt(c: &Collect) -> &[Prompt] {
+        match &c.spec {
+            Collector::Gather(g) => &g.prompt,
+            Collector::Menu(m) => &m.prompt,
+        }
+    }
+
+    /// The speech turn the current collector wants.
+    fn listen_request(&self, c: &Collect, sp: &SpeechState) -> ListenRequest {
+        let mut req = ListenRequest {
+            step: c.step.0.clone(),
+            intents: Vec::new(),
+            digits: None,
+            yes_no: false,
+            barge_in: sp.spec.barge_in,
+            end_silence: sp.spec.end_silence,
+            max_speech: sp.spec.max_speech,
+            no_input: Self::no_input_of(c, sp),
+            reject_below: sp.spec.reject,
+            language: self.lang(),
+            confirmation: sp.confirming.is_some(),
+        };
+        if sp.confirming.is_some() {
+            req.yes_no = true;
+            return req;
+        }
+        for i in &sp.spec.intents {
+            req.intents.push(ListenIntent {
+                name: i.name.clone(),
+                phrases: if i.phrases.is_empty() {
+                    vec![i.name.replace(['_', '-'], " ")]
+                } else {
+                    i.phrases.clone()
+                },
+            });
+        }
+        for w in &sp.spec.expect {
+            match w.to_lowercase().as_str() {
+                "yes" | "no" => req.yes_no = true,
+                other => req.intents.push(ListenIntent {
+                    name: w.clone(),
+                    phrases: vec![other.to_owned()],
+                }),
+            }
+        }
+        if let Collector::Gather(g) = &c.spec
+            && sp.spec.intents.is_empty()
+            && sp.spec.expect.is_empty()
+        {
+            req.digits = Some((g.min_digits.max(1), g.max_digits.max(1)));
+        }
+        req
+    }
+
+    /// Request a speech turn for the collector (if it takes speech and none runs).
+    fn start_listening(&mut self) {
+        let req = match &self.state {
+            State::Collect(c) => match c.speech.as_deref() {
+                Some(sp) if !sp.listening => self.listen_request(c, sp),
+                _ => return,
+            },
+            _ => return,
+        };
+        if let State::Collect(c) = &mut self.state
+            && let Some(sp) = c.speech.as_deref_mut()
+        {
+            sp.listening = true;
+            sp.heard = false;
+        }
+        self.actions
+            .push_back(Action::StartListening(Box::new(req)));
+    }
+
+    /// End the collector's speech turn, if one runs.
+    fn stop_listening(&mut self) {
+        if let State::Collect(c) = &mut self.state
+            && let Some(sp) = c.speech.as_deref_mut()
+            && sp.listening
+        {
+            sp.listening = false;
+            sp.heard = false;
+            self.actions.push_back(Action::StopListening);
+        }
+    }
+
+    fn speech_started(&mut self, now: Instant) {
+        let State::Collect(c) = &mut self.state else {
+            return;
+        };
+        let Some(sp) = c.speech.as_deref_mut() else {
+            return;
+        };
+        if !sp.listening || sp.heard {
+            return;
+        }
+        sp.heard = true;
+        let barge = sp.spec.barge_in;
+        if barge && let Some(id) = c.playing.take() {
+            c.prompts.clear();
+            self.actions.push_back(Action::StopPlayback { id });
+        }
+        if c.playing.is_none() {
+            c.deadline = Some(now + Self::wait_after_prompt(c));
+        }
+    }
+
+    fn spoken_meaning(m: &SpeechMeaning) -> String {
+        match m {
+            SpeechMeaning::Intent(name) => name.replace(['_', '-'], " "),
+            SpeechMeaning::Digits(d) => {
+                let mut out = String::new();
+                for (i, ch) in d.chars().enumerate() {
+                    if i > 0 {
+                        out.push(' ');
+                    }
+                    out.push(ch);
+                }
+                out
+            }
+            SpeechMeaning::Yes => "yes".to_owned(),
+            SpeechMeaning::No => "no".to_owned(),
+        }
+    }
+
+    /// Whether `m` is an answer the collector expects.
+    fn expected(c: &Collect, sp: &SpeechState, m: &SpeechMeaning) -> bool {
+        let yes_no = sp.spec.expect.iter().any(|w| {
+            let w = w.to_lowercase();
+            w == "yes" || w == "no"
+        });
+        match m {
+            SpeechMeaning::Intent(name) => {
+                sp.spec.intents.iter().any(|i| &i.name == name)
+                    || sp.spec.expect.iter().any(|w| w == name)
+            }
+            SpeechMeaning::Yes | SpeechMeaning::No => yes_no,
+            SpeechMeaning::Digits(d) => match &c.spec {
+                Collector::Gather(_) => {
+                    sp.spec.intents.is_empty() && sp.spec.expect.is_empty() && !d.is_empty()
+                }
+                Collector::Menu(menu) => {
+                    let mut ch = d.chars();
+                    matches!((ch.next(), ch.next()), (Some(k), None) if menu.options.contains_key(&k))
+                }
+            },
+        }
+    }
+
+    /// Record a judged speech turn (call record + event).
+    fn record_speech(
+        &mut self,
+        transcript: &str,
+        meaning: Option<&SpeechMeaning>,
+        confidence: f32,
+        decision: SpeechDecision,
+    ) {
+        let State::Collect(c) = &self.state else {
+            return;
+        };
+        let keep = c.speech.as_deref().is_some_and(|sp| sp.spec.keep_digits) && !c.sensitive;
+        let transcript = if keep {
+            transcript.to_owned()
+        } else {
+            redact_digits(transcript)
+        };
+        let meaning = meaning.map(|m| match m {
+            SpeechMeaning::Digits(_) if !keep => SpeechMeaning::Digits(DIGITS_REDACTED.to_owned()),
+            other => other.clone(),
+        });
+        let rec = SpeechTurnRecord {
+            step: c.step.0.clone(),
+            attempt: c.attempt,
+            transcript,
+            meaning,
+            confidence: (f64::from(confidence.clamp(0.0, 1.0)) * 1000.0).round() / 1000.0,
+            decision,
+        };
+        self.vars
+            .insert("speech.transcript".to_owned(), rec.transcript.clone());
+        self.vars.insert(
+            "speech.confidence".to_owned(),
+            format!("{:.2}", rec.confidence),
+        );
+        self.summary.speech.push(rec.clone());
+        self.events.push_back(IvrEvent::Speech(rec));
+    }
+
+    fn speech_result(&mut self, r: SpeechResult, now: Instant) {
+        let State::Collect(c) = &mut self.state else {
+            return;
+        };
+        let Some(sp) = c.speech.as_deref_mut() else {
+            return; // fell back to keys: a late result
+        };
+        if !sp.listening {
+            return; // the turn was stopped (a key): a late result
+        }
+        sp.listening = false;
+        sp.heard = false;
+        let (accept, reject) = (sp.spec.accept, sp.spec.reject);
+        if let Some(p) = sp.confirming.take() {
+            let answer = match &r.meaning {
+                Some(SpeechMeaning::Yes) if r.confidence >= reject => Some(true),
+                Some(SpeechMeaning::No) if r.confidence >= reject => Some(false),
+                _ => None,
+            };
+            let decision = match answer {
+                Some(true) => SpeechDecision::Confirmed,
+                Some(false) => SpeechDecision::Denied,
+                None => SpeechDecision::Rejected,
+            };
+            self.record_speech(&r.transcript, r.meaning.as_ref(), r.confidence, decision);
+            match answer {
+                Some(true) => self.speech_accept(p.meaning, now),
+                _ => self.speech_fail(decision, now),
+            }
+            return;
+        }
+        let Some(m) = r.meaning.clone() else {
+            self.record_speech(&r.transcript, None, r.confidence, SpeechDecision::Rejected);
+            self.speech_fail(SpeechDecision::Rejected, now);
+            return;
+        };
+        let State::Collect(c) = &self.state else {
+            return;
+        };
+        let Some(sp) = c.speech.as_deref() else {
+            return;
+        };
+        let expected = Self::expected(c, sp, &m);
+        let decision = if !expected || r.confidence < reject {
+            SpeechDecision::Rejected
+        } else if r.confidence >= accept {
+            SpeechDecision::Accepted
+        } else if sp.spec.confirm == Confirm::Never
+            || (matches!(m, SpeechMeaning::Digits(_))
+                && sp.spec.confirm == Confirm::Auto
+                && (c.sensitive || !sp.spec.keep_digits))
+        {
+            // reading redacted digits back would put them into the `say` text (and its event)
+            SpeechDecision::Rejected
+        } else {
+            SpeechDecision::Confirm
+        };
+        self.record_speech(&r.transcript, Some(&m), r.confidence, decision);
+        match decision {
+            SpeechDecision::Accepted => self.speech_accept(m, now),
+            SpeechDecision::Confirm => self.speech_confirm(Pending { meaning: m }, now),
+            _ => self.speech_fail(decision, now),
+        }
+    }
+
+    fn set_speech_vars(&mut self, m: &SpeechMeaning) {
+        self.vars
+            .insert("speech.meaning".to_owned(), Self::spoken_meaning(m));
+        if let SpeechMeaning::Intent(name) = m {
+            self.vars.insert("speech.intent".to_owned(), name.clone());
+        }
+    }
+
+    /// Route an accepted meaning like the equivalent keys.
+    fn speech_accept(&mut self, m: SpeechMeaning, now: Instant) {
+        self.stop_listening();
+        self.set_speech_vars(&m);
+        let State::Collect(c) = &mut self.state else {
+            return;
+        };
+        if let Some(id) = c.playing.take() {
+            c.prompts.clear();
+            self.actions.push_back(Action::StopPlayback { id });
+        }
+        let State::Collect(c) = &self.state else {
+            return;
+        };
+        let var = match &c.spec {
+            Collector::Gather(g) => Some(g.var.clone()),
+            Collector::Menu(_) => None,
+        };
+        match m {
+            SpeechMeaning::Digits(d) => match &c.spec {
+                Collector::Gather(_) => self.gather_complete(d, now),
+                Collector::Menu(_) => {
+                    if let Some(k) = d.chars().next() {
+                        self.collect_digit(k, now);
+                    }
+                }
+            },
+            SpeechMeaning::Intent(name) => {
+                let target = c
+                    .speech
+                    .as_deref()
+                    .and_then(|sp| sp.spec.intents.iter().find(|i| i.name == name))
+                    .and_then(|i| i.next.clone());
+                if let Some(v) = var {
+                    self.vars.insert(v, name.clone());
+                }
+                self.collect_ok(name, target);
+            }
+            SpeechMeaning::Yes | SpeechMeaning::No => {
+                let word = if m == SpeechMeaning::Yes { "yes" } else { "no" };
+                if let Some(v) = var {
+                    self.vars.insert(v, word.to_owned());
+                }
+                self.collect_ok(word.to_owned(), None);
+            }
+        }
+    }
+
+    /// Mid confidence: ask, or hand over to the step's explicit confirmation step.
+    fn speech_confirm(&mut self, p: Pending, now: Instant) {
+        self.set_speech_vars(&p.meaning);
+        let State::Collect(c) = &mut self.state else {
+            return;
+        };
+        let Some(sp) = c.speech.as_deref_mut() else {
+            return;
+        };
+        match sp.spec.confirm.clone() {
+            Confirm::Step(target) => {
+                let step = c.step.clone();
+                let State::Collect(_) = std::mem::replace(&mut self.state, State::Done) else {
+                    return;
+                };
+                self.actions.push_back(Action::StopDigitCollection);
+                self.route_event(&step, &target);
+                self.goto(Some(target), Self::end_of_flow());
+            }
+            Confirm::Never => self.speech_fail(SpeechDecision::Rejected, now),
+            Confirm::Auto => {
+                let prompt = if sp.spec.confirm_prompt.is_empty() {
+                    vec![builtin_prompt(
+                        "Did you say {speech.meaning}?",
+                        "您是说{speech.meaning}吗？",
+                    )]
+                } else {
+                    sp.spec.confirm_prompt.clone()
+                };
+                sp.confirming = Some(p);
+                c.prompts = prompt.into();
+                c.deadline = None;
+                self.start_listening();
+                self.next_prompt(now);
+            }
+        }
+    }
+
+    /// A speech attempt failed (not understood, no input, denied): "sorry" and retry, or fall
+    /// back to keys after `speech_retries`.
+    fn speech_fail(&mut self, why: SpeechDecision, now: Instant) {
+        self.stop_listening();
+        let State::Collect(c) = &mut self.state else {
+            return;
+        };
+        let step_retries = Self::retries_of(c);
+        let Some(sp) = c.speech.as_deref_mut() else {
+            return;
+        };
+        sp.confirming = None;
+        sp.failures += 1;
+        let speech_retries = sp.spec.retries.unwrap_or(step_retries);
+        let fallback = sp.failures > speech_retries;
+        let failure = if why == SpeechDecision::NoInput {
+            GatherFailure::NoSpeech
+        } else {
+            GatherFailure::NotUnderstood
+        };
+        self.events.push_back(IvrEvent::Gather {
+            step: c.step.0.clone(),
+            attempt: c.attempt,
+            digits: None,
+            failure: Some(failure),
+            last: false,
+        });
+        if let Some(id) = c.playing.take() {
+            self.actions.push_back(Action::StopPlayback { id });
+        }
+        let dtmf_prompt = c
+            .speech
+            .as_deref()
+            .map(|sp| sp.spec.dtmf_prompt.clone())
+            .unwrap_or_default();
+        let (notice, user_notice) = match (&c.spec, why) {
+            (_, SpeechDecision::Denied) => (None, Vec::new()),
+            (Collector::Gather(g), SpeechDecision::NoInput) => (
+                Some((
+                    "Sorry, I didn't hear anything.",
+                    "对不起，我没有听到您的声音。",
+                )),
+                g.timeout_prompt.clone(),
+            ),
+            (Collector::Menu(m), SpeechDecision::NoInput) => (
+                Some((
+                    "Sorry, I didn't hear anything.",
+                    "对不起，我没有听到您的声音。",
+                )),
+                m.timeout_prompt.clone(),
+            ),
+            (Collector::Gather(g), _) => (
+                Some(("Sorry, I didn't catch that.", "对不起，我没有听清楚。")),
+                g.invalid_prompt.clone(),
+            ),
+            (Collector::Menu(m), _) => (
+                Some(("Sorry, I didn't catch that.", "对不起，我没有听清楚。")),
+                m.invalid_prompt.clone(),
+            ),
+        };
+        let mut prompts: VecDeque<Prompt> = if user_notice.is_empty() {
+            notice
+                .map(|(en, zh)| builtin_prompt(en, zh))
+                .into_iter()
+                .collect()
+        } else {
+            user_notice.into()
+        };
+        c.attempt += 1;
+        c.digits.clear();
+        c.deadline = None;
+        if fallback {
+            let step = c.step.0.clone();
+            c.speech = None;
+            c.base = c.attempt - 1;
+            if dtmf_prompt.is_empty() {
+                prompts.push_back(builtin_prompt(
+                    "Please use your keypad.",
+                    "请使用电话按键。",
+                ));
+                prompts.extend(Self::main_prompt(c).iter().cloned());
+            } else {
+                prompts.extend(dtmf_prompt);
+            }
+            c.prompts = prompts;
+            self.events.push_back(IvrEvent::SpeechFallback { step });
+        } else {
+            prompts.extend(Self::main_prompt(c).iter().cloned());
+            c.prompts = prompts;
+            self.start_listening();
+        }
+        self.next_prompt(now);
     }
 
     /// Play the next queued prompt of the collector, or start the input timer.
@@ -1045,6 +1674,39 @@ impl Call {
     }
 
     fn collect_digit(&mut self, d: char, now: Instant) {
+        let State::Collect(c) = &mut self.state else {
+            return;
+        };
+        // "did you say ...?": 1 = yes, 2 = no
+        if let Some(sp) = c.speech.as_deref_mut()
+            && let Some(p) = sp.confirming.clone()
+        {
+            let answer = match d {
+                '1' => SpeechMeaning::Yes,
+                '2' => SpeechMeaning::No,
+                _ => return,
+            };
+            sp.confirming = None;
+            if let Some(id) = c.playing.take() {
+                c.prompts.clear();
+                self.actions.push_back(Action::StopPlayback { id });
+            }
+            let yes = answer == SpeechMeaning::Yes;
+            let decision = if yes {
+                SpeechDecision::Confirmed
+            } else {
+                SpeechDecision::Denied
+            };
+            self.record_speech(&format!("key {d}"), Some(&answer), 1.0, decision);
+            if yes {
+                self.speech_accept(p.meaning, now);
+            } else {
+                self.speech_fail(SpeechDecision::Denied, now);
+            }
+            return;
+        }
+        // a key ends the speech turn: this attempt continues with keys
+        self.stop_listening();
         let State::Collect(c) = &mut self.state else {
             return;
         };
@@ -1120,6 +1782,7 @@ impl Call {
     }
 
     fn collect_ok(&mut self, digits: String, menu_target: Option<StepId>) {
+        self.stop_listening();
         let State::Collect(c) = std::mem::replace(&mut self.state, State::Done) else {
             return;
         };
@@ -1155,14 +1818,12 @@ impl Call {
     }
 
     fn collect_fail(&mut self, failure: GatherFailure, digits: Option<String>, now: Instant) {
+        self.stop_listening();
         let State::Collect(c) = &mut self.state else {
             return;
         };
-        let retries = match &c.spec {
-            Collector::Gather(g) => g.retries,
-            Collector::Menu(m) => m.retries,
-        };
-        let last = c.attempt > retries;
+        let retries = Self::retries_of(c);
+        let last = c.attempt - c.base > retries;
         let shown = digits.map(|d| Self::shown(c.sensitive, &d));
         self.events.push_back(IvrEvent::Gather {
             step: c.step.0.clone(),
@@ -1212,6 +1873,7 @@ impl Call {
             ),
         };
         c.prompts = notice.iter().chain(main.iter()).cloned().collect();
+        self.start_listening();
         self.next_prompt(now);
     }
 
@@ -1263,31 +1925,26 @@ impl Call {
                 self.state = State::Collect(c);
                 self.collect_digit(d, now);
             }
-            (State::Collect(c), Event::SpeechResult(r)) => {
-                let intents = match &c.spec {
-                    Collector::Gather(g) => g.speech.intents.clone(),
-                    Collector::Menu(m) => m.speech.intents.clone(),
-                };
-                let hit = r
-                    .intent
-                    .as_ref()
-                    .and_then(|name| intents.iter().find(|i| &i.name == name));
+            (State::Collect(c), Event::SpeechStarted) => {
                 self.state = State::Collect(c);
-                match hit {
-                    Some(i) => {
-                        self.vars.insert("speech.intent".to_owned(), i.name.clone());
-                        self.vars
-                            .insert("speech.transcript".to_owned(), r.transcript.clone());
-                        let target = i.next.clone();
-                        if let State::Collect(c) = &mut self.state {
-                            if let Some(id) = c.playing.take() {
-                                self.actions.push_back(Action::StopPlayback { id });
-                            }
-                        }
-                        self.collect_ok(r.transcript, target);
+                self.speech_started(now);
+            }
+            (State::Collect(c), Event::SpeechNoInput) => {
+                let live = c.speech.as_deref().is_some_and(|sp| sp.listening);
+                self.state = State::Collect(c);
+                if live {
+                    if let State::Collect(c) = &mut self.state
+                        && let Some(sp) = c.speech.as_deref_mut()
+                    {
+                        sp.listening = false; // the driver's turn is over
                     }
-                    None => self.collect_fail(GatherFailure::NotUnderstood, None, now),
+                    self.record_speech("", None, 0.0, SpeechDecision::NoInput);
+                    self.speech_fail(SpeechDecision::NoInput, now);
                 }
+            }
+            (State::Collect(c), Event::SpeechResult(r)) => {
+                self.state = State::Collect(c);
+                self.speech_result(r, now);
             }
             (State::WaitQueue { step, spec }, Event::QueueResult(r)) => match r {
                 QueueOutcome::Connected { agent } => {
@@ -1385,6 +2042,20 @@ impl Call {
         }
         let state = std::mem::replace(&mut self.state, State::Done);
         match state {
+            State::Collect(mut c)
+                if c.digits.is_empty() && c.speech.as_deref().is_some_and(|sp| sp.listening) =>
+            {
+                c.deadline = None;
+                let heard = c.speech.as_deref().is_some_and(|sp| sp.heard);
+                self.state = State::Collect(c);
+                let why = if heard {
+                    SpeechDecision::Rejected
+                } else {
+                    SpeechDecision::NoInput
+                };
+                self.record_speech("", None, 0.0, why);
+                self.speech_fail(why, now);
+            }
             State::Collect(mut c) => {
                 c.deadline = None;
                 let digits = std::mem::take(&mut c.digits);
@@ -1427,3 +2098,78 @@ impl Call {
 
 /// Map of variable names → values, for tests and tooling.
 pub type Vars = BTreeMap<String, String>;
+
+/// A built-in prompt in English and Chinese (the call's language picks).
+fn builtin_prompt(en: &str, zh: &str) -> Prompt {
+    let mut m = BTreeMap::new();
+    m.insert("en".to_owned(), en.to_owned());
+    m.insert("zh".to_owned(), zh.to_owned());
+    Prompt::Say {
+        text: Text::PerLanguage(m),
+        language: None,
+    }
+}
+
+const DIGIT_WORDS: &[&str] = &[
+    "zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+];
+
+/// How many digits a transcript token stands for (`None`: not a digit token).
+fn digit_token(tok: &str) -> Option<usize> {
+    let core = tok.trim_matches(|c: char| !c.is_alphanumeric());
+    if core.is_empty() {
+        return None;
+    }
+    if core
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == '-' || c == '.' || c == ',')
+    {
+        let n = core.chars().filter(char::is_ascii_digit).count();
+        return (n > 0).then_some(n);
+    }
+    DIGIT_WORDS
+        .contains(&core.to_lowercase().as_str())
+        .then_some(1)
+}
+
+/// Replace every run of digit tokens that holds 2 or more digits ("4 1 5 9", "4159",
+/// "four one five nine", "41-59") with [`DIGITS_REDACTED`]; single number words ("one card")
+/// stay. Trailing punctuation of the run is kept.
+pub fn redact_digits(transcript: &str) -> String {
+    let toks: Vec<&str> = transcript.split_whitespace().collect();
+    let mut out: Vec<String> = Vec::with_capacity(toks.len());
+    let mut i = 0;
+    while i < toks.len() {
+        let mut j = i;
+        let mut digits = 0;
+        while let Some(n) = toks.get(j).and_then(|t| digit_token(t)) {
+            digits += n;
+            j += 1;
+        }
+        if j > i && digits >= 2 {
+            let last = toks.get(j - 1).copied().unwrap_or_default();
+            let tail: String = last
+                .chars()
+                .rev()
+                .take_while(|c| !c.is_alphanumeric())
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            out.push(format!("{DIGITS_REDACTED}{tail}"));
+            i = j;
+        } else if j > i {
+            out.extend(
+                toks.get(i..j)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|t| (*t).to_owned()),
+            );
+            i = j;
+        } else {
+            out.extend(toks.get(i).map(|t| (*t).to_owned()));
+            i += 1;
+        }
+    }
+    out.join(" ")
+}

@@ -15,9 +15,10 @@ pub mod model;
 
 pub use error::{Diagnostic, DiagnosticKind, IvrError, Severity};
 pub use interp::{
-    Action, Call, CallContext, CallSummary, CallerAttributes, CollectedDigits, EnqueueRequest,
-    Event, GatherFailure, IvrEvent, Outcome, PlaybackId, QueueOutcome, REDACTED, Recognition,
-    SpeechResult, TransferOutcome,
+    Action, Call, CallContext, CallSummary, CallerAttributes, CollectedDigits, DIGITS_REDACTED,
+    EnqueueRequest, Event, GatherFailure, IvrEvent, ListenIntent, ListenRequest, Outcome,
+    PlaybackId, QueueOutcome, REDACTED, Recognition, SpeechDecision, SpeechMeaning, SpeechResult,
+    SpeechTurnRecord, TransferOutcome, redact_digits,
 };
 pub use load::{DialplanSet, LoadedDialplan, Reload, RouteMatch, check_dir, check_file, check_str};
 pub use model::{Builtin, Dialplan, FlowId, RouteTarget, StepId};

@@ -61,6 +61,24 @@ const PROMPT_KEYS: &[&str] = &[
     "invalid_prompt",
     "timeout_prompt",
 ];
+/// Speech keys of gather/menu (need `input` with `"speech"`).
+const SPEECH_KEYS: &[&str] = &[
+    "barge_in",
+    "end_silence",
+    "max_speech",
+    "no_input_timeout",
+    "accept",
+    "reject",
+    "confirm",
+    "confirm_say",
+    "confirm_play",
+    "confirm_prompt",
+    "speech_retries",
+    "dtmf_say",
+    "dtmf_play",
+    "dtmf_prompt",
+    "keep_digits",
+];
 const DTMF_KEYS: &str = "0123456789*#ABCD";
 
 /// A dialplan that passed validation, with its warnings.
@@ -110,6 +128,8 @@ pub const BUILTIN_VARS: &[&str] = &[
     "recording.seconds",
     "speech.intent",
     "speech.transcript",
+    "speech.meaning",
+    "speech.confidence",
 ];
 
 /// Names referenced as `{name}` in a template.
@@ -626,6 +646,133 @@ fn speech_spec(cx: &mut Cx<'_>, refs: &mut Refs, from: &StepId, t: &DeTable<'_>)
     spec
 }
 
+/// A fraction 0..=1 (integer 0/1 or float).
+fn opt_fraction(cx: &mut Cx<'_>, t: &DeTable<'_>, key: &str) -> Option<f32> {
+    let (_, v) = find(t, key)?;
+    let x = match v.get_ref() {
+        DeValue::Integer(_) => int_of(v.get_ref()).map(|i| i as f64),
+        DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+        _ => {
+            type_err(cx, v, key, "a number from 0 to 1");
+            return None;
+        }
+    };
+    match x {
+        Some(x) if (0.0..=1.0).contains(&x) => Some(x as f32),
+        _ => {
+            cx.err(
+                &v.span(),
+                K::InvalidValue,
+                format!("`{key}` must be a confidence from 0 to 1"),
+                "e.g. `accept = 0.7`, `reject = 0.45`".to_owned(),
+            );
+            None
+        }
+    }
+}
+
+/// Seconds within `lo..=hi`.
+fn opt_secs_in(cx: &mut Cx<'_>, t: &DeTable<'_>, key: &str, lo: f64, hi: f64) -> Option<Duration> {
+    let d = opt_secs(cx, t, key)?;
+    if (lo..=hi).contains(&d.as_secs_f64()) {
+        return Some(d);
+    }
+    if let Some((_, v)) = find(t, key) {
+        cx.err(
+            &v.span(),
+            K::InvalidValue,
+            format!("`{key}` must be from {lo} to {hi} seconds"),
+            format!("use a value from {lo} to {hi}"),
+        );
+    }
+    None
+}
+
+/// The speech keys of a gather/menu (`SPEECH_KEYS`): parsed into `spec`; an error when the step
+/// does not take speech.
+fn speech_settings(
+    cx: &mut Cx<'_>,
+    refs: &mut Refs,
+    id: &StepId,
+    t: &DeTable<'_>,
+    input: &[InputKind],
+    language: &Option<String>,
+    spec: &mut SpeechSpec,
+) {
+    if !input.contains(&InputKind::Speech) {
+        for (k, _) in t.iter() {
+            let name: &str = k.get_ref().as_ref();
+            if SPEECH_KEYS.contains(&name) {
+                cx.err(
+                    &k.span(),
+                    K::InvalidValue,
+                    format!("`{name}` is a speech setting, but step `{id}` takes no speech"),
+                    "add `input = [\"speech\", \"dtmf\"]` or remove the key".to_owned(),
+                );
+            }
+        }
+        return;
+    }
+    if let Some(b) = opt_bool(cx, t, "barge_in") {
+        spec.barge_in = b;
+    }
+    if let Some(d) = opt_secs_in(cx, t, "end_silence", 0.2, 5.0) {
+        spec.end_silence = d;
+    }
+    if let Some(d) = opt_secs_in(cx, t, "max_speech", 1.0, 60.0) {
+        spec.max_speech = d;
+    }
+    if let Some(d) = opt_secs_in(cx, t, "no_input_timeout", 0.5, 120.0) {
+        spec.no_input_timeout = Some(d);
+    }
+    if let Some(a) = opt_fraction(cx, t, "accept") {
+        spec.accept = a;
+    }
+    if let Some(r) = opt_fraction(cx, t, "reject") {
+        spec.reject = r;
+    }
+    if spec.reject > spec.accept {
+        let at = find(t, "reject").or_else(|| find(t, "accept"));
+        if let Some((_, v)) = at {
+            cx.err(
+                &v.span(),
+                K::InvalidValue,
+                format!(
+                    "`reject` ({}) is above `accept` ({})",
+                    spec.reject, spec.accept
+                ),
+                "make reject ≤ accept (between them the caller is asked to confirm)".to_owned(),
+            );
+        }
+    }
+    if let Some((c, span)) = opt_str(cx, t, "confirm") {
+        spec.confirm = match c.as_str() {
+            "auto" => Confirm::Auto,
+            "none" => Confirm::Never,
+            step => Confirm::Step(refs.add(id, step, span)),
+        };
+    }
+    spec.confirm_prompt = prompts(cx, t, "confirm_", language);
+    spec.dtmf_prompt = prompts(cx, t, "dtmf_", language);
+    if let Some(n) = opt_int(cx, t, "speech_retries", 0, 10) {
+        spec.retries = Some(n as u32);
+    }
+    if let Some(k) = opt_bool(cx, t, "keep_digits") {
+        spec.keep_digits = k;
+    }
+    if !input.contains(&InputKind::Dtmf) {
+        if let Some((span, _)) = find(t, "input") {
+            cx.err(
+                &span,
+                K::InvalidValue,
+                format!("step `{id}` takes speech but no keys"),
+                "keys stay available at every speech step: use `input = [\"speech\", \"dtmf\"]`"
+                    .to_owned(),
+            );
+        }
+    }
+}
+
 fn condition(
     cx: &mut Cx<'_>,
     v: &Val<'_>,
@@ -836,6 +983,7 @@ fn step(
     allowed.extend_from_slice(extra);
     if matches!(verb_name.as_str(), "gather" | "menu") {
         allowed.extend_from_slice(PROMPT_KEYS);
+        allowed.extend_from_slice(SPEECH_KEYS);
     }
     check_keys(cx, t, &allowed, &what);
 
@@ -894,7 +1042,8 @@ fn step(
             let timeout_prompt = prompts(cx, t, "timeout_", &language);
             let input = input_kinds(cx, t);
             let retries = opt_int(cx, t, "retries", 0, 10).unwrap_or(2) as u32;
-            let speech = speech_spec(cx, refs, id, t);
+            let mut speech = speech_spec(cx, refs, id, t);
+            speech_settings(cx, refs, id, t, &input, &language, &mut speech);
             if verb_name == "gather" {
                 let max_digits = opt_int(cx, t, "max_digits", 1, 64).unwrap_or(1) as usize;
                 let min_digits = opt_int(cx, t, "min_digits", 0, 64).unwrap_or(1) as usize;
@@ -1239,11 +1388,17 @@ pub(crate) fn successors(step: &Step) -> Vec<&StepId> {
         Verb::Gather(g) => {
             out.extend(g.on_failure.iter());
             out.extend(g.speech.intents.iter().filter_map(|i| i.next.as_ref()));
+            if let Confirm::Step(c) = &g.speech.confirm {
+                out.push(c);
+            }
         }
         Verb::Menu(m) => {
             out.extend(m.options.values());
             out.extend(m.fallback.iter());
             out.extend(m.speech.intents.iter().filter_map(|i| i.next.as_ref()));
+            if let Confirm::Step(c) = &m.speech.confirm {
+                out.push(c);
+            }
         }
         Verb::If {
             then, otherwise, ..

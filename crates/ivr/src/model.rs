@@ -162,11 +162,12 @@ pub enum Prompt {
 pub enum InputKind {
     /// DTMF digits (RFC 4733 or in-band; the driver decides).
     Dtmf,
-    /// Speech (schema only for now: the driver has no recogniser yet).
+    /// Speech: the driver listens (endpointing, barge-in) and recognises against the step's
+    /// expectations (see docs/speech-in-calls.md).
     Speech,
 }
 
-/// A speech intent (schema only for now).
+/// A speech intent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intent {
     /// Intent name the recogniser reports.
@@ -177,13 +178,71 @@ pub struct Intent {
     pub next: Option<StepId>,
 }
 
-/// Speech part of a gather/menu (reserved).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a mid-confidence result (between `reject` and `accept`) leads to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Confirm {
+    /// The interpreter asks "did you say ...?" itself (`confirm_say`/`confirm_play`), yes/no
+    /// by speech or 1/2 by key.
+    #[default]
+    Auto,
+    /// No confirmation: treated as not understood.
+    Never,
+    /// Go to this step (an explicit yes/no step); `speech.intent`/`speech.meaning` are set.
+    Step(StepId),
+}
+
+/// Speech part of a gather/menu (used when `input` contains `"speech"`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct SpeechSpec {
     /// Intents to recognise.
     pub intents: Vec<Intent>,
     /// Expected literal answers (e.g. `["yes", "no"]`).
     pub expect: Vec<String>,
+    /// Speech (or a key) stops the prompt (`barge_in`, default true).
+    pub barge_in: bool,
+    /// Silence that ends an utterance (`end_silence`, default 0.8 s).
+    pub end_silence: Duration,
+    /// Longest utterance (`max_speech`, default 15 s).
+    pub max_speech: Duration,
+    /// Time to wait for speech after the prompt (`no_input_timeout`; default the step's
+    /// `timeout`).
+    pub no_input_timeout: Option<Duration>,
+    /// Accept a result at or above this confidence (`accept`, default 0.7).
+    pub accept: f32,
+    /// Reject below this confidence (`reject`, default 0.45); in between: confirm.
+    pub reject: f32,
+    /// Confirmation of mid-confidence results (`confirm`).
+    pub confirm: Confirm,
+    /// Prompt of the automatic confirmation (`confirm_say`/`confirm_play`); empty: the
+    /// built-in "Did you say {speech.meaning}?".
+    pub confirm_prompt: Vec<Prompt>,
+    /// Speech attempts after the first before falling back to DTMF (`speech_retries`;
+    /// default the step's `retries`).
+    pub retries: Option<u32>,
+    /// Prompt when falling back to keys (`dtmf_say`/`dtmf_play`); empty: the main prompt.
+    pub dtmf_prompt: Vec<Prompt>,
+    /// Keep spoken digit strings in transcripts (`keep_digits`, default false: redacted).
+    pub keep_digits: bool,
+}
+
+impl Default for SpeechSpec {
+    fn default() -> Self {
+        SpeechSpec {
+            intents: Vec::new(),
+            expect: Vec::new(),
+            barge_in: true,
+            end_silence: Duration::from_millis(800),
+            max_speech: Duration::from_secs(15),
+            no_input_timeout: None,
+            accept: 0.7,
+            reject: 0.45,
+            confirm: Confirm::Auto,
+            confirm_prompt: Vec::new(),
+            retries: None,
+            dtmf_prompt: Vec::new(),
+            keep_digits: false,
+        }
+    }
 }
 
 /// `gather`: collect digits into a variable.
@@ -215,7 +274,7 @@ pub struct GatherSpec {
     pub var: String,
     /// Step after all attempts failed (else hang up).
     pub on_failure: Option<StepId>,
-    /// Reserved speech part.
+    /// Speech part (used when `input` contains `"speech"`).
     pub speech: SpeechSpec,
 }
 
@@ -238,7 +297,7 @@ pub struct MenuSpec {
     pub timeout_prompt: Vec<Prompt>,
     /// Step after all attempts failed (else hang up).
     pub fallback: Option<StepId>,
-    /// Reserved speech part.
+    /// Speech part (used when `input` contains `"speech"`).
     pub speech: SpeechSpec,
 }
 

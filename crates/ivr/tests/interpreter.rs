@@ -661,7 +661,7 @@ fn speech_result_intent_routes() {
     h.actions();
     let a = h.ev(Event::SpeechResult(SpeechResult {
         transcript: "when are you open".into(),
-        intent: Some("hours".into()),
+        meaning: Some(SpeechMeaning::Intent("hours".into())),
         confidence: 0.9,
     }));
     assert_eq!(said(&a), vec![("hours".into(), "en".into())]);

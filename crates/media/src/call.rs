@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::barge::{BargeInConfig, BargeInDetector, EchoTracker};
 use crate::bridge::{Relay, RelayTarget};
 use crate::dtmf::info::parse_info;
 use crate::dtmf::rfc4733::{DEFAULT_DURATION, DEFAULT_VOLUME, parse_telephone_event};
@@ -37,6 +38,7 @@ use crate::prompt::{Idle, Prompt, PromptPlayer};
 use crate::record::{CallRecorder, RecordConfig, RecordingSummary};
 use crate::rtcp::{ReceiveStats, RemoteReport, RtcpSession, SenderInfo};
 use crate::rtp::{PacketStats, PayloadKind, PayloadMap, RtpPacketRef, RtpSender, parse_rtp};
+use crate::vad::{Endpointer, FrameStats, SILENCE_DB, VadConfig, VadEvent, power, to_db};
 use crate::{MediaError, PayloadType, SeqUnwrapper, Ssrc};
 
 /// Default RTP inactivity timeout.
@@ -106,6 +108,25 @@ impl MediaConfig {
     }
 }
 
+/// A speech turn for [`MediaSession::listen`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ListenConfig {
+    /// Endpointing (end silence, maximum length, no-input timeout, ...).
+    pub vad: VadConfig,
+    /// `Some`: the caller may interrupt prompts (speech or a key stops them at once, and the
+    /// endpointer runs during prompts); `None`: the endpointer starts when the prompts end.
+    pub barge_in: Option<BargeInConfig>,
+}
+
+/// What interrupted a prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BargeInCause {
+    /// The caller spoke ([`crate::barge::BargeInDetector`]).
+    Speech,
+    /// The caller pressed a key.
+    Dtmf,
+}
+
 /// Something the dialplan / driver should know about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaEvent {
@@ -115,6 +136,31 @@ pub enum MediaEvent {
     Latched(SocketAddr),
     /// The remote changed SSRC (new stream; buffers were reset).
     SsrcChanged(Ssrc),
+    /// Barge-in during a [`MediaSession::listen`] turn: the session has already stopped the
+    /// prompts (the next outgoing packet is silence / idle audio).
+    BargeIn {
+        /// Speech onset (or key press) position on the caller's clock, samples
+        /// ([`MediaSession::rx_position`]).
+        at: u64,
+        /// Position of the decision.
+        detected_at: u64,
+        /// Speech or key.
+        cause: BargeInCause,
+    },
+    /// The endpointer of a [`MediaSession::listen`] turn decided something. After
+    /// [`VadEvent::SpeechEnded`] fetch the audio with [`MediaSession::take_utterance`]; after
+    /// `SpeechEnded` or `NoInput` the turn is over.
+    Vad(VadEvent),
+}
+
+/// State of a [`MediaSession::listen`] turn.
+#[derive(Debug)]
+struct SpeechTurn {
+    vad: Endpointer,
+    echo: EchoTracker,
+    barge: Option<BargeInDetector>,
+    barge_allowed: bool,
+    utterance: Vec<i16>,
 }
 
 /// Why a received datagram was not used.
@@ -189,7 +235,13 @@ pub struct MediaSession {
     enc: [u8; MAX_FRAME_SAMPLES],
     /// The stereo call recording, while one runs (boxed: most legs never record).
     recorder: Option<Box<CallRecorder>>,
+    /// Samples played out of the caller's stream so far (the speech turn's clock).
+    rx_pos: u64,
+    speech: Option<Box<SpeechTurn>>,
 }
+
+/// Level assumed for an RFC 4733 tone we send, as an echo reference (dBFS).
+const DTMF_TONE_DB: f32 = -10.0;
 
 /// How many ticks the pacing clock may fall behind before it is reset instead of bursting.
 const MAX_TICK_BACKLOG: u32 = 5;
@@ -237,6 +289,8 @@ impl MediaSession {
             pcm: [0; MAX_FRAME_SAMPLES],
             enc: [0; MAX_FRAME_SAMPLES],
             recorder: None,
+            rx_pos: 0,
+            speech: None,
             cfg,
         }
     }
@@ -324,6 +378,18 @@ impl MediaSession {
             if let Some(rec) = self.recorder.as_mut() {
                 rec.digit(&ev);
             }
+            if let Some(turn) = self.speech.as_deref_mut()
+                && turn.barge.is_some()
+                && self.player.is_playing()
+            {
+                turn.barge = None;
+                self.player.stop();
+                self.events.push_back(MediaEvent::BargeIn {
+                    at: self.rx_pos,
+                    detected_at: self.rx_pos,
+                    cause: BargeInCause::Dtmf,
+                });
+            }
             self.events.push_back(MediaEvent::Dtmf(ev));
         }
     }
@@ -370,6 +436,90 @@ impl MediaSession {
                 rec.engine_audio(pcm.get(..got).unwrap_or_default());
             }
             _ => rec.engine_silence(n),
+        }
+    }
+
+    /// Start a speech turn: the endpointer runs on the caller's decoded audio (from now when
+    /// barge-in is allowed, else from the end of the prompts) and reports
+    /// [`MediaEvent::Vad`]; with `cfg.barge_in`, speech (or a key) during a prompt stops the
+    /// prompts on this tick and reports [`MediaEvent::BargeIn`]. The no-input timer runs from
+    /// the end of the last prompt played (or from now). Call it before queueing the step's
+    /// prompt, or after: both arm barge-in for it. Replaces a turn in progress.
+    pub fn listen(&mut self, cfg: ListenConfig) {
+        let mut vad = Endpointer::new(cfg.vad);
+        vad.arm_no_input(self.rx_pos);
+        let echo_cfg = cfg.barge_in.map(|b| b.echo).unwrap_or_default();
+        self.speech = Some(Box::new(SpeechTurn {
+            vad,
+            echo: EchoTracker::new(echo_cfg, self.cfg.ptime.duration()),
+            barge: cfg.barge_in.map(BargeInDetector::new),
+            barge_allowed: cfg.barge_in.is_some(),
+            utterance: Vec::new(),
+        }));
+    }
+
+    /// End the speech turn (a key completed the input, the dialplan moved on).
+    pub fn stop_listening(&mut self) {
+        self.speech = None;
+    }
+
+    /// A speech turn is running (not yet ended by [`VadEvent::SpeechEnded`] / `NoInput`).
+    pub fn is_listening(&self) -> bool {
+        self.speech.as_ref().is_some_and(|t| !t.vad.is_done())
+    }
+
+    /// The utterance of the last [`VadEvent::SpeechEnded`] (8 kHz mono PCM, with pre-roll);
+    /// empty if none or already taken.
+    pub fn take_utterance(&mut self) -> Vec<i16> {
+        self.speech
+            .as_deref_mut()
+            .map(|t| std::mem::take(&mut t.utterance))
+            .unwrap_or_default()
+    }
+
+    /// Samples of the caller's stream played out so far: the clock of speech positions.
+    pub fn rx_position(&self) -> u64 {
+        self.rx_pos
+    }
+
+    /// The speech turn's measurement of the caller's frame in `self.pcm`.
+    fn speech_tick(&mut self, n: usize) {
+        let pos = self.rx_pos;
+        self.rx_pos += n as u64;
+        let Some(turn) = self.speech.as_deref_mut() else {
+            return;
+        };
+        let frame = self.pcm.get(..n).unwrap_or_default();
+        let stats = FrameStats::of(frame);
+        let echo_db = turn.echo.echo_db();
+        if self.player.is_playing()
+            && let Some(det) = turn.barge.as_mut()
+            && let Some(b) = det.push(pos, n, stats, echo_db)
+        {
+            self.player.stop();
+            turn.barge = None;
+            self.events.push_back(MediaEvent::BargeIn {
+                at: b.at,
+                detected_at: b.detected_at,
+                cause: BargeInCause::Speech,
+            });
+        }
+        turn.echo.observe(stats.db);
+        let playing = self.player.is_playing();
+        if playing {
+            // the no-input timer starts when the prompts have ended (listen() usually comes
+            // just before the prompt is queued)
+            turn.vad.arm_no_input(pos + n as u64);
+        }
+        // without barge-in the caller is not heard while a prompt plays
+        if playing && !turn.barge_allowed {
+            return;
+        }
+        if let Some(ev) = turn.vad.push_analyzed(pos, frame, stats, Some(echo_db)) {
+            if matches!(ev, VadEvent::SpeechEnded { .. }) {
+                turn.utterance = turn.vad.take_utterance();
+            }
+            self.events.push_back(MediaEvent::Vad(ev));
         }
     }
 
@@ -590,6 +740,10 @@ impl MediaSession {
                 .sender
                 .event_packet(te, ev.marker, ev.timestamp, &ev.payload);
             self.sender.skip(samples);
+            if let Some(turn) = self.speech.as_deref_mut() {
+                // the far end may render the tone (and echo it): assume a loud frame
+                turn.echo.push_outgoing_db(DTMF_TONE_DB);
+            }
             p
         } else if self.echo {
             let (pcm, enc) = (
@@ -597,10 +751,25 @@ impl MediaSession {
                 self.enc.get_mut(..n).unwrap_or_default(),
             );
             let len = self.cfg.codec.encode_into(pcm, enc);
+            if let Some(turn) = self.speech.as_deref_mut() {
+                turn.echo.push_outgoing_db(to_db(power(pcm)));
+            }
             let payload = self.enc.get(..len).unwrap_or_default();
             self.sender.audio_packet(payload, samples)
         } else {
             let frame = self.player.next_frame();
+            if let Some(turn) = self.speech.as_deref_mut() {
+                // the reference for echo: what the caller's phone is about to hear
+                let mut ref_pcm = [0i16; MAX_FRAME_SAMPLES];
+                let out = ref_pcm.get_mut(..n).unwrap_or_default();
+                let got = self.cfg.codec.decode_into(&frame, out);
+                let db = if got == 0 {
+                    SILENCE_DB
+                } else {
+                    to_db(power(out.get(..got).unwrap_or_default()))
+                };
+                turn.echo.push_outgoing_db(db);
+            }
             self.sender.audio_packet(&frame, samples)
         };
         self.stats.packets_sent += 1;
@@ -635,6 +804,7 @@ impl MediaSession {
                 audio = false;
             }
         }
+        self.speech_tick(n);
         if audio {
             if let Some(det) = self.inband.as_mut() {
                 let mut found: [Option<DtmfEvent>; 4] = [None; 4];

@@ -70,19 +70,32 @@ pub fn to_db(power: f32) -> f32 {
     }
 }
 
-/// Energy of `pcm` in the sinusoid at `freq` (Goertzel), as a share-comparable quantity:
-/// `2/N·|X(f)|²` (equals `Σx²` for a pure tone at `freq`).
-fn tone_energy(pcm: &[i16], freq: f32) -> f32 {
-    let w = 2.0 * std::f32::consts::PI * freq / SAMPLE_RATE as f32;
-    let coeff = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0.0f32, 0.0f32);
-    for &x in pcm {
-        let s = f32::from(x) + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s;
+/// Energies of `pcm` in the eight DTMF frequencies (rows, then columns), by eight Goertzel
+/// filters run side by side in one pass: `2/N·|X(f)|²` (equals `Σx²` for a pure tone at f).
+fn dtmf_energies(pcm: &[i16]) -> [f32; 8] {
+    let mut coeff = [0f32; 8];
+    for (c, f) in coeff
+        .iter_mut()
+        .zip(ROW_FREQS.iter().chain(COL_FREQS.iter()))
+    {
+        *c = 2.0 * (2.0 * std::f32::consts::PI * f / SAMPLE_RATE as f32).cos();
     }
-    let mag2 = s1 * s1 + s2 * s2 - coeff * s1 * s2;
-    2.0 * mag2.max(0.0) / pcm.len().max(1) as f32
+    let mut s1 = [0f32; 8];
+    let mut s2 = [0f32; 8];
+    for &x in pcm {
+        let x = f32::from(x);
+        for ((a, b), c) in s1.iter_mut().zip(s2.iter_mut()).zip(coeff.iter()) {
+            let s = x + c * *a - *b;
+            *b = *a;
+            *a = s;
+        }
+    }
+    let n = pcm.len().max(1) as f32;
+    let mut out = [0f32; 8];
+    for (((o, a), b), c) in out.iter_mut().zip(s1).zip(s2).zip(coeff) {
+        *o = 2.0 * (a * a + b * b - c * a * b).max(0.0) / n;
+    }
+    out
 }
 
 /// Whether the frame is a DTMF dual tone (≥ 75 % of its energy in the strongest row plus the
@@ -92,13 +105,10 @@ pub fn is_dtmf_like(pcm: &[i16]) -> bool {
     if total <= 0.0 {
         return false;
     }
-    let best = |freqs: &[f32; 4]| {
-        freqs
-            .iter()
-            .map(|&f| tone_energy(pcm, f))
-            .fold(0.0f32, f32::max)
-    };
-    (best(&ROW_FREQS) + best(&COL_FREQS)) / total >= 0.75
+    let e = dtmf_energies(pcm);
+    let (rows, cols) = e.split_at(4);
+    let best = |x: &[f32]| x.iter().copied().fold(0.0f32, f32::max);
+    (best(rows) + best(cols)) / total >= 0.75
 }
 
 impl FrameStats {
@@ -470,6 +480,7 @@ const MAX_FRAME: usize = 480;
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::g711::G711;
     use crate::prompt::Prompt;
@@ -484,7 +495,9 @@ pub(crate) mod tests {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
-        let path = dir.join(format!("{name}.wav"));
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("{name}-{n}.wav"));
         let st = std::process::Command::new("espeak-ng")
             .args(["-v", "en-us", "-s", "160", "-w"])
             .arg(&path)

@@ -1790,6 +1790,9 @@ impl CallApp {
                 None
             }
             Action::StartDigitCollection | Action::StopDigitCollection => None,
+            // speech turns: the media worker's `MediaSession::listen` + the recogniser pool are
+            // not wired yet (docs/speech-in-calls.md, "Wiring"); the step's keys still work
+            Action::StartListening(_) | Action::StopListening => None,
             Action::Enqueue(req) => {
                 // No ACD yet: the step fails. With an `on_failure` the dialplan speaks (the
                 // hotline: "All our agents are busy..."); without one the driver says "All

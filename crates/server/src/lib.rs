@@ -15,7 +15,7 @@ pub mod events;
 pub mod media;
 pub mod plans;
 pub mod ports;
-pub mod screenpop;
 pub mod recording;
+pub mod screenpop;
 pub mod store;
 pub mod tts;

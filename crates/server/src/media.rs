@@ -937,6 +937,8 @@ fn drain_events(leg: &mut Leg, notes: &UnboundedSender<Note>) {
             },
             MediaEvent::Latched(addr) => Note::Latched { key: leg.key, addr },
             MediaEvent::SsrcChanged(_) => continue,
+            // speech turns (`MediaSession::listen`) are not started by the server yet
+            MediaEvent::BargeIn { .. } | MediaEvent::Vad(_) => continue,
         };
         let _ = notes.send(note);
     }

@@ -226,10 +226,7 @@ fn a_caller_walks_the_hotline_menus_and_is_recognised_when_calling_again() {
     // English is spoken by piper (a dynamic text, "Welcome back, NAME", rendered on demand):
     // the voice on the event, and the renders in the shared speech cache (espeak-ng
     // fallback renders would be stored as en-us-*.wav).
-    let welcome_back = second
-        .iter()
-        .find(|e| e["type"] == "ivr.say")
-        .unwrap();
+    let welcome_back = second.iter().find(|e| e["type"] == "ivr.say").unwrap();
     assert_eq!(welcome_back["voice"], "piper:en_US-joe-medium");
     let piper_renders = std::fs::read_dir(common::tts_cache())
         .unwrap()
@@ -241,7 +238,10 @@ fn a_caller_walks_the_hotline_menus_and_is_recognised_when_calling_again() {
                 .starts_with("piper_en_US-joe-medium-")
         })
         .count();
-    assert!(piper_renders > 5, "{piper_renders} piper renders in the cache");
+    assert!(
+        piper_renders > 5,
+        "{piper_renders} piper renders in the cache"
+    );
     let caller = second.iter().find(|e| e["type"] == "store.caller").unwrap();
     assert_eq!(caller["number"], ALICE);
     assert_eq!(caller["known"], true);
