@@ -60,9 +60,11 @@ PIDS+=("$REFL")
 for _ in $(seq 200); do grep -q sockets "$OUT/reflector.log" 2>/dev/null && break; sleep 0.05; done
 grep -q sockets "$OUT/reflector.log" || { echo "reflector did not start:"; cat "$OUT/reflector.log"; exit 1; }
 { echo SEQUENTIAL; for i in $(seq 0 $((PAIRS - 1))); do echo "$((REFL_BASE + 2 * i))"; done; } >"$OUT/uas-ports.csv"
-taskset -c "$LOAD_CPU" sipp -sf "sipp-scenarios/${UAS_SCENARIO:-uas-load.xml}" -inf "$OUT/uas-ports.csv" \
+SCEN="$(pwd)/sipp-scenarios/${UAS_SCENARIO:-uas-load.xml}"
+# SIPp writes its error log into the directory it runs in: $OUT.
+(cd "$OUT" && exec taskset -c "$LOAD_CPU" sipp -sf "$SCEN" -inf uas-ports.csv \
   -i 127.0.0.1 -p "$UAS_PORT" -m "$PAIRS" -nostdin -trace_err -timeout $((SECS + 120))s \
-  >"$OUT/uas.out" 2>&1 </dev/null &
+  >uas.out 2>&1 </dev/null) &
 UAS=$!
 PIDS+=("$UAS")
 
