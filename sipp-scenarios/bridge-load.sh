@@ -93,7 +93,8 @@ set +e
 RC=$?
 set -e
 kill -TERM "$SERVER"; wait "$SERVER" || true
-wait "$UAS"; UAS_RC=$?
+UAS_RC=0
+wait "$UAS" || UAS_RC=$?
 kill "$REFL" 2>/dev/null || true
 echo "  frontdoor      : pinned to CPU $SERVER_CPU, [media] threads = 1; rtpload + SIPp UAC/UAS + reflector on CPU $LOAD_CPU"
 echo "  bridged pairs  : $(grep -c '"bridge.bridged"' "$OUT/events.jsonl" | awk '{print $1/2}'), SIPp UAS exit $UAS_RC"
