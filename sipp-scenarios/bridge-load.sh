@@ -13,7 +13,8 @@
 # window with every pair up, RSS growth ÷ calls = ÷ pairs here) and the reflector's counts.
 # Environment: as media-load.sh (SERVER_CPU, LOAD_CPU, RATE, PORT, OUT, RT, SIPP_FIFO,
 # FRONTDOOR_BIN, RTPLOAD_BIN, REFLECTOR_BIN, CARGO_TARGET_DIR), plus UAS_PORT (default 5072) and
-# REFL_BASE (default 20000).
+# REFL_BASE (default 20000), UAS_SCENARIO (default uas-load.xml, PCMU/20 ms like the callers:
+# payload copied; uas-load-pcma.xml: PCMA/30 ms, every frame transcoded and re-framed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,9 +60,11 @@ PIDS+=("$REFL")
 for _ in $(seq 200); do grep -q sockets "$OUT/reflector.log" 2>/dev/null && break; sleep 0.05; done
 grep -q sockets "$OUT/reflector.log" || { echo "reflector did not start:"; cat "$OUT/reflector.log"; exit 1; }
 { echo SEQUENTIAL; for i in $(seq 0 $((PAIRS - 1))); do echo "$((REFL_BASE + 2 * i))"; done; } >"$OUT/uas-ports.csv"
-taskset -c "$LOAD_CPU" sipp -sf sipp-scenarios/uas-load.xml -inf "$OUT/uas-ports.csv" \
+SCEN="$(pwd)/sipp-scenarios/${UAS_SCENARIO:-uas-load.xml}"
+# SIPp writes its error log into the directory it runs in: $OUT.
+(cd "$OUT" && exec taskset -c "$LOAD_CPU" sipp -sf "$SCEN" -inf uas-ports.csv \
   -i 127.0.0.1 -p "$UAS_PORT" -m "$PAIRS" -nostdin -trace_err -timeout $((SECS + 120))s \
-  >"$OUT/uas.out" 2>&1 </dev/null &
+  >uas.out 2>&1 </dev/null) &
 UAS=$!
 PIDS+=("$UAS")
 
@@ -90,7 +93,8 @@ set +e
 RC=$?
 set -e
 kill -TERM "$SERVER"; wait "$SERVER" || true
-wait "$UAS"; UAS_RC=$?
+UAS_RC=0
+wait "$UAS" || UAS_RC=$?
 kill "$REFL" 2>/dev/null || true
 echo "  frontdoor      : pinned to CPU $SERVER_CPU, [media] threads = 1; rtpload + SIPp UAC/UAS + reflector on CPU $LOAD_CPU"
 echo "  bridged pairs  : $(grep -c '"bridge.bridged"' "$OUT/events.jsonl" | awk '{print $1/2}'), SIPp UAS exit $UAS_RC"
