@@ -905,6 +905,7 @@ fn drain_events(leg: &mut Leg, notes: &UnboundedSender<Note>) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use frontdoor_media::Ssrc;
     use frontdoor_media::call::MediaConfig;
