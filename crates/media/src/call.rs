@@ -707,6 +707,24 @@ impl MediaSession {
         }
     }
 
+    /// Moves the next packet tick to `at`; later ones follow every ptime from there. A driver
+    /// that paces many sessions uses it to choose a session's phase in the ptime cycle (e.g.
+    /// the least-loaded slot of its timer wheel) instead of the moment it was created.
+    pub fn set_next_tick(&mut self, at: Instant) {
+        self.next_tick = at;
+    }
+
+    /// The negotiated packetisation time.
+    pub fn ptime(&self) -> Ptime {
+        self.cfg.ptime
+    }
+
+    /// The latching mode: with [`LatchMode::Sdp`] media is accepted only from
+    /// [`Self::remote_addr`], so a driver may `connect` its socket to it.
+    pub fn latch_mode(&self) -> LatchMode {
+        self.cfg.latch
+    }
+
     /// When the driver should call back next.
     pub fn poll_timeout(&self) -> Instant {
         self.next_tick.min(self.rtcp.next_report())
@@ -720,9 +738,15 @@ impl MediaSession {
         }
         let pt = self.cfg.ptime.duration();
         self.next_tick += pt;
-        if now.saturating_duration_since(self.next_tick) > pt * MAX_TICK_BACKLOG {
-            // the driver stalled: don't burst, restart the pacing clock
-            self.next_tick = now + pt;
+        let behind = now.saturating_duration_since(self.next_tick);
+        if behind > pt * MAX_TICK_BACKLOG {
+            // The driver stalled: don't burst. Skip the missed ticks but keep the phase (the
+            // next tick is the first one after `now` on the old grid), so that a driver
+            // which spreads its sessions over the ptime keeps them spread.
+            let pt_ns = pt.as_nanos().max(1);
+            let skip = behind.as_nanos() / pt_ns + 1;
+            let skip = u32::try_from(skip).unwrap_or(u32::MAX);
+            self.next_tick += pt.saturating_mul(skip);
         }
         if self.bridged {
             // The relay sends on this stream; RFC 4733 digits queued meanwhile are dropped.
@@ -824,6 +848,9 @@ impl MediaSession {
 
     /// The next RTCP compound packet, when one is due.
     pub fn poll_rtcp(&mut self, now: Instant) -> Option<Bytes> {
+        if now < self.rtcp.next_report() {
+            return None;
+        }
         let tx = SenderInfo {
             rtp_timestamp: self.sender.timestamp(),
             packets: self.sender.packets_sent(),

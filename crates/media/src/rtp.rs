@@ -5,7 +5,7 @@
 //! extension-less packet) and borrow the payload straight from the datagram.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use rtc_shared::marshal::{Marshal, MarshalSize, Unmarshal};
+use rtc_shared::marshal::Unmarshal;
 
 use crate::g711::G711;
 use crate::{MediaError, PayloadType, Ssrc};
@@ -268,23 +268,19 @@ impl RtpSender {
     }
 
     fn build(&mut self, pt: PayloadType, marker: bool, timestamp: u32, payload: &[u8]) -> Bytes {
-        let header = rtc_rtp::Header {
-            version: 2,
-            marker,
-            payload_type: pt.get(),
-            sequence_number: self.seq,
-            timestamp,
-            ssrc: self.ssrc.0,
-            ..Default::default()
-        };
-        let hlen = header.marshal_size();
-        let total = hlen + payload.len();
+        // The fixed header (version 2, no padding, extension or CSRC) written directly: no
+        // zero-fill and marshal round trip per packet.
+        let mut header = [0u8; RTP_HEADER_LEN];
+        header[0] = 0x80;
+        header[1] = (u8::from(marker) << 7) | (pt.get() & 0x7f);
+        header[2..4].copy_from_slice(&self.seq.to_be_bytes());
+        header[4..8].copy_from_slice(&timestamp.to_be_bytes());
+        header[8..12].copy_from_slice(&self.ssrc.0.to_be_bytes());
+        let total = RTP_HEADER_LEN + payload.len();
         if self.arena.capacity() < total {
             self.arena.reserve(ARENA_SIZE.max(total));
         }
-        self.arena.resize(hlen, 0);
-        // A default header (no CSRC, no extension) always fits its own marshal_size.
-        let _ = header.marshal_to(&mut self.arena[..]);
+        self.arena.put_slice(&header);
         self.arena.put_slice(payload);
         self.seq = self.seq.wrapping_add(1);
         self.packets += 1;
@@ -327,6 +323,43 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use proptest::prelude::*;
+
+    /// The hand-written header is byte for byte what `rtc-rtp` marshals.
+    #[test]
+    fn built_header_matches_rtc_rtp() {
+        use rtc_shared::marshal::Marshal;
+        let mut tx = RtpSender::new(Ssrc(0xDEAD_BEEF), PayloadType::PCMA, 0xFFFF, 0xFFFF_FF00);
+        for (i, (pt, marker)) in [(8u8, true), (8, false), (101, true), (101, false)]
+            .into_iter()
+            .enumerate()
+        {
+            let seq = tx.next_seq();
+            let ts = 0xFFFF_FF00u32.wrapping_add(160 * i as u32);
+            let payload = [i as u8; 160];
+            let pkt = if pt == 8 {
+                if marker {
+                    tx.start_talkspurt();
+                }
+                tx.audio_packet(&payload, 160)
+            } else {
+                tx.event_packet(PayloadType::new(pt).unwrap(), marker, ts, &payload)
+            };
+            let header = rtc_rtp::Header {
+                version: 2,
+                marker,
+                payload_type: pt,
+                sequence_number: seq,
+                timestamp: ts,
+                ssrc: 0xDEAD_BEEF,
+                ..Default::default()
+            };
+            let mut want = vec![0u8; RTP_HEADER_LEN];
+            header.marshal_to(&mut want[..]).unwrap();
+            want.extend_from_slice(&payload);
+            assert_eq!(&pkt[..], &want[..], "packet {i}");
+        }
+        assert_eq!(tx.next_seq(), 3, "sequence numbers wrap");
+    }
 
     fn pts() -> PayloadMap {
         PayloadMap::g711(G711::Pcmu, PayloadType::new(101))

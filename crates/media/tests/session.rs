@@ -672,3 +672,61 @@ fn sip_info_digit_is_masked_in_the_recording_and_still_reported() {
     );
     assert_eq!(sum.masked_frames as usize, want * 80);
 }
+
+/// A driver chooses a session's phase with `set_next_tick`; after a stall longer than the
+/// backlog the session skips the missed ticks (one packet, no burst) but stays on its phase,
+/// and after a short delay it catches up packet by packet.
+#[test]
+fn a_stalled_session_skips_missed_ticks_but_keeps_its_phase() {
+    let t = t0();
+    let mut s = session(t, true, LatchMode::Sdp);
+    assert_eq!(s.ptime(), Ptime::DEFAULT);
+    let ms = Duration::from_millis;
+    let start = t + ms(7);
+    s.set_next_tick(start);
+    assert!(s.poll_rtp(t).is_none(), "nothing before the chosen tick");
+    assert!(s.poll_rtp(start).is_some());
+    assert!(s.poll_rtp(start).is_none());
+    assert_eq!(s.poll_timeout(), start + ms(20));
+    // Stalled for 10 ptimes and 3 ms: one packet now, the next on the old grid.
+    let late = start + ms(20 * 10 + 3);
+    assert!(s.poll_rtp(late).is_some());
+    assert!(s.poll_rtp(late).is_none(), "no burst after a stall");
+    assert_eq!(s.poll_timeout(), start + ms(20 * 11), "phase kept");
+    // Exactly on a grid point when stalled: that point's packet now, the next one ptime later.
+    let on_grid = start + ms(20 * 20);
+    assert!(s.poll_rtp(on_grid).is_some());
+    assert!(s.poll_rtp(on_grid).is_none());
+    assert_eq!(s.poll_timeout(), start + ms(20 * 21));
+    // Late by two ticks and 1 ms (within the backlog): those packets are sent, in order.
+    let behind = start + ms(20 * 23 + 1);
+    let mut sent = Vec::new();
+    while let Some(p) = s.poll_rtp(behind) {
+        sent.push(p);
+    }
+    assert_eq!(sent.len(), 3, "ticks 21, 22 and 23");
+    assert_eq!(s.poll_timeout(), start + ms(20 * 24));
+    let seqs: Vec<u16> = sent
+        .iter()
+        .map(|p| u16::from_be_bytes([p[2], p[3]]))
+        .collect();
+    assert_eq!(seqs, [1003, 1004, 1005], "consecutive sequence numbers");
+}
+
+/// RTCP is built only when due (the driver may call `poll_rtcp` on every tick).
+#[test]
+fn rtcp_only_when_due() {
+    let t = t0();
+    let mut s = session(t, true, LatchMode::Sdp);
+    assert!(s.poll_rtcp(t).is_none());
+    let first_report = (1..=600)
+        .map(|k| t + Duration::from_millis(20 * k))
+        .find(|&now| {
+            while s.poll_rtp(now).is_some() {}
+            s.poll_rtcp(now).is_some()
+        })
+        .expect("an RTCP report within 12 s");
+    // RFC 3550 §6.2: the first report half an interval (5 s) in.
+    assert_eq!(first_report, t + Duration::from_millis(2500));
+    assert!(s.poll_rtcp(first_report).is_none(), "once per interval");
+}

@@ -4,13 +4,20 @@
 //! wheel with 1 ms slots: a packet is routed by its socket's token straight to the call that
 //! owns it (a slab index, no map lookup, no lock), and pacing needs no timer or task per call —
 //! each call sits in the wheel slot of its next 20 ms tick, so the work of thousands of calls is
-//! spread evenly over every millisecond. The control plane (the SIP task) talks to a worker
+//! spread evenly over every millisecond (a new call takes the least-loaded slot of the next
+//! ptime). With calls running a worker wakes once per slot, not per datagram: it sleeps to the
+//! slot, sends what is due, then reads every socket that became readable (`epoll_wait` with a
+//! zero timeout, one `recvmmsg` per socket until a batch comes back short). RTP sockets are
+//! `connect`ed to the remote when media is taken from the SDP address only (no NAT latching),
+//! so that a send needs no route lookup. The control plane (the SIP task) talks to a worker
 //! over a channel plus a `mio::Waker`; the worker reports back (digits, prompt done, RTP
 //! timeout, final statistics) over an unbounded tokio channel. The per-call logic is the
 //! sans-IO [`MediaSession`] of `frontdoor-media`.
 
 use std::collections::HashMap;
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
@@ -19,11 +26,14 @@ use std::time::{Duration, Instant};
 use frontdoor_media::bridge::{Relay, RelayStats};
 use frontdoor_media::call::{MediaEvent, MediaSession, MediaStats, RxOutcome};
 use frontdoor_media::dtmf::{Digit, DtmfSource};
+use frontdoor_media::latch::LatchMode;
 use frontdoor_media::prompt::Prompt;
 use frontdoor_media::record::RecordConfig;
 use frontdoor_media::rtp::{PayloadKind, parse_rtp};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrIn, SockaddrIn6, SockaddrLike, recvmmsg};
 use slab::Slab;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -36,6 +46,17 @@ const WAKER: Token = Token(usize::MAX);
 /// Wheel slots, 1 ms each; must exceed the longest ptime (60 ms) for one lap per tick.
 const WHEEL: usize = 128;
 const SLOT: Duration = Duration::from_millis(1);
+/// Datagrams read per `recvmmsg`. A leg's socket rarely holds more than one (one packet per
+/// ptime), so the usual batch comes back short, which also says that the queue is empty: one
+/// system call per packet received, not a second one to learn `EAGAIN`.
+const RX_BATCH: usize = 8;
+/// Batches read from one socket per pass; what is left is read on the next pass (≤ 1 ms on),
+/// so that a flooded socket cannot hold up the others or the sends.
+const RX_ROUNDS: usize = 4;
+/// Largest datagram read whole (RTP here is 172 bytes).
+const RX_BUF: usize = 2048;
+/// Ready sockets read between two looks at the wheel: sends due meanwhile go first.
+const RX_CHECK_EVERY: usize = 64;
 
 /// A new call leg for the engine.
 #[derive(Debug)]
@@ -325,6 +346,10 @@ struct Leg {
     bridge: Option<BridgeSide>,
     /// The stereo call recording's id and writer, while one runs.
     call_recording: Option<(u64, Sender<RecordMsg>)>,
+    /// The RTP socket is `connect`ed to the remote: `send`, no per-packet route lookup.
+    connected: bool,
+    /// The sockets are IPv6 (the address type `recvmmsg` fills in).
+    v6: bool,
 }
 
 /// One direction of a bridge, held by the receiving leg.
@@ -406,9 +431,98 @@ struct Worker {
     /// The next wheel slot (ms since base) not yet processed.
     cursor: u64,
     generation: u64,
-    buf: Vec<u8>,
     /// Relayed packets waiting to be sent (reused).
     relay_out: Vec<bytes::Bytes>,
+    batch: RxBatch,
+    /// Sockets whose last read filled every batch: read again on the next pass (epoll is
+    /// edge-triggered, it will not report them again for what is already queued).
+    again: Vec<usize>,
+    again_spare: Vec<usize>,
+    /// The spare list for [`Self::advance`].
+    due: Vec<(usize, u64)>,
+}
+
+/// Receive buffers for `recvmmsg`, reused for every read.
+struct RxBatch {
+    bufs: Box<[[u8; RX_BUF]; RX_BATCH]>,
+    v4: MultiHeaders<SockaddrIn>,
+    v6: MultiHeaders<SockaddrIn6>,
+    /// Length and source of each datagram of the last batch.
+    meta: [(usize, Option<SocketAddr>); RX_BATCH],
+}
+
+impl RxBatch {
+    fn new() -> Self {
+        Self {
+            bufs: Box::new([[0; RX_BUF]; RX_BATCH]),
+            v4: MultiHeaders::preallocate(RX_BATCH, None),
+            v6: MultiHeaders::preallocate(RX_BATCH, None),
+            meta: [(0, None); RX_BATCH],
+        }
+    }
+
+    /// One `recvmmsg` (non-blocking) on `fd`: how many datagrams it read, up to [`RX_BATCH`];
+    /// fewer means the socket's queue is now empty. `EAGAIN` when it was empty already.
+    fn recv(&mut self, fd: RawFd, v6: bool) -> nix::Result<usize> {
+        if v6 {
+            recv_batch(fd, &mut self.v6, &mut self.bufs, &mut self.meta)
+        } else {
+            recv_batch(fd, &mut self.v4, &mut self.bufs, &mut self.meta)
+        }
+    }
+
+    /// Datagram `i` of the last batch and its source.
+    fn datagram(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        let (len, src) = *self.meta.get(i)?;
+        let data = self.bufs.get(i)?.get(..len.min(RX_BUF))?;
+        Some((data, src?))
+    }
+}
+
+fn recv_batch<S>(
+    fd: RawFd,
+    hdrs: &mut MultiHeaders<S>,
+    bufs: &mut [[u8; RX_BUF]; RX_BATCH],
+    meta: &mut [(usize, Option<SocketAddr>); RX_BATCH],
+) -> nix::Result<usize>
+where
+    S: SockaddrLike + Copy + Into<SocketAddr>,
+{
+    let mut iovs = bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
+    let msgs = recvmmsg(fd, hdrs, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)?;
+    let mut n = 0;
+    for (m, slot) in msgs.zip(meta.iter_mut()) {
+        *slot = (m.bytes, m.address.map(Into::into));
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// With SDP latching a leg takes media only from the remote in the SDP, so its RTP socket is
+/// `connect`ed to it: each send skips the route and socket lookups, and the kernel drops
+/// other sources before they reach the worker. With NAT latching the socket stays
+/// unconnected: a new source must reach the latch (after the current one fell silent).
+fn connect_rtp(sock: &UdpSocket, session: &MediaSession) -> bool {
+    let remote = session.remote_addr();
+    if !matches!(session.latch_mode(), LatchMode::Sdp)
+        || remote.ip().is_unspecified()
+        || remote.port() == 0
+    {
+        return false;
+    }
+    sock.connect(remote).is_ok()
+}
+
+/// The least-loaded of the `span` wheel slots from `first` on (the earliest of equals).
+fn least_loaded_slot(wheel: &[Vec<(usize, u64)>], first: u64, span: u64) -> u64 {
+    (first..first.saturating_add(span.max(1)))
+        .min_by_key(|&s| {
+            usize::try_from(s % WHEEL as u64)
+                .ok()
+                .and_then(|i| wheel.get(i))
+                .map_or(0, Vec::len)
+        })
+        .unwrap_or(first)
 }
 
 impl Worker {
@@ -424,8 +538,11 @@ impl Worker {
             base,
             cursor: 0,
             generation: 0,
-            buf: vec![0u8; 2048],
             relay_out: Vec::with_capacity(8),
+            batch: RxBatch::new(),
+            again: Vec::new(),
+            again_spare: Vec::new(),
+            due: Vec::new(),
         }
     }
 
@@ -433,9 +550,37 @@ impl Worker {
         u64::try_from(t.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// The first slot that starts at or after `t`.
+    fn ms_ceil(&self, t: Instant) -> u64 {
+        let d = t.saturating_duration_since(self.base);
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        if d.subsec_nanos() % 1_000_000 == 0 {
+            ms
+        } else {
+            ms.saturating_add(1)
+        }
+    }
+
+    /// When wheel slot `slot` starts.
+    fn slot_time(&self, slot: u64) -> Instant {
+        self.base + SLOT * u32::try_from(slot).unwrap_or(u32::MAX)
+    }
+
+    /// The start of the least-loaded wheel slot within one `ptime` from `now`: a new leg's
+    /// phase in the ptime cycle, so that legs added together (a burst of calls, or a caller
+    /// placing them at a steady rate) do not bunch in a few slots.
+    fn place(&self, now: Instant, ptime: Duration) -> Instant {
+        let first = self.ms_ceil(now).max(self.cursor);
+        let span = u64::try_from(ptime.as_millis())
+            .unwrap_or(1)
+            .clamp(1, WHEEL as u64 - 1);
+        self.slot_time(least_loaded_slot(&self.wheel, first, span))
+    }
+
     fn schedule(&mut self, idx: usize, generation: u64, due: Instant) {
-        // Never schedule into a slot already passed: the earliest is the cursor.
-        let slot = self.ms(due).max(self.cursor);
+        // Never schedule into a slot already passed: the earliest is the cursor. A due time
+        // inside a slot goes to the next slot, so that the leg is never run before it is due.
+        let slot = self.ms_ceil(due).max(self.cursor);
         let lap_end = self.cursor + WHEEL as u64 - 1;
         let slot = slot.min(lap_end);
         if let Some(s) = self.wheel.get_mut((slot % WHEEL as u64) as usize) {
@@ -443,15 +588,23 @@ impl Worker {
         }
     }
 
+    /// The loop. With legs running it wakes once per 1 ms slot, not per datagram: it sleeps
+    /// to the start of the next slot, sends what is due, then reads every socket that became
+    /// readable meanwhile (`epoll_wait` with a zero timeout) and applies the commands. With
+    /// no legs it sleeps until a command comes.
     fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let now = Instant::now();
             let timeout = if self.legs.is_empty() {
+                self.again.clear();
                 None
             } else {
-                let next = self.base + SLOT * u32::try_from(self.cursor).unwrap_or(u32::MAX);
-                Some(next.saturating_duration_since(now))
+                let next = self.slot_time(self.cursor);
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                }
+                Some(Duration::ZERO)
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
@@ -459,17 +612,33 @@ impl Worker {
                     return;
                 }
             }
-            let now = Instant::now();
+            // Sends first: their timing is what the far end sees.
+            self.advance(Instant::now());
+            let mut now = Instant::now();
+            let mut read = 0usize;
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     continue;
                 }
                 self.readable(now, ev.token().0);
+                read += 1;
+                if read % RX_CHECK_EVERY == 0 {
+                    now = Instant::now();
+                    self.advance(now);
+                }
             }
-            if !self.commands(now) {
+            if !self.again.is_empty() {
+                std::mem::swap(&mut self.again, &mut self.again_spare);
+                let mut again = std::mem::take(&mut self.again_spare);
+                for &token in &again {
+                    self.readable(now, token);
+                }
+                again.clear();
+                self.again_spare = again;
+            }
+            if !self.commands(Instant::now()) {
                 return;
             }
-            self.advance(Instant::now());
         }
     }
 
@@ -551,6 +720,7 @@ impl Worker {
                 key,
                 |leg, _| {
                     leg.session.set_remote(addr);
+                    leg.connected = connect_rtp(&leg.rtp, &leg.session);
                     leg.rtcp_remote = Some(SocketAddr::new(addr.ip(), addr.port().wrapping_add(1)));
                 },
                 now,
@@ -612,7 +782,7 @@ impl Worker {
             key,
             rtp,
             rtcp,
-            session,
+            mut session,
         } = spec;
         let fail = |notes: &UnboundedSender<Note>, e: std::io::Error| {
             let _ = notes.send(Note::Failed {
@@ -623,7 +793,10 @@ impl Worker {
         if let Err(e) = rtp.set_nonblocking(true) {
             return fail(&self.notes, e);
         }
+        let v6 = rtp.local_addr().is_ok_and(|a| a.is_ipv6());
         let mut rtp = UdpSocket::from_std(rtp);
+        let connected = connect_rtp(&rtp, &session);
+        let first_tick = self.place(now, session.ptime().duration());
         let mut rtcp = rtcp.and_then(|s| {
             s.set_nonblocking(true)
                 .ok()
@@ -653,6 +826,7 @@ impl Worker {
         }
         self.generation += 1;
         let generation = self.generation;
+        session.set_next_tick(first_tick);
         let remote = session.remote_addr();
         entry.insert(Leg {
             key,
@@ -666,9 +840,11 @@ impl Worker {
             recording: None,
             bridge: None,
             call_recording: None,
+            connected,
+            v6,
         });
         self.by_key.insert(key, idx);
-        self.schedule(idx, generation, now);
+        self.schedule(idx, generation, first_tick);
     }
 
     /// Bridges legs `a` and `b` (both must live on this worker).
@@ -734,7 +910,8 @@ impl Worker {
         });
     }
 
-    /// RTP on a bridged leg: accepted packets are relayed on the peer's socket at once.
+    /// RTP on a bridged leg: accepted packets are relayed on the peer's socket at once
+    /// (read in `recvmmsg` batches like [`Self::readable`]).
     fn readable_bridged(&mut self, now: Instant, idx: usize) {
         let Some(peer_idx) = self
             .legs
@@ -746,42 +923,76 @@ impl Worker {
             return;
         };
         let out = &mut self.relay_out;
-        while let Some((leg, peer)) = self.legs.get2_mut(idx, peer_idx) {
-            let (n, src) = match leg.rtp.recv_from(&mut self.buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => break,
+        let rx = &mut self.batch;
+        let mut drained = false;
+        'rounds: for _ in 0..RX_ROUNDS {
+            let Some((leg, peer)) = self.legs.get2_mut(idx, peer_idx) else {
+                return;
             };
-            let data = self.buf.get(..n).unwrap_or_default();
-            let Some(pkt) = leg.session.relay_rtp(now, src, data) else {
-                continue;
-            };
-            if let Some(rec) = leg.recording.as_mut() {
-                if matches!(pkt.kind, PayloadKind::Audio(_)) {
-                    record_packet(rec, data, &leg.session);
+            let got = match rx.recv(leg.rtp.as_raw_fd(), leg.v6) {
+                Ok(n) => n,
+                Err(
+                    Errno::EINTR
+                    | Errno::ECONNREFUSED
+                    | Errno::EHOSTUNREACH
+                    | Errno::ENETUNREACH
+                    | Errno::EHOSTDOWN,
+                ) => continue,
+                Err(_) => {
+                    drained = true;
+                    break;
                 }
-            }
-            let Some(side) = leg.bridge.as_mut() else {
-                break;
             };
-            if side.peer_generation != peer.generation {
-                break;
-            }
-            peer.session.relay_out(&mut side.relay, &pkt, out);
-            let to = peer.session.remote_addr();
-            for p in out.drain(..) {
-                if let Err(e) = peer.rtp.send_to(&p, to) {
-                    if e.kind() != std::io::ErrorKind::WouldBlock {
-                        tracing::trace!(error = %e, "relay send failed");
+            for i in 0..got {
+                let Some((data, src)) = rx.datagram(i) else {
+                    continue;
+                };
+                let Some(pkt) = leg.session.relay_rtp(now, src, data) else {
+                    continue;
+                };
+                if let Some(rec) = leg.recording.as_mut() {
+                    if matches!(pkt.kind, PayloadKind::Audio(_)) {
+                        record_packet(rec, data, &leg.session);
+                    }
+                }
+                let Some(side) = leg.bridge.as_mut() else {
+                    drained = true;
+                    break 'rounds;
+                };
+                if side.peer_generation != peer.generation {
+                    drained = true;
+                    break 'rounds;
+                }
+                peer.session.relay_out(&mut side.relay, &pkt, out);
+                for p in out.drain(..) {
+                    let sent = if peer.connected {
+                        peer.rtp.send(&p)
+                    } else {
+                        peer.rtp.send_to(&p, peer.session.remote_addr())
+                    };
+                    if let Err(e) = sent {
+                        if e.kind() != std::io::ErrorKind::WouldBlock {
+                            tracing::trace!(error = %e, "relay send failed");
+                        }
                     }
                 }
             }
+            if got < RX_BATCH {
+                drained = true;
+                break;
+            }
+        }
+        if !drained {
+            self.again.push(idx * 2);
         }
         if let Some(leg) = self.legs.get_mut(idx) {
             drain_events(leg, &self.notes);
         }
     }
 
+    /// Reads what a ready socket holds: one `recvmmsg` per batch until a batch comes back
+    /// short (the queue is empty), at most [`RX_ROUNDS`] batches; a socket with more left is
+    /// read again on the next pass.
     fn readable(&mut self, now: Instant, token: usize) {
         let idx = token / 2;
         let is_rtcp = token % 2 == 1;
@@ -791,31 +1002,54 @@ impl Worker {
         let Some(leg) = self.legs.get_mut(idx) else {
             return;
         };
-        let buf = &mut self.buf;
-        loop {
-            let sock = if is_rtcp {
-                match leg.rtcp.as_ref() {
-                    Some(s) => s,
-                    None => return,
+        let fd = if is_rtcp {
+            match leg.rtcp.as_ref() {
+                Some(s) => s.as_raw_fd(),
+                None => return,
+            }
+        } else {
+            leg.rtp.as_raw_fd()
+        };
+        let rx = &mut self.batch;
+        let mut drained = false;
+        for _ in 0..RX_ROUNDS {
+            let got = match rx.recv(fd, leg.v6) {
+                Ok(n) => n,
+                // An ICMP error reported on a connected socket (the peer's port is closed),
+                // or a signal: that read is used up, the next one goes on.
+                Err(
+                    Errno::EINTR
+                    | Errno::ECONNREFUSED
+                    | Errno::EHOSTUNREACH
+                    | Errno::ENETUNREACH
+                    | Errno::EHOSTDOWN,
+                ) => continue,
+                // EAGAIN: empty. Anything else: nothing more to read from this socket now.
+                Err(_) => {
+                    drained = true;
+                    break;
                 }
-            } else {
-                &leg.rtp
             };
-            match sock.recv_from(buf) {
-                Ok((n, src)) => {
-                    let data = buf.get(..n).unwrap_or_default();
-                    if is_rtcp {
-                        let _ = leg.session.handle_rtcp(now, src, data);
-                    } else {
-                        let outcome = leg.session.handle_rtp(now, src, data);
-                        if let (Some(rec), RxOutcome::Audio) = (leg.recording.as_mut(), outcome) {
-                            record_packet(rec, data, &leg.session);
-                        }
+            for i in 0..got {
+                let Some((data, src)) = rx.datagram(i) else {
+                    continue;
+                };
+                if is_rtcp {
+                    let _ = leg.session.handle_rtcp(now, src, data);
+                } else {
+                    let outcome = leg.session.handle_rtp(now, src, data);
+                    if let (Some(rec), RxOutcome::Audio) = (leg.recording.as_mut(), outcome) {
+                        record_packet(rec, data, &leg.session);
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => break, // ICMP errors and the like: the next read goes on
             }
+            if got < RX_BATCH {
+                drained = true;
+                break;
+            }
+        }
+        if !drained {
+            self.again.push(token);
         }
         drain_events(leg, &self.notes);
     }
@@ -825,10 +1059,15 @@ impl Worker {
         let target = self.ms(now);
         while self.cursor <= target {
             let slot_idx = (self.cursor % WHEEL as u64) as usize;
-            let due = std::mem::take(self.wheel.get_mut(slot_idx).map_or(&mut Vec::new(), |v| v));
-            let slot_time = self.base + SLOT * u32::try_from(self.cursor).unwrap_or(u32::MAX);
+            // The slot's list is swapped with a spare one (empty, with capacity): no
+            // allocation per slot as the legs move round the wheel.
+            let mut due = std::mem::take(&mut self.due);
+            if let Some(slot) = self.wheel.get_mut(slot_idx) {
+                std::mem::swap(slot, &mut due);
+            }
+            let slot_time = self.slot_time(self.cursor);
             self.cursor += 1;
-            for (idx, generation) in due {
+            for &(idx, generation) in &due {
                 let next = match self.legs.get_mut(idx) {
                     Some(leg) if leg.generation == generation => {
                         tick(leg, now.max(slot_time), &self.notes)
@@ -837,6 +1076,8 @@ impl Worker {
                 };
                 self.schedule(idx, generation, next);
             }
+            due.clear();
+            self.due = due;
         }
     }
 }
@@ -845,7 +1086,12 @@ impl Worker {
 fn tick(leg: &mut Leg, now: Instant, notes: &UnboundedSender<Note>) -> Instant {
     leg.session.handle_timeout(now);
     while let Some(pkt) = leg.session.poll_rtp(now) {
-        if let Err(e) = leg.rtp.send_to(&pkt, leg.session.remote_addr()) {
+        let sent = if leg.connected {
+            leg.rtp.send(&pkt)
+        } else {
+            leg.rtp.send_to(&pkt, leg.session.remote_addr())
+        };
+        if let Err(e) = sent {
             if e.kind() != std::io::ErrorKind::WouldBlock {
                 tracing::trace!(error = %e, "RTP send failed");
             }
@@ -946,7 +1192,168 @@ fn drain_events(leg: &mut Leg, notes: &UnboundedSender<Note>) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use frontdoor_media::Ssrc;
+    use frontdoor_media::call::MediaConfig;
+    use frontdoor_media::g711::G711;
+    use frontdoor_media::rtp::RtpSender;
+
+    fn worker() -> Worker {
+        let poll = Poll::new().unwrap();
+        let (_tx, rx) = channel();
+        let (notes, _) = tokio::sync::mpsc::unbounded_channel();
+        Worker::new(poll, rx, notes)
+    }
+
+    fn spec(key: LegKey, now: Instant, remote: SocketAddr) -> Box<LegSpec> {
+        let cfg = MediaConfig::new(G711::Pcmu, remote, Ssrc(key as u32));
+        Box::new(LegSpec {
+            key,
+            rtp: std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            rtcp: None,
+            session: Box::new(MediaSession::new(now, cfg)),
+        })
+    }
+
+    /// Wheel slots (mod 20, relative to `first`) of the legs' next ticks.
+    fn phases(w: &Worker, first: u64) -> Vec<usize> {
+        let mut per = vec![0; 20];
+        for (_, leg) in &w.legs {
+            let due = w.ms(leg.session.poll_timeout());
+            assert_eq!(
+                w.slot_time(due),
+                leg.session.poll_timeout(),
+                "ticks on slot starts"
+            );
+            per[((due - first) % 20) as usize] += 1;
+        }
+        per
+    }
+
+    #[test]
+    fn least_loaded_slot_is_the_emptiest_and_the_earliest_of_equals() {
+        let mut wheel = vec![Vec::new(); WHEEL];
+        for (slot, n) in [(10usize, 2usize), (11, 1), (12, 0), (13, 0), (14, 3)] {
+            wheel[slot] = vec![(0, 0); n];
+        }
+        assert_eq!(least_loaded_slot(&wheel, 10, 2), 11);
+        assert_eq!(least_loaded_slot(&wheel, 10, 5), 12);
+        assert_eq!(least_loaded_slot(&wheel, 14, 1), 14);
+        // Wraps round the wheel: slot 130 is wheel[2].
+        wheel[1] = vec![(0, 0)];
+        assert_eq!(least_loaded_slot(&wheel, 129, 2), 130);
+    }
+
+    /// Legs added at one instant are spread evenly over the slots of one ptime, and keep
+    /// their phases while they run and after a stall longer than the session's backlog
+    /// (which used to re-phase every leg to the moment the worker caught up).
+    #[test]
+    fn new_legs_are_spread_over_one_ptime_and_keep_their_phase() {
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let remote = sink.local_addr().unwrap();
+        let mut w = worker();
+        let now = Instant::now();
+        let first = w.ms_ceil(now).max(w.cursor);
+        for key in 0..60 {
+            w.command(now, Command::Add(spec(key, now, remote)));
+        }
+        assert_eq!(w.legs.len(), 60);
+        assert!(
+            w.legs.iter().all(|(_, l)| l.connected),
+            "SDP latching: connected"
+        );
+        assert_eq!(phases(&w, first), vec![3; 20], "three legs per 1 ms slot");
+        // Run 200 ms of slots: each leg sends on its own phase.
+        for t in first..first + 200 {
+            w.advance(w.slot_time(t));
+        }
+        assert_eq!(phases(&w, first), vec![3; 20]);
+        assert!(
+            w.legs
+                .iter()
+                .all(|(_, l)| l.session.stats().packets.packets_sent == 10)
+        );
+        // The worker stalls for 500 ms: one packet each, then the same phases.
+        w.advance(w.slot_time(first + 699));
+        assert_eq!(phases(&w, first), vec![3; 20], "phases kept after a stall");
+        assert!(
+            w.legs
+                .iter()
+                .all(|(_, l)| l.session.stats().packets.packets_sent == 11)
+        );
+    }
+
+    /// A leg's socket flooded with more datagrams than one pass reads (good RTP and garbage
+    /// mixed): the first pass reads RX_ROUNDS batches and puts the socket on the re-read
+    /// list, the next pass reads the rest; every datagram is accounted for.
+    #[test]
+    fn batched_reads_take_everything_queued_good_and_bad() {
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut w = worker();
+        let now = Instant::now();
+        w.command(now, Command::Add(spec(7, now, peer.local_addr().unwrap())));
+        let (idx, leg) = w.legs.iter().next().unwrap();
+        let to = leg.rtp.local_addr().unwrap();
+        let mut tx = RtpSender::new(Ssrc(99), frontdoor_media::PayloadType::PCMU, 0, 0);
+        let total = RX_BATCH * RX_ROUNDS + 13;
+        for i in 0..total {
+            if i % 5 == 4 {
+                peer.send_to(&[0x80, 0, 1], to).unwrap(); // too short for RTP
+            } else {
+                peer.send_to(&tx.audio_packet(&[0xff; 160], 160), to)
+                    .unwrap();
+            }
+        }
+        let token = idx * 2;
+        w.readable(now, token);
+        let counted = |w: &Worker| {
+            let s = w.legs[idx].session.stats().packets;
+            (s.packets_received, s.dropped_malformed)
+        };
+        let (good, bad) = counted(&w);
+        assert_eq!(
+            good + bad,
+            (RX_BATCH * RX_ROUNDS) as u64,
+            "one pass is bounded"
+        );
+        assert_eq!(w.again, vec![token], "the rest is read on the next pass");
+        w.again.clear();
+        w.readable(now, token);
+        assert!(w.again.is_empty(), "a short batch: drained");
+        assert_eq!(
+            counted(&w),
+            ((total - total / 5) as u64, (total / 5) as u64)
+        );
+    }
+
+    #[test]
+    fn a_batch_read_gives_each_datagram_its_source_and_comes_back_short_when_drained() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = sock.local_addr().unwrap();
+        let (a, b) = (
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+        );
+        for i in 0..RX_BATCH + 2 {
+            a.send_to(&vec![i as u8; i + 1], to).unwrap();
+        }
+        b.send_to(b"from b", to).unwrap();
+        let mut rx = RxBatch::new();
+        let fd = sock.as_raw_fd();
+        assert_eq!(rx.recv(fd, false), Ok(RX_BATCH), "a full batch");
+        for i in 0..RX_BATCH {
+            let (data, src) = rx.datagram(i).unwrap();
+            assert_eq!(data, vec![i as u8; i + 1].as_slice());
+            assert_eq!(src, a.local_addr().unwrap());
+        }
+        assert_eq!(rx.recv(fd, false), Ok(3), "short: the queue is empty");
+        assert_eq!(
+            rx.datagram(2).unwrap(),
+            (&b"from b"[..], b.local_addr().unwrap())
+        );
+        assert_eq!(rx.recv(fd, false), Err(Errno::EAGAIN));
+    }
 
     #[test]
     fn recording_places_samples_by_timestamp() {

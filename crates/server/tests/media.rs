@@ -166,8 +166,8 @@ fn pcma_speech_is_received_and_never_read_as_digits() {
 
 /// Frontdoor's RTP, as a receiver sees it: well-formed RTP v2 PCMU, one SSRC, consecutive
 /// sequence numbers, timestamps +160 per packet, marker on the first, paced at 20 ms; and bad
-/// RTP sent to it (short, version 1, unknown payload type, from a foreign source) is dropped
-/// and counted while the call goes on.
+/// RTP sent to it (short, version 1, unknown payload type) is dropped and counted while the
+/// call goes on, and RTP from a foreign source is refused by the kernel (connected socket).
 #[test]
 fn outgoing_rtp_is_well_formed_and_paced_and_bad_rtp_is_harmless() {
     let server = Server::start("rtp", 25084, (37400, 37499), "");
@@ -226,10 +226,22 @@ fn outgoing_rtp_is_well_formed_and_paced_and_bad_rtp_is_harmless() {
     let mut pt = vec![0x80, 96, 0, 10, 0, 0, 0, 0, 0xaa, 0xbb, 0xcc, 0xdd];
     pt.extend_from_slice(&[0xff; 160]);
     call.rtp.send_to(&pt, call.server_rtp).unwrap();
+    // The RTP socket is connected to the SDP address (no NAT latching): the kernel refuses a
+    // foreign source outright, with ICMP port unreachable, before the engine sees it.
     let foreign = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    foreign.connect(call.server_rtp).unwrap();
+    foreign
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
     let mut f = vec![0x80, 0, 0, 11, 0, 0, 0, 0, 0x11, 0x22, 0x33, 0x44];
     f.extend_from_slice(&[0xff; 160]);
-    foreign.send_to(&f, call.server_rtp).unwrap();
+    foreign.send(&f).unwrap();
+    let refused = foreign.recv(&mut [0u8; 64]).unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "{refused}"
+    );
     // The call still sends media after the garbage.
     for _ in 0..10 {
         call.rtp
@@ -238,7 +250,7 @@ fn outgoing_rtp_is_well_formed_and_paced_and_bad_rtp_is_harmless() {
     }
     call.bye();
     let stats = server.wait_event(Duration::from_secs(5), |e| e["type"] == "media.stats");
-    assert_eq!(stats["dropped_foreign"], 1, "{stats}");
+    assert_eq!(stats["dropped_foreign"], 0, "{stats}");
     assert!(stats["dropped_malformed"].as_u64().unwrap() >= 3, "{stats}");
     assert_eq!(stats["dropped_unknown_pt"], 1, "{stats}");
     assert!(stats["packets_out"].as_u64().unwrap() >= 100, "{stats}");
@@ -276,4 +288,44 @@ fn rtp_timeout_hangs_up_a_dead_call() {
     assert!(bye.contains(&call.call_id));
     let ended = server.wait_event(Duration::from_secs(5), |e| e["type"] == "call.ended");
     assert_eq!(ended["cause"], "rtp_timeout");
+}
+
+/// A burst of RTP far larger than one read batch (good packets and garbage interleaved, sent
+/// back to back) is read completely: every datagram is counted, the call goes on.
+#[test]
+fn a_burst_of_good_and_bad_rtp_is_read_completely() {
+    let server = Server::start("rtpburst", 27084, (27400, 27499), "");
+    let call = RawCall::invite(&server, 27184, "answer");
+    call.rtp
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    call.rtp.recv(&mut buf).expect("RTP from frontdoor");
+    let (mut good, mut bad) = (0u64, 0u64);
+    for i in 0..120u16 {
+        if i % 4 == 3 {
+            call.rtp
+                .send_to(&[0x80, 0x00, 0x01], call.server_rtp)
+                .unwrap();
+            bad += 1;
+        } else {
+            let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0xaa, 0xbb, 0xcc, 0xdd];
+            pkt[2..4].copy_from_slice(&i.to_be_bytes());
+            pkt[4..8].copy_from_slice(&(u32::from(i) * 160).to_be_bytes());
+            pkt.extend_from_slice(&[0xff; 160]);
+            call.rtp.send_to(&pkt, call.server_rtp).unwrap();
+            good += 1;
+        }
+    }
+    for _ in 0..10 {
+        call.rtp
+            .recv(&mut buf)
+            .expect("RTP goes on after the burst");
+    }
+    call.bye();
+    let stats = server.wait_event(Duration::from_secs(5), |e| e["type"] == "media.stats");
+    assert_eq!(stats["packets_in"], good, "{stats}");
+    assert_eq!(stats["dropped_malformed"], bad, "{stats}");
+    let ended = server.wait_event(Duration::from_secs(5), |e| e["type"] == "call.ended");
+    assert_eq!(ended["cause"], "remote_bye");
 }
