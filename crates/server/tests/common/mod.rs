@@ -41,8 +41,14 @@ pub fn tts_cache() -> PathBuf {
 /// loaded only when a text is not in that cache (`piper_preload = false`): dozens of test
 /// servers each loading it at start would only burn CPU.
 fn with_tts_cache(config: &str) -> String {
+    // A test may ask for the voice at start (`piper_preload = true` in its own `[ivr]`).
+    let preload = if config.contains("piper_preload") {
+        ""
+    } else {
+        "piper_preload = false\n"
+    };
     let line = format!(
-        "tts_cache = {:?}\npiper_preload = false\n",
+        "tts_cache = {:?}\n{preload}",
         tts_cache().display().to_string()
     );
     if config.contains("[ivr]\n") {
