@@ -69,6 +69,9 @@ pub struct Config {
     pub bridge: BridgeSection,
     /// Stereo call recording.
     pub recording: RecordingSection,
+    /// The ACD (queues, offer timeout, ...): `frontdoor_acd::AcdConfig`. Without it `enqueue`
+    /// steps fail ("no acd").
+    pub acd: Option<frontdoor_acd::AcdConfig>,
 }
 
 /// `[sip]`
@@ -436,6 +439,12 @@ pub struct AgentConfig {
     /// Extension number, if any.
     #[serde(default)]
     pub extension: Option<String>,
+    /// ACD queues (by `[[acd.queues]] name`) the agent serves.
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// Logged in to the ACD at start (otherwise through the agent API).
+    #[serde(default)]
+    pub auto_login: bool,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -445,6 +454,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("username", &self.username)
             .field("skills", &self.skills)
             .field("extension", &self.extension)
+            .field("queues", &self.queues)
+            .field("auto_login", &self.auto_login)
             .finish_non_exhaustive()
     }
 }
@@ -491,6 +502,15 @@ impl Config {
                 return Err(format!(
                     "{who}: ha1_md5 must be 32 hex digits and ha1_sha256 64 hex digits"
                 ));
+            }
+            for q in &ag.queues {
+                let known = self
+                    .acd
+                    .as_ref()
+                    .is_some_and(|acd| acd.queues.iter().any(|c| c.name == *q));
+                if !known {
+                    return Err(format!("{who}: queue {q:?} is not an [[acd.queues]] name"));
+                }
             }
             if ag.password.is_none() {
                 for alg in &algorithms {
@@ -649,6 +669,16 @@ mod tests {
         assert_eq!(c.agents.min_expires, 30);
         assert_eq!(c.agents.agent.len(), 2);
         assert_eq!(c.agents.agent[0].skills, vec!["sales", "en"]);
+        let acd = Config::parse(
+            "[acd]\noffer_timeout_s = 5.0\n[[acd.queues]]\nid = 1\nname = \"general\"\n\
+             [[agents.agent]]\nid = \"a1\"\nusername = \"alice\"\npassword = \"pw\"\n\
+             queues = [\"general\"]\nauto_login = true\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(acd.acd.as_ref().unwrap().offer_timeout_s, Some(5.0));
+        assert_eq!(acd.agents.agent[0].queues, vec!["general"]);
+        assert!(acd.agents.agent[0].auto_login);
         assert!(
             !format!("{:?}", c.agents.agent[0]).contains("pw"),
             "no secrets in Debug"
@@ -673,6 +703,10 @@ mod tests {
             (
                 "[[agents.agent]]\nid = \"a\"\nusername = \"u\"\npassword = \"p\"\n[[agents.agent]]\nid = \"b\"\nusername = \"u\"\npassword = \"p\"\n",
                 "used twice",
+            ),
+            (
+                "[[agents.agent]]\nid = \"a\"\nusername = \"u\"\npassword = \"p\"\nqueues = [\"sales\"]\n",
+                "not an [[acd.queues]] name",
             ),
             (
                 "[[agents.agent]]\nid = \"a\"\nusername = \"u@x\"\npassword = \"p\"\n",

@@ -242,6 +242,12 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         prompts,
         ivr,
     );
+    // The ACD (`[acd]`) with its agents; `auto_login` agents are logged in now.
+    match crate::desk::Desk::from_config(&config, Instant::now()) {
+        Ok(Some(desk)) => app.set_desk(desk),
+        Ok(None) => {}
+        Err(e) => return Err(ServeError::Agents(e)),
+    }
 
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(4096);
     let max_msg = config.sip.max_message_size;
@@ -505,6 +511,8 @@ async fn pump(
                 app.handle_event(now, ua, ev);
             }
         }
+        // What the ACD decided meanwhile (offers place calls: their INVITEs go out below).
+        app.run_desk(Instant::now(), ua, agents);
         while let Some(t) = ua.poll_transmit() {
             progressed = true;
             send(t, udp, tcp_writers, tcp_pending, tcp_tx, max_msg).await;
