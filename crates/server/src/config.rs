@@ -72,6 +72,28 @@ pub struct Config {
     /// The ACD (queues, offer timeout, ...): `frontdoor_acd::AcdConfig`. Without it `enqueue`
     /// steps fail ("no acd").
     pub acd: Option<frontdoor_acd::AcdConfig>,
+    /// The agent HTTP API.
+    pub api: ApiSection,
+}
+
+/// `[api]`: the agent API (login/logout/pause/ready/wrap-up, agents, queues, WebSocket
+/// events); started when `listen` is set.
+#[derive(Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Address to listen on (e.g. `127.0.0.1:8080`).
+    pub listen: Option<std::net::SocketAddr>,
+    /// Accepted API keys (`Authorization: Bearer KEY` or `X-Api-Key: KEY`).
+    pub keys: Vec<String>,
+}
+
+impl std::fmt::Debug for ApiSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSection")
+            .field("listen", &self.listen)
+            .field("keys", &self.keys.len())
+            .finish()
+    }
 }
 
 /// `[sip]`
@@ -468,6 +490,9 @@ impl Config {
             return Err(
                 "[sip] realm must be non-empty, without quotes, backslashes or newlines".into(),
             );
+        }
+        if self.api.listen.is_some() && self.api.keys.iter().all(|k| k.trim().is_empty()) {
+            return Err("[api] listen needs at least one non-empty key in keys".into());
         }
         let a = &self.agents;
         if a.min_expires == 0 || a.min_expires > a.max_expires {

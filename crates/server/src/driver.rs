@@ -85,6 +85,8 @@ pub struct ServeOptions {
     pub data_dir: std::path::PathBuf,
     /// `frontdoor call`: place this call at start and stop when it is over.
     pub originate: Option<Originate>,
+    /// Live feed of the event stream (the agent API's WebSocket), when `[api] listen` is set.
+    pub event_feed: Option<crate::events::EventFeed>,
 }
 
 enum TcpEvent {
@@ -142,6 +144,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         tts,
         data_dir,
         originate,
+        event_feed,
     } = opts;
     let udp = bind_udp(sip, config.sip.udp_recv_buffer).map_err(|source| ServeError::Bind {
         what: "UDP",
@@ -248,6 +251,15 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         Ok(None) => {}
         Err(e) => return Err(ServeError::Agents(e)),
     }
+    // The agent API: its requests reach the desk through this channel.
+    let (desk_tx, mut desk_rx) = mpsc::channel::<crate::desk::DeskRequest>(256);
+    if let (Some(addr), Some(feed)) = (config.api.listen, event_feed) {
+        let state = crate::api::ApiState::new(config.api.keys.clone(), desk_tx.clone(), feed);
+        let bound = crate::api::serve(addr, state)
+            .await
+            .map_err(|e| ServeError::Agents(format!("[api] listen {addr}: {e}")))?;
+        tracing::info!(api = %bound, "agent API listening");
+    }
 
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(4096);
     let max_msg = config.sip.max_message_size;
@@ -322,6 +334,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 
         tokio::select! {
             biased;
+            Some(req) = desk_rx.recv() => {
+                app.serve_desk(Instant::now(), req);
+            }
             _ = sigterm.recv(), if stopping_at.is_none() => {
                 begin_shutdown(&mut stopping_at, &mut ua, &mut app, &events, &config);
             }

@@ -53,6 +53,26 @@ fn config(offer_timeout_s: f64, auto_login: bool) -> String {
     )
 }
 
+/// One HTTP/1.1 request to the agent API with key `k1`; returns (status, JSON body).
+fn http(port: u16, method: &str, path: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k1\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status: u16 = out[9..12].parse().unwrap();
+    let (_, body) = out.split_once("\r\n\r\n").unwrap();
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 fn start(name: &str, sip_port: u16, rtp: (u16, u16), config: &str) -> Server {
     let plans = test_dir(&format!("{name}-plans"));
     std::fs::write(plans.join("acd.toml"), PLAN).unwrap();
@@ -237,7 +257,17 @@ fn a_queued_caller_is_bridged_to_the_agent_who_answers_then_the_agent_wraps_up()
 
 #[test]
 fn a_caller_hanging_up_while_the_agent_rings_cancels_the_agent_leg() {
-    let server = start("acd-cancel", 25301, (27100, 27149), &config(20.0, true));
+    // The agent logs in through the agent API (no auto_login).
+    let api = "[api]\nlisten = \"127.0.0.1:25325\"\nkeys = [\"k1\"]\n";
+    let server = start(
+        "acd-cancel",
+        25301,
+        (27100, 27149),
+        &format!("{api}{}", config(20.0, false)),
+    );
+    let (status, body) = http(25325, "POST", "/api/v1/agents/a1/login");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "available", "{body}");
     register(&server, 25322, 27150);
     let phone = agent_phone(&server, 25322, 27160, "agent-ring-cancel.xml", false);
     caller(&server, "cancel", 25323, 27180, 2500);
@@ -271,6 +301,10 @@ fn a_caller_hanging_up_while_the_agent_rings_cancels_the_agent_leg() {
         ["available", "offered", "available"],
         "the agent is available again"
     );
+    let (status, agents) = http(25325, "GET", "/api/v1/agents");
+    assert_eq!(status, 200);
+    assert_eq!(agents[0]["id"], "a1");
+    assert_eq!(agents[0]["state"], "available", "{agents}");
 }
 
 #[test]
