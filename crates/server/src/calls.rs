@@ -300,6 +300,8 @@ pub struct CallApp {
     entries: HashMap<EntryId, CallHandle>,
     /// Maximum queue waits (`enqueue` `timeout`): (deadline, caller handle).
     queue_timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// The screen-pop webhook (`[screenpop] url`).
+    webhook: Option<crate::screenpop::Webhook>,
 }
 
 impl CallApp {
@@ -337,6 +339,7 @@ impl CallApp {
             desk: None,
             entries: HashMap::new(),
             queue_timers: BinaryHeap::new(),
+            webhook: None,
             call_recorder,
             call_recordings_dir,
             next_recording: 0,
@@ -392,6 +395,11 @@ impl CallApp {
         let e = self.desk.as_ref().and_then(Desk::next_deadline);
         let f = self.queue_timers.peek().map(|Reverse((at, _))| *at);
         [a, b, c, d, e, f].into_iter().flatten().min()
+    }
+
+    /// Installs the screen-pop webhook.
+    pub fn set_webhook(&mut self, webhook: crate::screenpop::Webhook) {
+        self.webhook = Some(webhook);
     }
 
     /// Installs the ACD (from [`Desk::from_config`]).
@@ -2260,6 +2268,18 @@ impl CallApp {
                 .dial(now, ua, uri, Mode::Leg, Some(caller), ring)
                 .map_err(|(_, reason)| reason),
         };
+        if let Some(w) = &self.webhook {
+            // Never waits: a full queue drops the pop (and says so).
+            if !w.send(&pop) {
+                self.events.emit(
+                    call_id.as_ref(),
+                    EventBody::ScreenPopFailed {
+                        attempts: 0,
+                        error: "webhook queue full".to_owned(),
+                    },
+                );
+            }
+        }
         let leg_call_id = placed
             .ok()
             .and_then(|leg| self.calls.get(&leg))

@@ -74,6 +74,45 @@ pub struct Config {
     pub acd: Option<frontdoor_acd::AcdConfig>,
     /// The agent HTTP API.
     pub api: ApiSection,
+    /// The screen-pop webhook.
+    pub screenpop: ScreenPopSection,
+}
+
+/// `[screenpop]`: each ACD offer is POSTed to `url`, signed with HMAC-SHA256 (`secret`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScreenPopSection {
+    /// `http://host:port/path`; none: no webhook.
+    pub url: Option<String>,
+    /// HMAC secret (required with `url`).
+    pub secret: String,
+    /// Attempts in all.
+    pub attempts: u32,
+    /// First retry delay, milliseconds (doubles per retry).
+    pub backoff_ms: u64,
+    /// Per-request timeout, seconds.
+    pub timeout_s: u64,
+}
+
+impl Default for ScreenPopSection {
+    fn default() -> Self {
+        Self {
+            url: None,
+            secret: String::new(),
+            attempts: 3,
+            backoff_ms: 500,
+            timeout_s: 5,
+        }
+    }
+}
+
+impl std::fmt::Debug for ScreenPopSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScreenPopSection")
+            .field("url", &self.url)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `[api]`: the agent API (login/logout/pause/ready/wrap-up, agents, queues, WebSocket
@@ -490,6 +529,9 @@ impl Config {
             return Err(
                 "[sip] realm must be non-empty, without quotes, backslashes or newlines".into(),
             );
+        }
+        if self.screenpop.url.is_some() && self.screenpop.secret.is_empty() {
+            return Err("[screenpop] url needs a secret".into());
         }
         if self.api.listen.is_some() && self.api.keys.iter().all(|k| k.trim().is_empty()) {
             return Err("[api] listen needs at least one non-empty key in keys".into());

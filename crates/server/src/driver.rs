@@ -251,6 +251,36 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         Ok(None) => {}
         Err(e) => return Err(ServeError::Agents(e)),
     }
+    // The screen-pop webhook: deliveries run on this runtime, outcomes become events.
+    if let Some(url) = &config.screenpop.url {
+        let sp = &config.screenpop;
+        let cfg = crate::screenpop::WebhookConfig {
+            url: url.clone(),
+            secret: sp.secret.as_bytes().into(),
+            attempts: sp.attempts.max(1),
+            backoff: Duration::from_millis(sp.backoff_ms),
+            timeout: Duration::from_secs(sp.timeout_s.max(1)),
+            queue: 1024,
+        };
+        let sink = events.clone();
+        let webhook = crate::screenpop::Webhook::start(cfg, move |d| {
+            let (call_id, body) = match d {
+                crate::screenpop::Delivery::Delivered {
+                    call_id,
+                    attempts,
+                    status,
+                } => (call_id, EventBody::ScreenPopDelivered { attempts, status }),
+                crate::screenpop::Delivery::Failed {
+                    call_id,
+                    attempts,
+                    error,
+                } => (call_id, EventBody::ScreenPopFailed { attempts, error }),
+            };
+            sink.emit(Some(&Arc::from(call_id)), body);
+        })
+        .map_err(|e| ServeError::Agents(format!("[screenpop] url: {e}")))?;
+        app.set_webhook(webhook);
+    }
     // The agent API: its requests reach the desk through this channel.
     let (desk_tx, mut desk_rx) = mpsc::channel::<crate::desk::DeskRequest>(256);
     if let (Some(addr), Some(feed)) = (config.api.listen, event_feed) {

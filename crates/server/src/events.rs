@@ -279,6 +279,22 @@ pub enum EventBody {
         /// `timeout`, `abandoned`, `agent_left`.
         reason: &'static str,
     },
+    /// A screen pop reached the webhook (2xx).
+    #[serde(rename = "screenpop.delivered")]
+    ScreenPopDelivered {
+        /// Attempts used.
+        attempts: u32,
+        /// The receiver's status.
+        status: u16,
+    },
+    /// A screen pop could not be delivered (after its retries) or was dropped.
+    #[serde(rename = "screenpop.failed")]
+    ScreenPopFailed {
+        /// Attempts used.
+        attempts: u32,
+        /// Why.
+        error: String,
+    },
     /// An agent's ACD state changed.
     #[serde(rename = "agent.state")]
     AgentState {

@@ -3,7 +3,7 @@
 //! by the engine, answered and bridged with the caller; the caller hanging up while the agent
 //! rings cancels the agent leg; without agents logged in the step's `on_failure` runs.
 //!
-//! Ports: SIP 25300-25302, SIPp 25320-25325, media 27000-27199.
+//! Ports: SIP 25300-25302, SIPp/API/webhook 25320-25326, media 27000-27199.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -71,6 +71,45 @@ fn http(port: u16, method: &str, path: &str) -> (u16, serde_json::Value) {
         status,
         serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// A webhook receiver on 127.0.0.1:`port`: answers one POST with 200 and hands over its
+/// headers (lower-cased names) and raw body.
+fn webhook_receiver(
+    port: u16,
+) -> std::sync::mpsc::Receiver<(std::collections::HashMap<String, String>, Vec<u8>)> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut r = BufReader::new(stream.try_clone().unwrap());
+        let mut headers = std::collections::HashMap::new();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with("POST /pop "), "{line}");
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (k, v) = l.split_once(':').unwrap();
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+        let len: usize = headers["content-length"].parse().unwrap();
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap();
+        let mut w = stream;
+        w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let _ = tx.send((headers, body));
+    });
+    rx
 }
 
 fn start(name: &str, sip_port: u16, rtp: (u16, u16), config: &str) -> Server {
@@ -192,7 +231,14 @@ fn position(events: &[serde_json::Value], pred: impl Fn(&serde_json::Value) -> b
 
 #[test]
 fn a_queued_caller_is_bridged_to_the_agent_who_answers_then_the_agent_wraps_up() {
-    let server = start("acd-answer", 25300, (27000, 27049), &config(10.0, true));
+    let pops = webhook_receiver(25326);
+    let screenpop = "[screenpop]\nurl = \"http://127.0.0.1:25326/pop\"\nsecret = \"pop-secret\"\n";
+    let server = start(
+        "acd-answer",
+        25300,
+        (27000, 27049),
+        &format!("{screenpop}{}", config(10.0, true)),
+    );
     register(&server, 25320, 27050);
     let phone = agent_phone(&server, 25320, 27060, "agent-answer.xml", true);
     caller(&server, "answer", 25321, 27080, 5000);
@@ -247,6 +293,27 @@ fn a_queued_caller_is_bridged_to_the_agent_who_answers_then_the_agent_wraps_up()
         .map(|e| e["state"].as_str().unwrap())
         .collect();
     assert_eq!(states, ["available", "offered", "on_call", "wrap_up"]);
+    // The screen pop reached the webhook, signed.
+    let (headers, body) = pops.recv_timeout(Duration::from_secs(10)).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    frontdoor::screenpop::verify(
+        b"pop-secret",
+        &headers["x-frontdoor-timestamp"],
+        &body,
+        &headers["x-frontdoor-signature"],
+        now,
+        Duration::from_secs(300),
+    )
+    .expect("the signature verifies");
+    let pop: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(pop["call_id"], caller_id.as_str());
+    assert_eq!(pop["agent"], "a1");
+    server.wait_event(Duration::from_secs(5), |e| {
+        e["type"] == "screenpop.delivered" && e["status"] == 200
+    });
     let ivr_end = events
         .iter()
         .find(|e| e["type"] == "ivr.ended" && e["call_id"] == caller_id.as_str())
