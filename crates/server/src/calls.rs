@@ -57,6 +57,8 @@ use frontdoor_acd::{
 const DRIVER_PLAYBACK: u64 = u64::MAX;
 /// Playback id of a notice after which the driver feeds the interpreter a result.
 const DRIVER_NOTICE: u64 = u64::MAX - 1;
+/// Playback id of the ACD's position announcements (the interpreter is not told).
+const DRIVER_ANNOUNCE: u64 = u64::MAX - 2;
 
 /// What the helper threads (store, speech, dialplan reload) report to the SIP task.
 #[derive(Debug)]
@@ -302,6 +304,8 @@ pub struct CallApp {
     queue_timers: BinaryHeap<Reverse<(Instant, u64)>>,
     /// The screen-pop webhook (`[screenpop] url`).
     webhook: Option<crate::screenpop::Webhook>,
+    /// Language of each queued caller (its announcements), by call.
+    announce_lang: HashMap<u64, String>,
 }
 
 impl CallApp {
@@ -340,6 +344,7 @@ impl CallApp {
             entries: HashMap::new(),
             queue_timers: BinaryHeap::new(),
             webhook: None,
+            announce_lang: HashMap::new(),
             call_recorder,
             call_recordings_dir,
             next_recording: 0,
@@ -703,6 +708,7 @@ impl CallApp {
                 let Some(mut c) = self.calls.remove(&call) else {
                     return;
                 };
+                self.announce_lang.remove(&call.0);
                 if let Some(ivr) = c.ivr.take() {
                     self.end_ivr(now, call, &c, *ivr);
                 }
@@ -1100,7 +1106,7 @@ impl CallApp {
                 let Some(c) = self.calls.get_mut(&call) else {
                     return;
                 };
-                if c.mode == Mode::Ivr {
+                if c.mode == Mode::Ivr && id != DRIVER_ANNOUNCE {
                     let mut after = None;
                     if let Some(ivr) = c.ivr.as_mut() {
                         if ivr.playing == Some(id) {
@@ -1667,6 +1673,31 @@ impl CallApp {
                         continue;
                     };
                     let call_id = c.call_id.clone();
+                    if id == DRIVER_ANNOUNCE {
+                        // A position announcement: only while the caller still waits.
+                        let waiting = matches!(c.acd, Some(AcdRole::Caller { .. }))
+                            && c.link.peer.is_none()
+                            && c.media_started;
+                        if let (true, Ok((prompt, source))) = (waiting, &result) {
+                            self.events.emit(
+                                Some(&call_id),
+                                EventBody::IvrSay {
+                                    id,
+                                    text: key.1.clone(),
+                                    language,
+                                    voice: key.0.clone(),
+                                    cache: source.as_str(),
+                                    wait_ms: 0,
+                                },
+                            );
+                            self.media.send(Command::Play(
+                                call,
+                                DRIVER_ANNOUNCE,
+                                vec![prompt.clone()],
+                            ));
+                        }
+                        continue;
+                    }
                     let Some(ivr) = c.ivr.as_mut() else { continue };
                     let Some((_, since)) = ivr.rendering.filter(|(w, _)| *w == id) else {
                         continue; // stopped (barge-in) while rendering
@@ -2030,6 +2061,7 @@ impl CallApp {
             }
         }
         self.entries.insert(entry, call);
+        self.announce_lang.insert(call.0, req.language.clone());
         if let Some(t) = req.timeout {
             self.queue_timers.push(Reverse((now + t, call.0)));
         }
@@ -2160,6 +2192,7 @@ impl CallApp {
                 position,
                 estimated_wait,
             } => {
+                self.announce(entry, position, estimated_wait);
                 self.events.emit(
                     self.entry_call_id(entry).as_ref(),
                     EventBody::AcdPosition {
@@ -2206,6 +2239,47 @@ impl CallApp {
             | AcdAction::Widened { .. }
             | AcdAction::Moved { .. } => {}
         }
+    }
+
+    /// Says "You are number N in line..." to a waiting caller (over its hold audio's place;
+    /// the hold audio resumes after it). Not while an agent's phone rings for it.
+    fn announce(&mut self, entry: EntryId, position: usize, wait: Option<Duration>) {
+        let Some(call) = self.entries.get(&entry).copied() else {
+            return;
+        };
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if c.link.peer.is_some() || !c.media_started {
+            return;
+        }
+        let language = self
+            .announce_lang
+            .get(&call.0)
+            .cloned()
+            .unwrap_or_else(|| "en".to_owned());
+        let minutes = wait.map(|d| d.as_secs().div_ceil(60).max(1));
+        let text = if language.starts_with("zh") {
+            let mut t = format!("您目前排在第{position}位。");
+            if let Some(m) = minutes {
+                t.push_str(&format!("预计等待约{m}分钟。"));
+            }
+            t
+        } else {
+            let mut t = format!("You are number {position} in line.");
+            if let Some(m) = minutes {
+                let unit = if m == 1 { "minute" } else { "minutes" };
+                t.push_str(&format!(" The estimated wait is about {m} {unit}."));
+            }
+            t
+        };
+        let voice = self.tts.voice(&language);
+        let key = (voice, text);
+        let waiters = self.tts_waiting.entry(key.clone()).or_default();
+        if waiters.is_empty() {
+            self.tts_pool.request(key);
+        }
+        waiters.push((call.0, DRIVER_ANNOUNCE, language));
     }
 
     fn agent_name(&self, agent: AgentId) -> String {

@@ -3,7 +3,7 @@
 //! by the engine, answered and bridged with the caller; the caller hanging up while the agent
 //! rings cancels the agent leg; without agents logged in the step's `on_failure` runs.
 //!
-//! Ports: SIP 25300-25302, SIPp/API/webhook 25320-25326, media 27000-27199.
+//! Ports: SIP 25300-25303, SIPp/API/webhook 25320-25327, media 27000-27199.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -403,4 +403,43 @@ fn without_agents_logged_in_the_enqueue_step_fails_to_its_on_failure() {
         "the on_failure step spoke"
     );
     assert!(of_type(&events, "acd.enqueued").is_empty());
+}
+
+#[test]
+fn a_waiting_caller_hears_its_position_while_an_unregistered_agent_is_skipped() {
+    // The agent is logged in but its phone never registered: each offer is refused at once
+    // ("not_registered"), after max_no_answer of them the agent is paused and the caller waits,
+    // hearing its position every second.
+    let cfg = config(10.0, true).replace(
+        "wrap_up_s = 30.0\n",
+        "wrap_up_s = 30.0\nannounce_every_s = 1.0\n",
+    );
+    let server = start("acd-wait", 25303, (27150, 27159), &cfg);
+    caller(&server, "wait", 25327, 27170, 3500);
+    server.wait_event(Duration::from_secs(10), |e| e["type"] == "acd.abandoned");
+    let events = server.events();
+    let refused = of_type(&events, "acd.refused");
+    assert!(!refused.is_empty(), "the unregistered agent was skipped");
+    assert!(refused.iter().all(|e| e["reason"] == "not_registered"));
+    assert!(
+        of_type(&events, "agent.state")
+            .iter()
+            .any(|e| e["state"] == "paused"),
+        "max_no_answer paused the agent"
+    );
+    let positions = of_type(&events, "acd.position");
+    assert!(
+        positions.len() >= 2,
+        "announced every second: {positions:?}"
+    );
+    assert!(positions.iter().all(|e| e["position"] == 1));
+    let spoken: Vec<&str> = of_type(&events, "ivr.say")
+        .iter()
+        .filter_map(|e| e["text"].as_str())
+        .filter(|t| t.starts_with("You are number 1 in line."))
+        .collect();
+    assert!(!spoken.is_empty(), "the caller heard its position");
+    let ab = of_type(&events, "acd.abandoned");
+    assert_eq!(ab[0]["reason"], "hung_up");
+    assert!(ab[0]["waited_ms"].as_u64().unwrap() >= 2000);
 }
