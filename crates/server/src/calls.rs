@@ -38,19 +38,27 @@ use frontdoor_sip::message::{uri_socket_addr, uri_user};
 use frontdoor_sip::sdp::{Codec, Direction, LocalMedia, NegotiatedMedia};
 use frontdoor_sip::{CallHandle, EndCause, Transport, UaEvent, UserAgent};
 
+use crate::agents::Agents;
 use crate::config::Config;
+use crate::desk::{Desk, DeskRequest};
 use crate::events::{EventBody, EventSink};
 use crate::media::{CallRecording, Command, LegSpec, MediaEngine, Note};
 use crate::plans::{AGENTS_BUSY, Plans, ReloadNote, notice};
 use crate::ports::PortPool;
 use crate::recording::{RecordMsg, RecordWriter, recording_path};
+use crate::screenpop::ScreenPop;
 use crate::store::{StoreReply, StoreRequest, StoreThread, caller_info};
 use crate::tts::{Rendered, Tts, TtsPool};
+use frontdoor_acd::{
+    Action as AcdAction, AgentId, CancelReason, EntryId, EntryKind, EntryStatus, Event as AcdEvent,
+};
 
 /// Playback id of the driver's own prompts (the interpreter's ids are small).
 const DRIVER_PLAYBACK: u64 = u64::MAX;
 /// Playback id of a notice after which the driver feeds the interpreter a result.
 const DRIVER_NOTICE: u64 = u64::MAX - 1;
+/// Playback id of the ACD's position announcements (the interpreter is not told).
+const DRIVER_ANNOUNCE: u64 = u64::MAX - 2;
 
 /// What the helper threads (store, speech, dialplan reload) report to the SIP task.
 #[derive(Debug)]
@@ -161,6 +169,29 @@ struct Call {
     pending_play: Option<(u64, Vec<Prompt>)>,
     /// Bridging state (see [`CallApp::dial`]).
     link: Link,
+    /// Part this call plays in the ACD.
+    acd: Option<AcdRole>,
+}
+
+/// What a call is to the ACD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcdRole {
+    /// A caller queued as `entry` (the entry id is the call's handle).
+    Caller {
+        /// Its entry.
+        entry: EntryId,
+        /// When it was queued.
+        since: Instant,
+    },
+    /// The leg placed to ring (then talk to) `agent` for `entry`.
+    Agent {
+        /// The caller's entry.
+        entry: EntryId,
+        /// The agent rung.
+        agent: AgentId,
+        /// The agent answered (OfferAccepted was sent).
+        answered: bool,
+    },
 }
 
 /// How a call takes part in a bridge.
@@ -265,6 +296,16 @@ pub struct CallApp {
     call_recordings_dir: PathBuf,
     /// Id of the next call recording.
     next_recording: u64,
+    /// The ACD and its agents (`[acd]`); `None`: `enqueue` fails.
+    desk: Option<Desk>,
+    /// Queued callers by entry.
+    entries: HashMap<EntryId, CallHandle>,
+    /// Maximum queue waits (`enqueue` `timeout`): (deadline, caller handle).
+    queue_timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// The screen-pop webhook (`[screenpop] url`).
+    webhook: Option<crate::screenpop::Webhook>,
+    /// Language of each queued caller (its announcements), by call.
+    announce_lang: HashMap<u64, String>,
 }
 
 impl CallApp {
@@ -299,6 +340,11 @@ impl CallApp {
             .as_ref()
             .map_or_else(|| ivr.recordings.join("calls"), PathBuf::from);
         Self {
+            desk: None,
+            entries: HashMap::new(),
+            queue_timers: BinaryHeap::new(),
+            webhook: None,
+            announce_lang: HashMap::new(),
             call_recorder,
             call_recordings_dir,
             next_recording: 0,
@@ -351,7 +397,42 @@ impl CallApp {
         let b = self.ivr_timers.peek().map(|Reverse((at, _))| *at);
         let c = self.dial_timers.peek().map(|Reverse((at, _))| *at);
         let d = self.originate.as_ref().and_then(|o| o.hangup_at);
-        [a, b, c, d].into_iter().flatten().min()
+        let e = self.desk.as_ref().and_then(Desk::next_deadline);
+        let f = self.queue_timers.peek().map(|Reverse((at, _))| *at);
+        [a, b, c, d, e, f].into_iter().flatten().min()
+    }
+
+    /// Installs the screen-pop webhook.
+    pub fn set_webhook(&mut self, webhook: crate::screenpop::Webhook) {
+        self.webhook = Some(webhook);
+    }
+
+    /// Installs the ACD (from [`Desk::from_config`]).
+    pub fn set_desk(&mut self, desk: Desk) {
+        self.desk = Some(desk);
+    }
+
+    /// Answers an agent API request (the actions it causes run in [`Self::run_desk`]).
+    pub fn serve_desk(&mut self, now: Instant, req: DeskRequest) {
+        match self.desk.as_mut() {
+            Some(d) => d.serve(now, req),
+            None => {
+                if let DeskRequest::Agent { reply, .. } = req {
+                    let _ = reply.send(Err(crate::desk::DeskError::Unavailable));
+                }
+            }
+        }
+    }
+
+    /// Executes what the ACD decided (offers, cancelled offers, announcements, agent states).
+    /// `agents` knows the phones' registered contacts.
+    pub fn run_desk(&mut self, now: Instant, ua: &mut UserAgent, agents: &Agents) {
+        for _ in 0..4096 {
+            let Some(action) = self.desk.as_mut().and_then(Desk::poll_action) else {
+                return;
+            };
+            self.desk_action(now, ua, agents, action);
+        }
     }
 
     /// The dialplan version new calls get.
@@ -415,6 +496,16 @@ impl CallApp {
     /// Runs due timers (the `ring` number's delayed answer, IVR timeouts, ring timeouts of
     /// outgoing legs, `frontdoor call --duration`).
     pub fn handle_timeout(&mut self, now: Instant, ua: &mut UserAgent) {
+        if let Some(d) = self.desk.as_mut() {
+            d.handle_timeout(now);
+        }
+        while let Some(Reverse((at, handle))) = self.queue_timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.queue_timers.pop();
+            self.queue_timeout(now, ua, CallHandle(handle));
+        }
         while let Some(Reverse((at, handle))) = self.dial_timers.peek().copied() {
             if at > now {
                 break;
@@ -617,6 +708,7 @@ impl CallApp {
                 let Some(mut c) = self.calls.remove(&call) else {
                     return;
                 };
+                self.announce_lang.remove(&call.0);
                 if let Some(ivr) = c.ivr.take() {
                     self.end_ivr(now, call, &c, *ivr);
                 }
@@ -646,7 +738,10 @@ impl CallApp {
                             .map_or(0, |a| millis(now.saturating_duration_since(a))),
                     },
                 );
-                if let Some(peer) = c.link.peer {
+                let acd_took_it = c
+                    .acd
+                    .is_some_and(|role| self.acd_call_ended(now, &c, role, &cause));
+                if let Some(peer) = c.link.peer.filter(|_| !acd_took_it) {
                     self.peer_ended(now, ua, peer, &c, cause);
                 }
                 if let Some(o) = self.originate.as_mut().filter(|o| o.first == call) {
@@ -768,6 +863,7 @@ impl CallApp {
                     from_user,
                     ..Link::default()
                 },
+                acd: None,
             },
         );
         if let Some((status, reason)) = refuse {
@@ -1010,7 +1106,7 @@ impl CallApp {
                 let Some(c) = self.calls.get_mut(&call) else {
                     return;
                 };
-                if c.mode == Mode::Ivr {
+                if c.mode == Mode::Ivr && id != DRIVER_ANNOUNCE {
                     let mut after = None;
                     if let Some(ivr) = c.ivr.as_mut() {
                         if ivr.playing == Some(id) {
@@ -1140,6 +1236,7 @@ impl CallApp {
                     from_user: "frontdoor".to_owned(),
                     ..Link::default()
                 },
+                acd: None,
             },
         );
         self.events.emit(
@@ -1278,6 +1375,13 @@ impl CallApp {
     /// The media engine confirmed a bridge.
     fn bridged(&mut self, now: Instant, ua: &mut UserAgent, key: u64, peer: u64) {
         let (a, b) = (CallHandle(key), CallHandle(peer));
+        if !(self.calls.contains_key(&a) && self.calls.contains_key(&b)) {
+            return;
+        }
+        // An ACD agent leg: the offer is accepted (acd.answered before bridge.bridged).
+        for (leg, caller) in [(a, b), (b, a)] {
+            self.agent_answered(now, ua, leg, caller);
+        }
         let (Some(ca), Some(cb)) = (self.calls.get(&a), self.calls.get(&b)) else {
             return;
         };
@@ -1317,11 +1421,11 @@ impl CallApp {
             }
         }
         for k in [a, b] {
-            let Some(c) = self
-                .calls
-                .get(&k)
-                .filter(|c| c.mode == Mode::Ivr && c.ivr.is_some())
-            else {
+            let Some(c) = self.calls.get(&k).filter(|c| {
+                c.mode == Mode::Ivr
+                    && c.ivr.is_some()
+                    && !matches!(c.acd, Some(AcdRole::Caller { .. }))
+            }) else {
                 continue;
             };
             let call_id = c.call_id.clone();
@@ -1569,6 +1673,31 @@ impl CallApp {
                         continue;
                     };
                     let call_id = c.call_id.clone();
+                    if id == DRIVER_ANNOUNCE {
+                        // A position announcement: only while the caller still waits.
+                        let waiting = matches!(c.acd, Some(AcdRole::Caller { .. }))
+                            && c.link.peer.is_none()
+                            && c.media_started;
+                        if let (true, Ok((prompt, source))) = (waiting, &result) {
+                            self.events.emit(
+                                Some(&call_id),
+                                EventBody::IvrSay {
+                                    id,
+                                    text: key.1.clone(),
+                                    language,
+                                    voice: key.0.clone(),
+                                    cache: source.as_str(),
+                                    wait_ms: 0,
+                                },
+                            );
+                            self.media.send(Command::Play(
+                                call,
+                                DRIVER_ANNOUNCE,
+                                vec![prompt.clone()],
+                            ));
+                        }
+                        continue;
+                    }
                     let Some(ivr) = c.ivr.as_mut() else { continue };
                     let Some((_, since)) = ivr.rendering.filter(|(w, _)| *w == id) else {
                         continue; // stopped (barge-in) while rendering
@@ -1794,20 +1923,24 @@ impl CallApp {
             // not wired yet (docs/speech-in-calls.md, "Wiring"); the step's keys still work
             Action::StartListening(_) | Action::StopListening => None,
             Action::Enqueue(req) => {
-                // No ACD yet: the step fails. With an `on_failure` the dialplan speaks (the
-                // hotline: "All our agents are busy..."); without one the driver says "All
-                // agents are busy" before the interpreter hangs up.
+                let reason = match self.enqueue(now, ua, call, call_id, &req) {
+                    Ok(()) => return None,
+                    Err(reason) => reason,
+                };
+                // The step fails. With an `on_failure` the dialplan speaks (the hotline: "All
+                // our agents are busy..."); without one the driver says "All agents are busy"
+                // before the interpreter hangs up.
                 self.events.emit(
                     Some(call_id),
                     EventBody::IvrEnqueue {
                         queue: req.queue,
                         priority: req.priority,
                         result: "failed",
-                        reason: "no acd",
+                        reason,
                     },
                 );
                 let failed = IvrInput::QueueResult(QueueOutcome::Failed {
-                    reason: "no acd".to_owned(),
+                    reason: reason.to_owned(),
                 });
                 self.fail_with_notice(call, call_id, AGENTS_BUSY, &req.language, failed)
             }
@@ -1882,6 +2015,559 @@ impl CallApp {
                     tracing::debug!(error = %e, "IVR hangup");
                 }
                 None
+            }
+        }
+    }
+
+    /// `enqueue`: the caller joins the ACD queue and hears hold audio. Fails ("no acd",
+    /// "unknown queue", "no agents logged in") when it cannot wait for an agent.
+    fn enqueue(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        call: CallHandle,
+        call_id: &Arc<str>,
+        req: &frontdoor_ivr::EnqueueRequest,
+    ) -> Result<(), &'static str> {
+        let vip_class = self.config.acd.as_ref().map_or(1, |a| a.vip_class);
+        let desk = self.desk.as_mut().ok_or("no acd")?;
+        let queue = desk.queue(&req.queue).ok_or("unknown queue")?;
+        if !desk.staffed(queue) {
+            return Err("no agents logged in");
+        }
+        let entry = EntryId(call.0);
+        let class = if req.vip {
+            req.priority.max(vip_class)
+        } else {
+            req.priority
+        };
+        desk.handle(
+            now,
+            AcdEvent::Enqueue(frontdoor_acd::Enqueue {
+                class,
+                ..frontdoor_acd::Enqueue::live(entry, queue)
+            }),
+        )
+        .map_err(|e| {
+            tracing::warn!(%call_id, error = %e, "the ACD refused the caller");
+            "refused by the acd"
+        })?;
+        self.ensure_answered(now, ua, call);
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.acd = Some(AcdRole::Caller { entry, since: now });
+            if c.media_started {
+                self.media
+                    .send(Command::SetIdle(call.0, self.prompt("hold")));
+            }
+        }
+        self.entries.insert(entry, call);
+        self.announce_lang.insert(call.0, req.language.clone());
+        if let Some(t) = req.timeout {
+            self.queue_timers.push(Reverse((now + t, call.0)));
+        }
+        self.events.emit(
+            Some(call_id),
+            EventBody::IvrEnqueue {
+                queue: req.queue.clone(),
+                priority: req.priority,
+                result: "queued",
+                reason: "acd",
+            },
+        );
+        self.events.emit(
+            Some(call_id),
+            EventBody::AcdEnqueued {
+                queue: req.queue.clone(),
+                entry: entry.0,
+                class,
+            },
+        );
+        Ok(())
+    }
+
+    /// The caller's `enqueue` `timeout` expired while it still waits: it leaves the queue and
+    /// the step fails (its `on_failure`).
+    fn queue_timeout(&mut self, now: Instant, ua: &mut UserAgent, call: CallHandle) {
+        let Some((entry, since, call_id)) = self.calls.get(&call).and_then(|c| match c.acd {
+            Some(AcdRole::Caller { entry, since }) => Some((entry, since, c.call_id.clone())),
+            _ => None,
+        }) else {
+            return;
+        };
+        let waiting = self.desk.as_ref().is_some_and(|d| {
+            d.acd()
+                .entry(entry)
+                .is_some_and(|e| !matches!(e.status, EntryStatus::InService { .. }))
+        });
+        if !waiting {
+            return;
+        }
+        if let Some(d) = self.desk.as_mut() {
+            let _ = d.handle(now, AcdEvent::Abandon { entry });
+        }
+        self.entries.remove(&entry);
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.acd = None;
+        }
+        self.media.send(Command::SetIdle(call.0, None));
+        self.events.emit(
+            Some(&call_id),
+            EventBody::AcdAbandoned {
+                entry: entry.0,
+                reason: "timeout",
+                waited_ms: millis(now.saturating_duration_since(since)),
+            },
+        );
+        let failed = QueueOutcome::Failed {
+            reason: "timeout".to_owned(),
+        };
+        self.feed(now, ua, call, IvrInput::QueueResult(failed));
+    }
+
+    /// One ACD decision.
+    fn desk_action(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        agents: &Agents,
+        action: AcdAction,
+    ) {
+        match action {
+            AcdAction::Offer {
+                entry,
+                agent,
+                queue,
+                kind: EntryKind::Live,
+            } => self.offer(now, ua, agents, entry, agent, queue),
+            AcdAction::Offer { entry, agent, .. } => {
+                // Queued callbacks are not created by this engine yet.
+                tracing::warn!(?entry, "offer of a callback: refused");
+                if let Some(d) = self.desk.as_mut() {
+                    let _ = d.handle(now, AcdEvent::OfferRefused { agent, entry });
+                }
+            }
+            AcdAction::CancelOffer {
+                entry,
+                agent,
+                reason,
+            } => {
+                let legs: Vec<CallHandle> = self
+                    .calls
+                    .iter()
+                    .filter(|(_, c)| {
+                        matches!(c.acd, Some(AcdRole::Agent { entry: e, agent: a, answered: false }) if e == entry && a == agent)
+                    })
+                    .map(|(h, _)| *h)
+                    .collect();
+                for leg in legs {
+                    if let Some(c) = self.calls.get_mut(&leg) {
+                        c.hangup_cause = Some("offer_cancelled");
+                        // The leg's end is no refusal any more.
+                        c.acd = None;
+                        c.link.peer = None;
+                    }
+                    if let Err(e) = ua.hangup(now, leg) {
+                        tracing::debug!(error = %e, "cancel of a withdrawn offer");
+                    }
+                }
+                if let Some(c) = self.entries.get(&entry).and_then(|h| self.calls.get_mut(h)) {
+                    c.link.peer = None;
+                }
+                let agent = self.agent_name(agent);
+                self.events.emit(
+                    self.entry_call_id(entry).as_ref(),
+                    EventBody::AcdOfferCancelled {
+                        entry: entry.0,
+                        agent,
+                        reason: match reason {
+                            CancelReason::Timeout => "timeout",
+                            CancelReason::Abandoned => "abandoned",
+                            CancelReason::AgentLeft => "agent_left",
+                        },
+                    },
+                );
+            }
+            AcdAction::Announce {
+                entry,
+                position,
+                estimated_wait,
+            } => {
+                self.announce(entry, position, estimated_wait);
+                self.events.emit(
+                    self.entry_call_id(entry).as_ref(),
+                    EventBody::AcdPosition {
+                        entry: entry.0,
+                        position,
+                        estimated_wait_s: estimated_wait.map(|d| d.as_secs()),
+                    },
+                );
+            }
+            AcdAction::Voicemail { entry } | AcdAction::CallbackExhausted { entry } => {
+                // Overflow sends the caller on: the `enqueue` step fails (its `on_failure`).
+                if let Some(call) = self.entries.remove(&entry) {
+                    if let Some(c) = self.calls.get_mut(&call) {
+                        c.acd = None;
+                    }
+                    self.media.send(Command::SetIdle(call.0, None));
+                    let failed = QueueOutcome::Failed {
+                        reason: "overflow".to_owned(),
+                    };
+                    self.feed(now, ua, call, IvrInput::QueueResult(failed));
+                }
+            }
+            AcdAction::AgentStateChanged { agent, state } => {
+                let detail = serde_json::to_value(state).unwrap_or_default();
+                let kind = match state.kind() {
+                    frontdoor_acd::AgentStateKind::LoggedOut => "logged_out",
+                    frontdoor_acd::AgentStateKind::Available => "available",
+                    frontdoor_acd::AgentStateKind::Offered => "offered",
+                    frontdoor_acd::AgentStateKind::OnCall => "on_call",
+                    frontdoor_acd::AgentStateKind::WrapUp => "wrap_up",
+                    frontdoor_acd::AgentStateKind::Paused => "paused",
+                };
+                self.events.emit(
+                    None,
+                    EventBody::AgentState {
+                        agent: self.agent_name(agent),
+                        state: kind,
+                        detail,
+                    },
+                );
+            }
+            AcdAction::OfferCallback { .. }
+            | AcdAction::Promoted { .. }
+            | AcdAction::Widened { .. }
+            | AcdAction::Moved { .. } => {}
+        }
+    }
+
+    /// Says "You are number N in line..." to a waiting caller (over its hold audio's place;
+    /// the hold audio resumes after it). Not while an agent's phone rings for it.
+    fn announce(&mut self, entry: EntryId, position: usize, wait: Option<Duration>) {
+        let Some(call) = self.entries.get(&entry).copied() else {
+            return;
+        };
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        if c.link.peer.is_some() || !c.media_started {
+            return;
+        }
+        let language = self
+            .announce_lang
+            .get(&call.0)
+            .cloned()
+            .unwrap_or_else(|| "en".to_owned());
+        let minutes = wait.map(|d| d.as_secs().div_ceil(60).max(1));
+        let text = if language.starts_with("zh") {
+            let mut t = format!("您目前排在第{position}位。");
+            if let Some(m) = minutes {
+                t.push_str(&format!("预计等待约{m}分钟。"));
+            }
+            t
+        } else {
+            let mut t = format!("You are number {position} in line.");
+            if let Some(m) = minutes {
+                let unit = if m == 1 { "minute" } else { "minutes" };
+                t.push_str(&format!(" The estimated wait is about {m} {unit}."));
+            }
+            t
+        };
+        let voice = self.tts.voice(&language);
+        let key = (voice, text);
+        let waiters = self.tts_waiting.entry(key.clone()).or_default();
+        if waiters.is_empty() {
+            self.tts_pool.request(key);
+        }
+        waiters.push((call.0, DRIVER_ANNOUNCE, language));
+    }
+
+    fn agent_name(&self, agent: AgentId) -> String {
+        self.desk
+            .as_ref()
+            .and_then(|d| d.agent_name(agent))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn entry_call_id(&self, entry: EntryId) -> Option<Arc<str>> {
+        self.entries
+            .get(&entry)
+            .and_then(|h| self.calls.get(h))
+            .map(|c| c.call_id.clone())
+    }
+
+    /// The ACD offers `entry` to `agent`: ring the agent's first registered contact; its
+    /// answer bridges it with the caller ([`Self::agent_answered`]).
+    fn offer(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        agents: &Agents,
+        entry: EntryId,
+        agent: AgentId,
+        queue: frontdoor_acd::QueueId,
+    ) {
+        let name = self.agent_name(agent);
+        let Some(caller) = self.entries.get(&entry).copied() else {
+            if let Some(d) = self.desk.as_mut() {
+                let _ = d.handle(now, AcdEvent::Abandon { entry });
+            }
+            return;
+        };
+        let username = self
+            .config
+            .agents
+            .agent
+            .iter()
+            .find(|a| a.id == name)
+            .map(|a| a.username.clone())
+            .unwrap_or_default();
+        let contact = agents.contacts(&username).first().map(|b| b.uri.clone());
+        let pop = self.screen_pop(caller, &name, queue, now);
+        let call_id = self.calls.get(&caller).map(|c| c.call_id.clone());
+        let ring = self
+            .config
+            .acd
+            .as_ref()
+            .and_then(|a| a.offer_timeout_s)
+            .map_or_else(
+                || self.config.bridge.timeout(),
+                // The ACD withdraws the offer first (CancelOffer); this is a safety net.
+                |s| Duration::from_secs_f64(s.clamp(0.0, 3600.0)) + Duration::from_secs(2),
+            );
+        let placed = match &contact {
+            None => Err("not_registered"),
+            Some(uri) => self
+                .dial(now, ua, uri, Mode::Leg, Some(caller), ring)
+                .map_err(|(_, reason)| reason),
+        };
+        if let Some(w) = &self.webhook {
+            // Never waits: a full queue drops the pop (and says so).
+            if !w.send(&pop) {
+                self.events.emit(
+                    call_id.as_ref(),
+                    EventBody::ScreenPopFailed {
+                        attempts: 0,
+                        error: "webhook queue full".to_owned(),
+                    },
+                );
+            }
+        }
+        let leg_call_id = placed
+            .ok()
+            .and_then(|leg| self.calls.get(&leg))
+            .map(|c| c.call_id.to_string());
+        self.events.emit(
+            call_id.as_ref(),
+            EventBody::AcdOffered {
+                entry: entry.0,
+                agent: name.clone(),
+                contact,
+                leg_call_id,
+                screen_pop: Box::new(pop),
+            },
+        );
+        match placed {
+            Ok(leg) => {
+                if let Some(c) = self.calls.get_mut(&leg) {
+                    c.acd = Some(AcdRole::Agent {
+                        entry,
+                        agent,
+                        answered: false,
+                    });
+                }
+                if let Some(c) = self.calls.get_mut(&caller) {
+                    c.link.peer = Some(leg);
+                }
+            }
+            Err(reason) => {
+                self.events.emit(
+                    call_id.as_ref(),
+                    EventBody::AcdRefused {
+                        entry: entry.0,
+                        agent: name,
+                        reason: if reason == "not_registered" {
+                            "not_registered"
+                        } else {
+                            "failed"
+                        },
+                        status: None,
+                    },
+                );
+                if let Some(d) = self.desk.as_mut() {
+                    let _ = d.handle(now, AcdEvent::OfferRefused { agent, entry });
+                }
+            }
+        }
+    }
+
+    /// What the agent's desktop shows about the caller.
+    fn screen_pop(
+        &self,
+        caller: CallHandle,
+        agent: &str,
+        queue: frontdoor_acd::QueueId,
+        now: Instant,
+    ) -> ScreenPop {
+        let Some(c) = self.calls.get(&caller) else {
+            return ScreenPop::default();
+        };
+        let summary = c.ivr.as_ref().map(|i| i.call.summary());
+        let waited = match c.acd {
+            Some(AcdRole::Caller { since, .. }) => now.saturating_duration_since(since),
+            _ => Duration::ZERO,
+        };
+        ScreenPop {
+            call_id: c.call_id.to_string(),
+            agent: agent.to_owned(),
+            queue: self
+                .desk
+                .as_ref()
+                .and_then(|d| d.queue_name(queue))
+                .unwrap_or_default()
+                .to_owned(),
+            caller_number: Some(c.link.from_user.clone()).filter(|u| !u.is_empty()),
+            ivr_path: summary.map(|s| s.path.clone()).unwrap_or_default(),
+            waited_s: waited.as_secs(),
+            ..ScreenPop::default()
+        }
+    }
+
+    /// `leg` is bridged with `caller`: when it is an agent leg of the ACD, the offer was
+    /// accepted and the caller's `enqueue` step is over.
+    fn agent_answered(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        leg: CallHandle,
+        caller: CallHandle,
+    ) {
+        let Some(c) = self.calls.get_mut(&leg) else {
+            return;
+        };
+        let Some(AcdRole::Agent {
+            entry,
+            agent,
+            answered: false,
+        }) = c.acd
+        else {
+            return;
+        };
+        c.acd = Some(AcdRole::Agent {
+            entry,
+            agent,
+            answered: true,
+        });
+        let leg_call_id = c.call_id.to_string();
+        let accepted = self
+            .desk
+            .as_mut()
+            .map(|d| d.handle(now, AcdEvent::OfferAccepted { agent, entry }));
+        let name = self.agent_name(agent);
+        let call_id = self.calls.get(&caller).map(|c| c.call_id.clone());
+        if let Some(Err(e)) = accepted {
+            // The offer was withdrawn meanwhile (ring timeout): hang the agent leg up.
+            tracing::info!(error = %e, "an agent answered a withdrawn offer");
+            if let Some(c) = self.calls.get_mut(&leg) {
+                c.acd = None;
+            }
+            if let Err(e) = ua.hangup(now, leg) {
+                tracing::debug!(error = %e, "hangup of a late agent");
+            }
+            return;
+        }
+        self.entries.remove(&entry);
+        self.media.send(Command::SetIdle(caller.0, None));
+        self.events.emit(
+            call_id.as_ref(),
+            EventBody::AcdAnswered {
+                entry: entry.0,
+                agent: name.clone(),
+                leg_call_id,
+            },
+        );
+        let connected = QueueOutcome::Connected { agent: name };
+        self.feed(now, ua, caller, IvrInput::QueueResult(connected));
+    }
+
+    /// A call with an ACD role ended. Returns true when the ACD handled its peer (an agent
+    /// leg that never answered: the caller stays queued).
+    fn acd_call_ended(&mut self, now: Instant, c: &Call, role: AcdRole, cause: &EndCause) -> bool {
+        let Some(desk) = self.desk.as_mut() else {
+            return false;
+        };
+        match role {
+            AcdRole::Caller { entry, since } => {
+                self.entries.remove(&entry);
+                match desk.acd().entry(entry).map(|e| e.status) {
+                    Some(EntryStatus::InService { agent }) => {
+                        let _ = desk.handle(now, AcdEvent::CallEnded { agent });
+                    }
+                    Some(_) => {
+                        let _ = desk.handle(now, AcdEvent::Abandon { entry });
+                        self.events.emit(
+                            Some(&c.call_id),
+                            EventBody::AcdAbandoned {
+                                entry: entry.0,
+                                reason: "hung_up",
+                                waited_ms: millis(now.saturating_duration_since(since)),
+                            },
+                        );
+                    }
+                    None => {}
+                }
+                false
+            }
+            AcdRole::Agent {
+                entry,
+                agent,
+                answered: true,
+            } => {
+                if desk.acd().entry(entry).map(|e| e.status)
+                    == Some(EntryStatus::InService { agent })
+                {
+                    let _ = desk.handle(now, AcdEvent::CallEnded { agent });
+                }
+                false
+            }
+            AcdRole::Agent {
+                entry,
+                agent,
+                answered: false,
+            } => {
+                if desk.acd().entry(entry).map(|e| e.status) != Some(EntryStatus::Offered { agent })
+                {
+                    return true;
+                }
+                let (event, reason, status) = match (cause, c.hangup_cause) {
+                    (_, Some("no_answer")) | (EndCause::Timeout, _) => {
+                        (AcdEvent::OfferTimedOut { agent, entry }, "no_answer", None)
+                    }
+                    (EndCause::RemoteRejected(s), _) => (
+                        AcdEvent::OfferRefused { agent, entry },
+                        "rejected",
+                        Some(*s),
+                    ),
+                    _ => (AcdEvent::OfferRefused { agent, entry }, "failed", None),
+                };
+                let _ = desk.handle(now, event);
+                let name = self.agent_name(agent);
+                let caller = self.entries.get(&entry).copied();
+                let call_id = caller.and_then(|h| self.calls.get_mut(&h)).map(|p| {
+                    p.link.peer = None;
+                    p.call_id.clone()
+                });
+                self.events.emit(
+                    call_id.as_ref(),
+                    EventBody::AcdRefused {
+                        entry: entry.0,
+                        agent: name,
+                        reason,
+                        status,
+                    },
+                );
+                true
             }
         }
     }

@@ -69,6 +69,70 @@ pub struct Config {
     pub bridge: BridgeSection,
     /// Stereo call recording.
     pub recording: RecordingSection,
+    /// The ACD (queues, offer timeout, ...): `frontdoor_acd::AcdConfig`. Without it `enqueue`
+    /// steps fail ("no acd").
+    pub acd: Option<frontdoor_acd::AcdConfig>,
+    /// The agent HTTP API.
+    pub api: ApiSection,
+    /// The screen-pop webhook.
+    pub screenpop: ScreenPopSection,
+}
+
+/// `[screenpop]`: each ACD offer is POSTed to `url`, signed with HMAC-SHA256 (`secret`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScreenPopSection {
+    /// `http://host:port/path`; none: no webhook.
+    pub url: Option<String>,
+    /// HMAC secret (required with `url`).
+    pub secret: String,
+    /// Attempts in all.
+    pub attempts: u32,
+    /// First retry delay, milliseconds (doubles per retry).
+    pub backoff_ms: u64,
+    /// Per-request timeout, seconds.
+    pub timeout_s: u64,
+}
+
+impl Default for ScreenPopSection {
+    fn default() -> Self {
+        Self {
+            url: None,
+            secret: String::new(),
+            attempts: 3,
+            backoff_ms: 500,
+            timeout_s: 5,
+        }
+    }
+}
+
+impl std::fmt::Debug for ScreenPopSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScreenPopSection")
+            .field("url", &self.url)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[api]`: the agent API (login/logout/pause/ready/wrap-up, agents, queues, WebSocket
+/// events); started when `listen` is set.
+#[derive(Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Address to listen on (e.g. `127.0.0.1:8080`).
+    pub listen: Option<std::net::SocketAddr>,
+    /// Accepted API keys (`Authorization: Bearer KEY` or `X-Api-Key: KEY`).
+    pub keys: Vec<String>,
+}
+
+impl std::fmt::Debug for ApiSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSection")
+            .field("listen", &self.listen)
+            .field("keys", &self.keys.len())
+            .finish()
+    }
 }
 
 /// `[sip]`
@@ -436,6 +500,12 @@ pub struct AgentConfig {
     /// Extension number, if any.
     #[serde(default)]
     pub extension: Option<String>,
+    /// ACD queues (by `[[acd.queues]] name`) the agent serves.
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// Logged in to the ACD at start (otherwise through the agent API).
+    #[serde(default)]
+    pub auto_login: bool,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -445,6 +515,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("username", &self.username)
             .field("skills", &self.skills)
             .field("extension", &self.extension)
+            .field("queues", &self.queues)
+            .field("auto_login", &self.auto_login)
             .finish_non_exhaustive()
     }
 }
@@ -457,6 +529,12 @@ impl Config {
             return Err(
                 "[sip] realm must be non-empty, without quotes, backslashes or newlines".into(),
             );
+        }
+        if self.screenpop.url.is_some() && self.screenpop.secret.is_empty() {
+            return Err("[screenpop] url needs a secret".into());
+        }
+        if self.api.listen.is_some() && self.api.keys.iter().all(|k| k.trim().is_empty()) {
+            return Err("[api] listen needs at least one non-empty key in keys".into());
         }
         let a = &self.agents;
         if a.min_expires == 0 || a.min_expires > a.max_expires {
@@ -491,6 +569,15 @@ impl Config {
                 return Err(format!(
                     "{who}: ha1_md5 must be 32 hex digits and ha1_sha256 64 hex digits"
                 ));
+            }
+            for q in &ag.queues {
+                let known = self
+                    .acd
+                    .as_ref()
+                    .is_some_and(|acd| acd.queues.iter().any(|c| c.name == *q));
+                if !known {
+                    return Err(format!("{who}: queue {q:?} is not an [[acd.queues]] name"));
+                }
             }
             if ag.password.is_none() {
                 for alg in &algorithms {
@@ -649,6 +736,16 @@ mod tests {
         assert_eq!(c.agents.min_expires, 30);
         assert_eq!(c.agents.agent.len(), 2);
         assert_eq!(c.agents.agent[0].skills, vec!["sales", "en"]);
+        let acd = Config::parse(
+            "[acd]\noffer_timeout_s = 5.0\n[[acd.queues]]\nid = 1\nname = \"general\"\n\
+             [[agents.agent]]\nid = \"a1\"\nusername = \"alice\"\npassword = \"pw\"\n\
+             queues = [\"general\"]\nauto_login = true\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(acd.acd.as_ref().unwrap().offer_timeout_s, Some(5.0));
+        assert_eq!(acd.agents.agent[0].queues, vec!["general"]);
+        assert!(acd.agents.agent[0].auto_login);
         assert!(
             !format!("{:?}", c.agents.agent[0]).contains("pw"),
             "no secrets in Debug"
@@ -673,6 +770,10 @@ mod tests {
             (
                 "[[agents.agent]]\nid = \"a\"\nusername = \"u\"\npassword = \"p\"\n[[agents.agent]]\nid = \"b\"\nusername = \"u\"\npassword = \"p\"\n",
                 "used twice",
+            ),
+            (
+                "[[agents.agent]]\nid = \"a\"\nusername = \"u\"\npassword = \"p\"\nqueues = [\"sales\"]\n",
+                "not an [[acd.queues]] name",
             ),
             (
                 "[[agents.agent]]\nid = \"a\"\nusername = \"u@x\"\npassword = \"p\"\n",

@@ -167,6 +167,66 @@ impl Desk {
         self.agents.get(i).map(|a| a.name.as_str())
     }
 
+    /// The core (read-only views: entries, positions).
+    pub fn acd(&self) -> &Acd {
+        &self.acd
+    }
+
+    /// The id of the agent with login name `name`.
+    pub fn agent_id(&self, name: &str) -> Option<AgentId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The name of a queue id.
+    pub fn queue_name(&self, id: QueueId) -> Option<&str> {
+        self.queue_names.get(&id).map(String::as_str)
+    }
+
+    /// Whether any agent who serves `queue` is logged in.
+    pub fn staffed(&self, queue: QueueId) -> bool {
+        self.agents.iter().enumerate().any(|(i, a)| {
+            a.profile.queues.contains(&queue)
+                && u32::try_from(i + 1)
+                    .is_ok_and(|i| self.acd.agent_state(AgentId(i)) != AgentState::LoggedOut)
+        })
+    }
+
+    /// The desk of `config`'s `[acd]` and `[[agents.agent]]` (agents serve the queues named by
+    /// their `queues`), with the `auto_login` agents logged in; `None` without `[acd]`.
+    pub fn from_config(
+        config: &crate::config::Config,
+        now: Instant,
+    ) -> Result<Option<Self>, String> {
+        let Some(acd) = &config.acd else {
+            return Ok(None);
+        };
+        let mut agents = Vec::new();
+        for a in &config.agents.agent {
+            let mut queues = Vec::new();
+            for name in &a.queues {
+                let q = acd
+                    .queues
+                    .iter()
+                    .find(|q| q.name == *name)
+                    .ok_or_else(|| format!("agent {:?}: no queue named {name:?}", a.id))?;
+                queues.push(q.id);
+            }
+            agents.push(DeskAgent {
+                name: a.id.clone(),
+                profile: AgentProfile {
+                    queues,
+                    ..AgentProfile::default()
+                },
+            });
+        }
+        let mut desk = Desk::new(acd, agents, now)?;
+        for a in config.agents.agent.iter().filter(|a| a.auto_login) {
+            desk.agent_op(now, &a.id, AgentOp::Login)
+                .map_err(|e| format!("auto_login of {:?}: {e}", a.id))?;
+        }
+        Ok(Some(desk))
+    }
+
     /// The core, for the call side (enqueue, offers).
     pub fn acd_mut(&mut self) -> &mut Acd {
         &mut self.acd

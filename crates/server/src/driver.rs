@@ -85,6 +85,8 @@ pub struct ServeOptions {
     pub data_dir: std::path::PathBuf,
     /// `frontdoor call`: place this call at start and stop when it is over.
     pub originate: Option<Originate>,
+    /// Live feed of the event stream (the agent API's WebSocket), when `[api] listen` is set.
+    pub event_feed: Option<crate::events::EventFeed>,
 }
 
 enum TcpEvent {
@@ -142,6 +144,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         tts,
         data_dir,
         originate,
+        event_feed,
     } = opts;
     let udp = bind_udp(sip, config.sip.udp_recv_buffer).map_err(|source| ServeError::Bind {
         what: "UDP",
@@ -242,6 +245,51 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         prompts,
         ivr,
     );
+    // The ACD (`[acd]`) with its agents; `auto_login` agents are logged in now.
+    match crate::desk::Desk::from_config(&config, Instant::now()) {
+        Ok(Some(desk)) => app.set_desk(desk),
+        Ok(None) => {}
+        Err(e) => return Err(ServeError::Agents(e)),
+    }
+    // The screen-pop webhook: deliveries run on this runtime, outcomes become events.
+    if let Some(url) = &config.screenpop.url {
+        let sp = &config.screenpop;
+        let cfg = crate::screenpop::WebhookConfig {
+            url: url.clone(),
+            secret: sp.secret.as_bytes().into(),
+            attempts: sp.attempts.max(1),
+            backoff: Duration::from_millis(sp.backoff_ms),
+            timeout: Duration::from_secs(sp.timeout_s.max(1)),
+            queue: 1024,
+        };
+        let sink = events.clone();
+        let webhook = crate::screenpop::Webhook::start(cfg, move |d| {
+            let (call_id, body) = match d {
+                crate::screenpop::Delivery::Delivered {
+                    call_id,
+                    attempts,
+                    status,
+                } => (call_id, EventBody::ScreenPopDelivered { attempts, status }),
+                crate::screenpop::Delivery::Failed {
+                    call_id,
+                    attempts,
+                    error,
+                } => (call_id, EventBody::ScreenPopFailed { attempts, error }),
+            };
+            sink.emit(Some(&Arc::from(call_id)), body);
+        })
+        .map_err(|e| ServeError::Agents(format!("[screenpop] url: {e}")))?;
+        app.set_webhook(webhook);
+    }
+    // The agent API: its requests reach the desk through this channel.
+    let (desk_tx, mut desk_rx) = mpsc::channel::<crate::desk::DeskRequest>(256);
+    if let (Some(addr), Some(feed)) = (config.api.listen, event_feed) {
+        let state = crate::api::ApiState::new(config.api.keys.clone(), desk_tx.clone(), feed);
+        let bound = crate::api::serve(addr, state)
+            .await
+            .map_err(|e| ServeError::Agents(format!("[api] listen {addr}: {e}")))?;
+        tracing::info!(api = %bound, "agent API listening");
+    }
 
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(4096);
     let max_msg = config.sip.max_message_size;
@@ -316,6 +364,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 
         tokio::select! {
             biased;
+            Some(req) = desk_rx.recv() => {
+                app.serve_desk(Instant::now(), req);
+            }
             _ = sigterm.recv(), if stopping_at.is_none() => {
                 begin_shutdown(&mut stopping_at, &mut ua, &mut app, &events, &config);
             }
@@ -505,6 +556,8 @@ async fn pump(
                 app.handle_event(now, ua, ev);
             }
         }
+        // What the ACD decided meanwhile (offers place calls: their INVITEs go out below).
+        app.run_desk(Instant::now(), ua, agents);
         while let Some(t) = ua.poll_transmit() {
             progressed = true;
             send(t, udp, tcp_writers, tcp_pending, tcp_tx, max_msg).await;

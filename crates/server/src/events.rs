@@ -202,6 +202,109 @@ pub enum EventBody {
         /// Why.
         reason: &'static str,
     },
+    /// A caller joined an ACD queue (`enqueue`).
+    #[serde(rename = "acd.enqueued")]
+    AcdEnqueued {
+        /// Queue name.
+        queue: String,
+        /// ACD entry id.
+        entry: u64,
+        /// Priority class.
+        class: u8,
+    },
+    /// Where a waiting caller stands (announced to the caller).
+    #[serde(rename = "acd.position")]
+    AcdPosition {
+        /// ACD entry id.
+        entry: u64,
+        /// 1 = next.
+        position: usize,
+        /// Estimated wait, seconds (absent when nobody who could serve it is staffed).
+        estimated_wait_s: Option<u64>,
+    },
+    /// The caller left the queue before an agent answered (hung up or waited too long).
+    #[serde(rename = "acd.abandoned")]
+    AcdAbandoned {
+        /// ACD entry id.
+        entry: u64,
+        /// `hung_up` or `timeout`.
+        reason: &'static str,
+        /// Time in the queue.
+        waited_ms: u64,
+    },
+    /// The ACD offered the caller to an agent: the agent's phone is rung.
+    #[serde(rename = "acd.offered")]
+    AcdOffered {
+        /// ACD entry id.
+        entry: u64,
+        /// Agent id.
+        agent: String,
+        /// The contact rung (absent when the agent has no registered phone).
+        contact: Option<String>,
+        /// Call-ID of the agent leg.
+        leg_call_id: Option<String>,
+        /// What the agent's desktop shows.
+        screen_pop: Box<crate::screenpop::ScreenPop>,
+    },
+    /// The agent answered: caller and agent are being bridged.
+    #[serde(rename = "acd.answered")]
+    AcdAnswered {
+        /// ACD entry id.
+        entry: u64,
+        /// Agent id.
+        agent: String,
+        /// Call-ID of the agent leg.
+        leg_call_id: String,
+    },
+    /// The offer failed (busy, declined, no answer, not registered); the caller keeps its place.
+    #[serde(rename = "acd.refused")]
+    AcdRefused {
+        /// ACD entry id.
+        entry: u64,
+        /// Agent id.
+        agent: String,
+        /// `rejected`, `no_answer`, `not_registered`, `failed`.
+        reason: &'static str,
+        /// The agent phone's final status, if any.
+        status: Option<u16>,
+    },
+    /// The ACD withdrew an offer (ring timeout, caller hung up, agent left): the agent leg is
+    /// cancelled.
+    #[serde(rename = "acd.offer_cancelled")]
+    AcdOfferCancelled {
+        /// ACD entry id.
+        entry: u64,
+        /// Agent id.
+        agent: String,
+        /// `timeout`, `abandoned`, `agent_left`.
+        reason: &'static str,
+    },
+    /// A screen pop reached the webhook (2xx).
+    #[serde(rename = "screenpop.delivered")]
+    ScreenPopDelivered {
+        /// Attempts used.
+        attempts: u32,
+        /// The receiver's status.
+        status: u16,
+    },
+    /// A screen pop could not be delivered (after its retries) or was dropped.
+    #[serde(rename = "screenpop.failed")]
+    ScreenPopFailed {
+        /// Attempts used.
+        attempts: u32,
+        /// Why.
+        error: String,
+    },
+    /// An agent's ACD state changed.
+    #[serde(rename = "agent.state")]
+    AgentState {
+        /// Agent id.
+        agent: String,
+        /// `logged_out`, `available`, `offered`, `on_call`, `wrap_up`, `paused`.
+        state: &'static str,
+        /// The state with its details (entry, wrap-up code, pause reason).
+        detail: serde_json::Value,
+    },
     /// A `transfer` step asked for a B leg (no bridging yet: always `failed`).
     #[serde(rename = "ivr.transfer")]
     IvrTransfer {

@@ -430,14 +430,24 @@ fn run_serve(
         .unwrap_or(&config.media.rtp_ports)
         .to_owned();
     let rtp_ports = parse_port_range(&range)?;
-    let (sink, writer) = match events.as_deref() {
-        None => (EventSink::disabled(), None),
-        Some("-") => {
-            let (s, w) = EventSink::open(EventTarget::Stdout)?;
+    // The agent API's WebSocket gets a live copy of the event stream.
+    let event_feed = config
+        .api
+        .listen
+        .map(|_| tokio::sync::broadcast::channel::<Arc<str>>(1024).0);
+    let (sink, writer) = match (events.as_deref(), &event_feed) {
+        (None, None) => (EventSink::disabled(), None),
+        (None, Some(feed)) => {
+            let (s, w) = EventSink::open_with_feed(EventTarget::Discard, Some(feed.clone()))?;
             (s, Some(w))
         }
-        Some(path) => {
-            let (s, w) = EventSink::open(EventTarget::File(PathBuf::from(path)))?;
+        (Some("-"), feed) => {
+            let (s, w) = EventSink::open_with_feed(EventTarget::Stdout, feed.clone())?;
+            (s, Some(w))
+        }
+        (Some(path), feed) => {
+            let (s, w) =
+                EventSink::open_with_feed(EventTarget::File(PathBuf::from(path)), feed.clone())?;
             (s, Some(w))
         }
     };
@@ -456,6 +466,7 @@ fn run_serve(
         tts,
         data_dir,
         originate,
+        event_feed,
     }));
     drop(runtime);
     if let Some(w) = writer {

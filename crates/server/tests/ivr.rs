@@ -791,11 +791,11 @@ next = "bye"
 verb = "hangup"
 "#;
 
-/// Until the ACD lands: an `enqueue` without `on_failure` hears "All agents are busy" from the
+/// Without `[acd]` configured: an `enqueue` without `on_failure` hears "All agents are busy" from the
 /// driver and is hung up. A `transfer` to a target that never answers (nothing listens there)
 /// is cancelled after its `timeout` and goes to its `on_failure`.
 #[test]
-fn enqueue_fails_until_the_acd_lands_and_an_unanswered_transfer_goes_to_on_failure() {
+fn enqueue_fails_without_an_acd_configured_and_an_unanswered_transfer_goes_to_on_failure() {
     let dir = test_dir("ivr-mini-plans");
     std::fs::write(dir.join("mini.toml"), MINI).unwrap();
     let server = Server::start_with(
@@ -833,6 +833,7 @@ fn enqueue_fails_until_the_acd_lands_and_an_unanswered_transfer_goes_to_on_failu
     assert_eq!(says(&q), ["All agents are busy. Please call again later."]);
     let enq = q.iter().find(|e| e["type"] == "ivr.enqueue").unwrap();
     assert_eq!(enq["queue"], "sales");
+    assert_eq!(enq["reason"], "no acd", "no [acd] in this config");
     let ended = q.iter().find(|e| e["type"] == "ivr.ended").unwrap();
     assert_eq!(ended["outcome"], "route_failed");
     let t = of_call(&events, &ids[1]);
