@@ -3,9 +3,10 @@
 //! hotline's speech steps (dialplans/hotline.toml).
 //!
 //! The intent accuracy is measured on a HELD-OUT paraphrase set
-//! (tests/fixtures/heldout-intents-v2.toml) that was written before the tuning round and is
-//! never used to tune the dialplan phrases or the recognizer; tuning used the development set
-//! (tests/fixtures/dev-intents.toml). Needs the models of `scripts/models/fetch` (tiny.en,
+//! (tests/fixtures/heldout-intents-v3.toml) that was written before the tuning round and is
+//! never used to tune the dialplan phrases or the recognizer; tuning used the development sets
+//! (tests/fixtures/dev-intents.toml and the former held-out heldout-intents-v2.toml). Each set
+//! runs as one `frontdoor recognize` process over all its WAV files (model loaded once). Needs the models of `scripts/models/fetch` (tiny.en,
 //! ONNX Runtime, the piper voice) and Debian espeak-ng; a missing model fails these tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -433,11 +434,12 @@ fn dev_intents_accuracy() {
     );
 }
 
-/// Held-out accuracy floor: measured ONCE, after the tuning was committed: 41/48 = 85.4 %
-/// (7 rejected, none wrong), short of the 90 % target by 4.6 points (3 utterances). The floor
-/// is one utterance below the measurement (40/48 = 83.3 %) so that a float difference on
-/// another CPU cannot flip the test; it asserts what was measured, not the target.
-const HELDOUT_ACCURACY_FLOOR: f64 = 0.83;
+/// Held-out (v3) accuracy floor: measured ONCE, after the round-3 tuning was committed
+/// (ad5c172): 42/54 = 77.8 % (12 rejected, none wrong), short of the 90 % target by 12.2
+/// points (7 utterances). The floor is one utterance below the measurement (41/54 = 75.9 %)
+/// so that a float difference on another CPU cannot flip the test; it asserts what was
+/// measured, not the target.
+const HELDOUT_ACCURACY_FLOOR: f64 = 0.75;
 /// Development-set accuracy floor: measured 68/72 = 94.4 % (round 3; 67/72 in round 2); one
 /// utterance below.
 const DEV_ACCURACY_FLOOR: f64 = 0.93;
@@ -445,7 +447,7 @@ const DEV_ACCURACY_FLOOR: f64 = 0.93;
 /// round-3 tuning (41/48 = 85.4 % as round 2's held-out figure); one utterance below.
 const DEV_V2_ACCURACY_FLOOR: f64 = 0.93;
 /// False accepts (a wrong intent, or any intent for an out-of-domain sentence) over all
-/// utterances: the target ceiling, 5 % (measured 0/60 held-out, 0/86 dev).
+/// utterances: the target ceiling, 5 % (measured: held-out v3 1/68 = 1.5 %, dev 0/86, v2 0/60).
 const FALSE_ACCEPT_CEILING: f64 = 0.05;
 
 #[test]
