@@ -103,8 +103,10 @@ enum Command {
         #[arg(long, default_value = "prompts")]
         prompts: PathBuf,
     },
-    /// Recognise a WAV file against a dialplan step's speech input (its intents, yes/no or
-    /// digits) with the recognizer calls use; prints one JSON line. Exit status 1 on errors.
+    /// Recognise WAV files against a dialplan step's speech input (its intents, yes/no or
+    /// digits) with the recognizer calls use (model loaded once); prints one JSON line per
+    /// file, in order (with `"file"` when several are given). Exit status 1 on errors (a bad
+    /// file is reported on stderr and the others are still recognised).
     Recognize {
         /// The dialplan file (validated first).
         #[arg(long)]
@@ -112,8 +114,9 @@ enum Command {
         /// The step: `STEP` (unique across flows) or `FLOW.STEP`.
         #[arg(long)]
         step: String,
-        /// The audio: WAV, mono or stereo PCM, 8 or 16 kHz (8000..=48000 Hz accepted).
-        audio: PathBuf,
+        /// The audio: WAV files, mono or stereo PCM, 8 or 16 kHz (8000..=48000 Hz accepted).
+        #[arg(required = true, num_args = 1..)]
+        audio: Vec<PathBuf>,
     },
     /// The customer store.
     Customers {
@@ -213,16 +216,24 @@ fn main() -> ExitCode {
             dialplan,
             step,
             audio,
-        } => match recognize::run(&dialplan, &step, &audio) {
-            Ok(line) => {
-                println!("{line}");
-                ExitCode::SUCCESS
+        } => {
+            let mut failed = false;
+            let done = recognize::run_many(&dialplan, &step, &audio, |r| match r {
+                Ok(line) => println!("{line}"),
+                Err(e) => {
+                    eprintln!("frontdoor recognize: {e}");
+                    failed = true;
+                }
+            });
+            match done {
+                Ok(()) if !failed => ExitCode::SUCCESS,
+                Ok(()) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("frontdoor recognize: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("frontdoor recognize: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Customers {
             command:
                 CustomersCommand::Import {

@@ -1,5 +1,5 @@
-//! `frontdoor recognize --dialplan FILE --step STEP AUDIO.wav`: run the recognizer a call's
-//! speech step would use on a WAV file and print one JSON line.
+//! `frontdoor recognize --dialplan FILE --step STEP AUDIO.wav...`: run the recognizer a call's
+//! speech step would use on WAV files (model loaded once) and print one JSON line per file.
 //!
 //! The step's declared speech input becomes the recognizer's [`Expectation`]: its intents and
 //! their example phrases, `expect = ["yes", "no"]`, or (a gather without intents or expected
@@ -51,14 +51,19 @@ pub fn step_expectation(dialplan: &Path, step: &str) -> Result<Expectation, Reco
     expectation(find_step(&loaded.plan, step)?)
 }
 
-/// Load the dialplan, build the step's expectation, decode the WAV, recognise, and return the
-/// JSON line.
-pub fn run(dialplan: &Path, step: &str, audio: &Path) -> Result<String, RecognizeError> {
+/// Load the dialplan, build the step's expectation and load the model once, then decode and
+/// recognise each WAV file: `each` gets one result per file,
+/// in order (a JSON line, or the error of that file: an unreadable or unsupported WAV does not
+/// stop the others). With more than one file each line carries `"file"` (the path as given).
+/// Errors that concern every file (dialplan, step, model) are returned before any file is
+/// read.
+pub fn run_many(
+    dialplan: &Path,
+    step: &str,
+    audio: &[PathBuf],
+    mut each: impl FnMut(Result<String, RecognizeError>),
+) -> Result<(), RecognizeError> {
     let expect = step_expectation(dialplan, step)?;
-
-    let t = Instant::now();
-    let wav = read_wav(audio)?;
-    let decode_ms = t.elapsed().as_secs_f64() * 1000.0;
 
     let model_path = model_path();
     let t = Instant::now();
@@ -66,10 +71,36 @@ pub fn run(dialplan: &Path, step: &str, audio: &Path) -> Result<String, Recogniz
     let mut recognizer = WhisperRecognizer::new(&model).map_err(|e| err(e.to_string()))?;
     let load_ms = t.elapsed().as_secs_f64() * 1000.0;
 
+    let named = audio.len() > 1;
+    for (i, path) in audio.iter().enumerate() {
+        // The model load is charged to the first file only (it happened once).
+        let load_ms = if i == 0 { load_ms } else { 0.0 };
+        each(
+            recognize_one(&mut recognizer, &expect, path, load_ms).map(|mut line| {
+                if named && let Value::Object(map) = &mut line {
+                    map.insert("file".to_owned(), Value::String(path.display().to_string()));
+                }
+                Value::to_string(&line)
+            }),
+        );
+    }
+    Ok(())
+}
+
+fn recognize_one(
+    recognizer: &mut WhisperRecognizer,
+    expect: &Expectation,
+    audio: &Path,
+    load_ms: f64,
+) -> Result<Value, RecognizeError> {
+    let t = Instant::now();
+    let wav = read_wav(audio)?;
+    let decode_ms = t.elapsed().as_secs_f64() * 1000.0;
+
     let t = Instant::now();
     let rec = recognizer
-        .recognize(&wav.pcm, wav.rate, &expect)
-        .map_err(|e| err(format!("recognition failed: {e}")))?;
+        .recognize(&wav.pcm, wav.rate, expect)
+        .map_err(|e| err(format!("{}: recognition failed: {e}", audio.display())))?;
     let recognize_ms = t.elapsed().as_secs_f64() * 1000.0;
 
     let (result, confidence) = match &rec.outcome {
@@ -88,7 +119,7 @@ pub fn run(dialplan: &Path, step: &str, audio: &Path) -> Result<String, Recogniz
             guess.as_ref().map_or(0.0, |h| h.score),
         ),
     };
-    let line = json!({
+    Ok(json!({
         "transcript": rec.transcript,
         "result": result,
         "confidence": round(f64::from(confidence), 1000.0),
@@ -98,8 +129,7 @@ pub fn run(dialplan: &Path, step: &str, audio: &Path) -> Result<String, Recogniz
             "recognize_ms": round(recognize_ms, 10.0),
             "audio_ms": rec.audio_ms,
         },
-    });
-    Ok(Value::to_string(&line))
+    }))
 }
 
 fn round(x: f64, scale: f64) -> f64 {

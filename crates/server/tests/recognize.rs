@@ -3,9 +3,10 @@
 //! hotline's speech steps (dialplans/hotline.toml).
 //!
 //! The intent accuracy is measured on a HELD-OUT paraphrase set
-//! (tests/fixtures/heldout-intents-v2.toml) that was written before the tuning round and is
-//! never used to tune the dialplan phrases or the recognizer; tuning used the development set
-//! (tests/fixtures/dev-intents.toml). Needs the models of `scripts/models/fetch` (tiny.en,
+//! (tests/fixtures/heldout-intents-v3.toml) that was written before the tuning round and is
+//! never used to tune the dialplan phrases or the recognizer; tuning used the development sets
+//! (tests/fixtures/dev-intents.toml and the former held-out heldout-intents-v2.toml). Each set
+//! runs as one `frontdoor recognize` process over all its WAV files (model loaded once). Needs the models of `scripts/models/fetch` (tiny.en,
 //! ONNX Runtime, the piper voice) and Debian espeak-ng; a missing model fails these tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -200,20 +201,30 @@ fn frontdoor(args: &[&str], models: Option<&Path>, timeout: Duration) -> Run {
 
 /// `frontdoor recognize --dialplan hotline --step STEP WAV` -> the parsed JSON line.
 fn recognize(step: &str, wav: &Path) -> Value {
-    let wav = wav.to_str().unwrap();
-    let plan = hotline();
-    let run = frontdoor(
-        &[
-            "recognize",
-            "--dialplan",
-            plan.to_str().unwrap(),
-            "--step",
-            step,
-            wav,
-        ],
-        None,
-        Duration::from_secs(120),
+    let mut lines = recognize_batch(step, &[wav.to_path_buf()]);
+    assert!(
+        lines[0].get("file").is_none(),
+        "a single file's line has no \"file\": {}",
+        lines[0]
     );
+    lines.remove(0)
+}
+
+/// `frontdoor recognize --dialplan hotline --step STEP WAV...` (one process, the model loaded
+/// once) -> one parsed JSON line per file, in order.
+fn recognize_batch(step: &str, wavs: &[PathBuf]) -> Vec<Value> {
+    let plan = hotline();
+    let mut args = vec![
+        "recognize",
+        "--dialplan",
+        plan.to_str().unwrap(),
+        "--step",
+        step,
+    ];
+    args.extend(wavs.iter().map(|w| w.to_str().unwrap()));
+    // Generous on this shared 2-core box: a model load plus up to 15 s per utterance.
+    let timeout = Duration::from_secs(60 + 15 * wavs.len() as u64);
+    let run = frontdoor(&args, None, timeout);
     assert_eq!(
         run.code,
         Some(0),
@@ -221,14 +232,32 @@ fn recognize(step: &str, wav: &Path) -> Value {
         run.stderr
     );
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "want one JSON line, got {:?}", run.stdout);
-    let v: Value = serde_json::from_str(lines[0]).unwrap();
-    for key in ["decode_ms", "recognize_ms", "audio_ms"] {
-        assert!(v["timings"][key].is_number(), "timings.{key} in {v}");
-    }
-    assert!(v["confidence"].is_number(), "confidence in {v}");
-    assert!(v["transcript"].is_string(), "transcript in {v}");
-    v
+    assert_eq!(
+        lines.len(),
+        wavs.len(),
+        "want one JSON line per file, got {:?}",
+        run.stdout
+    );
+    lines
+        .iter()
+        .zip(wavs)
+        .enumerate()
+        .map(|(i, (line, wav))| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            for key in ["decode_ms", "load_ms", "recognize_ms", "audio_ms"] {
+                assert!(v["timings"][key].is_number(), "timings.{key} in {v}");
+            }
+            if i > 0 {
+                assert_eq!(v["timings"]["load_ms"], 0.0, "model loaded once: {v}");
+            }
+            if wavs.len() > 1 {
+                assert_eq!(v["file"], wav.to_str().unwrap(), "lines in file order: {v}");
+            }
+            assert!(v["confidence"].is_number(), "confidence in {v}");
+            assert!(v["transcript"].is_string(), "transcript in {v}");
+            v
+        })
+        .collect()
 }
 
 fn slug(text: &str) -> String {
@@ -282,10 +311,16 @@ fn measure(fixture: &str, voice: Voice, min_per_intent: usize) -> Figures {
     let (mut ood, mut ood_accepted) = (0, 0);
     let mut per_intent: std::collections::BTreeMap<String, (u32, u32)> = Default::default();
     let mut total_ms = 0.0;
-    for (want, text) in &cases {
-        let wav = voice_wav(voice, text, &slug(text));
-        let v = recognize(&step, &wav);
-        let _ = std::fs::remove_file(&wav);
+    let wavs: Vec<PathBuf> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (_, text))| voice_wav(voice, text, &format!("{i}-{}", slug(text))))
+        .collect();
+    let lines = recognize_batch(&step, &wavs);
+    for wav in &wavs {
+        let _ = std::fs::remove_file(wav);
+    }
+    for ((want, text), v) in cases.iter().zip(&lines) {
         total_ms += v["timings"]["recognize_ms"].as_f64().unwrap();
         let got = match v["result"]["kind"].as_str().unwrap() {
             "intent" => Some(v["result"]["intent"].as_str().unwrap().to_owned()),
@@ -350,10 +385,11 @@ fn measure(fixture: &str, voice: Voice, min_per_intent: usize) -> Figures {
     f
 }
 
-/// The held-out set, piper audio: measured once, after tuning (docs/speech.md).
+/// The held-out set v3, piper audio: measured once, after the tuning was committed
+/// (docs/speech.md).
 #[test]
 fn heldout_intents_accuracy() {
-    let f = measure("heldout-intents-v2.toml", Voice::Piper, 8);
+    let f = measure("heldout-intents-v3.toml", Voice::Piper, 8);
     assert!(
         f.accuracy() >= HELDOUT_ACCURACY_FLOOR,
         "held-out accuracy {:.3} < {HELDOUT_ACCURACY_FLOOR}",
@@ -362,6 +398,22 @@ fn heldout_intents_accuracy() {
     assert!(
         f.false_accept_rate() <= FALSE_ACCEPT_CEILING,
         "held-out false accepts {:.3} > {FALSE_ACCEPT_CEILING}",
+        f.false_accept_rate()
+    );
+}
+
+/// The former held-out set v2 (measured once in round 2, development data since), piper audio.
+#[test]
+fn dev_v2_intents_accuracy() {
+    let f = measure("heldout-intents-v2.toml", Voice::Piper, 8);
+    assert!(
+        f.accuracy() >= DEV_V2_ACCURACY_FLOOR,
+        "v2 (dev) accuracy {:.3} < {DEV_V2_ACCURACY_FLOOR}",
+        f.accuracy()
+    );
+    assert!(
+        f.false_accept_rate() <= FALSE_ACCEPT_CEILING,
+        "v2 (dev) false accepts {:.3} > {FALSE_ACCEPT_CEILING}",
         f.false_accept_rate()
     );
 }
@@ -382,22 +434,31 @@ fn dev_intents_accuracy() {
     );
 }
 
-/// Held-out accuracy floor: measured ONCE, after the tuning was committed: 41/48 = 85.4 %
-/// (7 rejected, none wrong), short of the 90 % target by 4.6 points (3 utterances). The floor
-/// is one utterance below the measurement (40/48 = 83.3 %) so that a float difference on
-/// another CPU cannot flip the test; it asserts what was measured, not the target.
-const HELDOUT_ACCURACY_FLOOR: f64 = 0.83;
-/// Development-set accuracy floor: measured 67/72 = 93.1 %; one utterance below.
-const DEV_ACCURACY_FLOOR: f64 = 0.91;
+/// Held-out (v3) accuracy floor: measured ONCE, after the round-3 tuning was committed
+/// (ad5c172): 42/54 = 77.8 % (12 rejected, none wrong), short of the 90 % target by 12.2
+/// points (7 utterances). The floor is one utterance below the measurement (41/54 = 75.9 %)
+/// so that a float difference on another CPU cannot flip the test; it asserts what was
+/// measured, not the target.
+const HELDOUT_ACCURACY_FLOOR: f64 = 0.75;
+/// Development-set accuracy floor: measured 68/72 = 94.4 % (round 3; 67/72 in round 2); one
+/// utterance below.
+const DEV_ACCURACY_FLOOR: f64 = 0.93;
+/// v2 (development data since round 3) accuracy floor: measured 46/48 = 95.8 % after the
+/// round-3 tuning (41/48 = 85.4 % as round 2's held-out figure); one utterance below.
+const DEV_V2_ACCURACY_FLOOR: f64 = 0.93;
 /// False accepts (a wrong intent, or any intent for an out-of-domain sentence) over all
-/// utterances: the target ceiling, 5 % (measured 0/60 held-out, 0/86 dev).
+/// utterances: the target ceiling, 5 % (measured: held-out v3 1/68 = 1.5 %, dev 0/86, v2 0/60).
 const FALSE_ACCEPT_CEILING: f64 = 0.05;
 
 #[test]
 fn account_number_digits() {
-    for voice in [Voice::Piper, Voice::Espeak] {
-        let wav = voice_wav(voice, "four one five nine two six three eight", "digits");
-        let v = recognize("account_digits", &wav);
+    let voices = [Voice::Piper, Voice::Espeak];
+    let wavs: Vec<PathBuf> = voices
+        .iter()
+        .map(|&voice| voice_wav(voice, "four one five nine two six three eight", "digits"))
+        .collect();
+    let lines = recognize_batch("account_digits", &wavs);
+    for ((voice, wav), v) in voices.iter().zip(&wavs).zip(&lines) {
         let _ = std::fs::remove_file(wav);
         assert_eq!(v["result"]["kind"], "digits", "{voice:?}: {v}");
         assert_eq!(v["result"]["digits"], "41592638", "{voice:?}: {v}");
@@ -406,23 +467,25 @@ fn account_number_digits() {
 
 #[test]
 fn yes_and_no_on_the_confirmation_step() {
-    for voice in [Voice::Piper, Voice::Espeak] {
-        let yes = voice_wav(voice, "yes", "yes");
-        let v = recognize("speech.confirm_lost_card", &yes);
-        let _ = std::fs::remove_file(yes);
-        assert_eq!(
-            v["result"],
-            serde_json::json!({"kind": "yes_no", "yes": true}),
-            "{voice:?}: {v}"
-        );
-        let no = voice_wav(voice, "no", "no");
-        let v = recognize("confirm_lost_card", &no);
-        let _ = std::fs::remove_file(no);
-        assert_eq!(
-            v["result"],
-            serde_json::json!({"kind": "yes_no", "yes": false}),
-            "{voice:?}: {v}"
-        );
+    let voices = [Voice::Piper, Voice::Espeak];
+    // Both spellings of the step: FLOW.STEP for yes, STEP for no.
+    for (step, word, yes) in [
+        ("speech.confirm_lost_card", "yes", true),
+        ("confirm_lost_card", "no", false),
+    ] {
+        let wavs: Vec<PathBuf> = voices
+            .iter()
+            .map(|&voice| voice_wav(voice, word, word))
+            .collect();
+        let lines = recognize_batch(step, &wavs);
+        for ((voice, wav), v) in voices.iter().zip(&wavs).zip(&lines) {
+            let _ = std::fs::remove_file(wav);
+            assert_eq!(
+                v["result"],
+                serde_json::json!({"kind": "yes_no", "yes": yes}),
+                "{voice:?} {word:?}: {v}"
+            );
+        }
     }
 }
 
@@ -437,9 +500,12 @@ fn every_intent_round_trips_through_piper() {
         ("callback", "please call me back"),
         ("hours", "what are your opening hours"),
     ];
-    for (intent, text) in cases {
-        let wav = voice_wav(Voice::Piper, text, &slug(text));
-        let v = recognize("speech_main", &wav);
+    let wavs: Vec<PathBuf> = cases
+        .iter()
+        .map(|(_, text)| voice_wav(Voice::Piper, text, &slug(text)))
+        .collect();
+    let lines = recognize_batch("speech_main", &wavs);
+    for (((intent, text), wav), v) in cases.iter().zip(&wavs).zip(&lines) {
         let _ = std::fs::remove_file(wav);
         assert_eq!(
             v["result"],
@@ -475,6 +541,51 @@ fn recognize_fails(args: &[&str], models: Option<&Path>) -> String {
     assert!(run.stdout.is_empty(), "nothing on stdout: {}", run.stdout);
     assert!(run.elapsed < Duration::from_secs(30));
     run.stderr
+}
+
+/// A bad file in a batch is reported on stderr (exit status 1) and the other files are still
+/// recognised, each line naming its file.
+#[test]
+fn a_bad_file_in_a_batch_does_not_stop_the_others() {
+    let silence = scratch("batch-silence.wav");
+    std::fs::write(&silence, wav_bytes(&vec![0i16; 8000], 8000)).unwrap();
+    let bad = scratch("batch-bad.wav");
+    std::fs::write(&bad, b"not a wav").unwrap();
+    let plan = hotline();
+    let (silence_s, bad_s) = (silence.to_str().unwrap(), bad.to_str().unwrap());
+    let run = frontdoor(
+        &[
+            "recognize",
+            "--dialplan",
+            plan.to_str().unwrap(),
+            "--step",
+            "speech_main",
+            silence_s,
+            bad_s,
+            silence_s,
+        ],
+        None,
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.code, Some(1), "{} / {}", run.stdout, run.stderr);
+    assert!(run.stderr.contains(bad_s), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not a usable WAV file"),
+        "{}",
+        run.stderr
+    );
+    let lines: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    for v in &lines {
+        assert_eq!(v["file"], silence_s, "{v}");
+        assert_eq!(v["result"]["reason"], "no_input", "{v}");
+    }
+    let _ = std::fs::remove_file(silence);
+    let _ = std::fs::remove_file(bad);
 }
 
 #[test]

@@ -3,7 +3,10 @@
 //! whole and chunked ([`frontdoor_speech::split_chunks`]).
 //!
 //! cargo run --release -p frontdoor-speech --features piper --example bench -- [--runs N]
-//!     [--piper-threads N]
+//!     [--piper-threads N] [--piper-opt 0..=3] [--first-words N] [--synthesis-only]
+//!
+//! `--piper-opt`: ONNX Runtime graph optimisation level (default: ONNX Runtime's, all);
+//! `--first-words`: where a long first chunk is cut ([`frontdoor_speech::split_chunks_first`]).
 //!
 //! Utterances are synthesised by piper (noise off: the same audio every run), resampled to
 //! 8 kHz, passed through G.711 mu-law with 300 ms lead / 500 ms tail line silence, and
@@ -46,6 +49,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let mut runs = 5usize;
     let mut piper_threads = 1usize;
+    let mut piper_opt: Option<u8> = None;
+    let mut synthesis_only = false;
+    let mut first_words = frontdoor_speech::synth::FIRST_CUT_WORDS;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -56,26 +62,44 @@ fn main() {
                     .and_then(|v| v.parse().ok())
                     .expect("--piper-threads N");
             }
+            "--piper-opt" => {
+                piper_opt = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--piper-opt 0..=3"),
+                );
+            }
+            "--synthesis-only" => synthesis_only = true,
+            "--first-words" => {
+                first_words = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--first-words N");
+            }
             other => panic!("unknown argument {other}"),
         }
     }
     let models = common::models_dir();
     let t = Instant::now();
-    let mut piper = PiperSynthesizer::load_with_threads(
+    let mut piper = PiperSynthesizer::load_with_options(
         &PiperPaths::from_models_dir(&models),
         Duration::from_secs(60),
-        piper_threads,
+        frontdoor_speech::PiperOptions {
+            threads: piper_threads,
+            optimization: piper_opt,
+        },
     )
     .unwrap_or_else(|e| panic!("{e}"));
     piper.set_noise(0.0, 0.0);
     println!(
-        "piper voice load: {:.0} ms ({piper_threads} ONNX Runtime thread(s))",
-        ms(t.elapsed())
+        "piper voice load: {:.0} ms ({piper_threads} ONNX Runtime thread(s), graph optimisation {})",
+        ms(t.elapsed()),
+        piper_opt.map_or("default (all)".to_owned(), |o| format!("level {o}"))
     );
 
     // synthesis: whole sentence vs first chunk
     let words = SENTENCE.split_whitespace().count();
-    let chunks = frontdoor_speech::split_chunks(SENTENCE);
+    let chunks = frontdoor_speech::split_chunks_first(SENTENCE, first_words);
     println!("synthesis of a {words}-word sentence {SENTENCE:?}, chunks {chunks:?}");
     let _ = piper.synthesize("Warm up.", 8000);
     let (mut whole, mut first) = (Vec::new(), Vec::new());
@@ -89,12 +113,12 @@ fn main() {
         audio_ms = pcm.len() as f64 / 8.0;
         let t = Instant::now();
         let mut first_at = None;
-        piper
-            .synthesize_chunked(SENTENCE, 8000, |_| {
-                first_at.get_or_insert(t.elapsed());
-                true
-            })
-            .unwrap_or_else(|e| panic!("{e}"));
+        for chunk in &chunks {
+            let _ = piper
+                .synthesize(chunk, 8000)
+                .unwrap_or_else(|e| panic!("{e}"));
+            first_at.get_or_insert(t.elapsed());
+        }
         first.push(first_at.map_or(f64::NAN, ms));
     }
     println!(
@@ -108,6 +132,10 @@ fn main() {
         median(first.clone()),
         first.iter().copied().fold(f64::INFINITY, f64::min)
     );
+
+    if synthesis_only {
+        return;
+    }
 
     // recognition
     let model = WhisperModel::load(models.join(frontdoor_speech::TINY_EN))

@@ -408,12 +408,13 @@ fn phrase_score(words: &[String], phrase: &[String]) -> f32 {
 const STOP_WORDS: &[&str] = &[
     "a", "about", "all", "am", "an", "and", "any", "are", "as", "at", "be", "been", "but", "by",
     "can", "could", "did", "do", "does", "for", "from", "get", "give", "go", "going", "gonna",
-    "got", "had", "has", "have", "hello", "here", "hi", "i", "id", "if", "ill", "im", "in", "is",
-    "it", "its", "ive", "just", "know", "let", "like", "make", "may", "me", "might", "my", "need",
-    "now", "of", "oh", "ok", "okay", "on", "or", "please", "really", "right", "shall", "should",
-    "so", "some", "sorry", "tell", "thank", "thanks", "that", "thats", "the", "then", "there",
-    "theres", "think", "this", "to", "today", "uh", "um", "up", "us", "very", "wanna", "want",
-    "was", "we", "well", "were", "will", "with", "would", "yeah", "yes", "you", "youre", "your",
+    "got", "had", "has", "have", "hello", "here", "hi", "how", "i", "id", "if", "ill", "im", "in",
+    "is", "it", "its", "ive", "just", "know", "let", "like", "make", "may", "me", "might", "my",
+    "need", "now", "of", "oh", "ok", "okay", "on", "or", "please", "really", "right", "shall",
+    "should", "so", "some", "sorry", "tell", "thank", "thanks", "that", "thats", "the", "then",
+    "there", "theres", "think", "this", "to", "today", "uh", "um", "up", "us", "very", "wanna",
+    "want", "was", "we", "well", "went", "what", "were", "will", "with", "would", "yeah", "yes",
+    "you", "youre", "your", "rather", "must",
 ];
 
 /// Small generic thesaurus for phone requests: every word of a group counts as the group's
@@ -442,16 +443,29 @@ const SYNONYMS: &[&[&str]] = &[
     &["open", "opening"],
     &["money", "cash", "fund", "funds"],
     &["bill", "invoice"],
-    &["pay", "paid", "payment", "paying", "settle"],
+    &["pay", "paid", "payment", "paying", "settle", "owe", "repay"],
     &["block", "cancel", "freeze", "stop"],
 ];
 
 /// Light suffix stripping (`payments` -> `payment`, `closed` -> `clos`, `stolen` stays) and
-/// the thesaurus: the form every keyword is compared in.
+/// the thesaurus: the form every keyword is compared in. A thesaurus word meets its group
+/// both as written and as stripped (`close`, `closed`, `closing` and `shut` are all `close`).
 fn stem(word: &str) -> String {
     if let Some(group) = SYNONYMS.iter().find(|g| g.contains(&word)) {
         return group[0].to_owned();
     }
+    let w = strip_suffix(word);
+    match SYNONYMS
+        .iter()
+        .find(|g| g.iter().any(|s| *s == w || strip_suffix(s) == w))
+    {
+        Some(group) => group[0].to_owned(),
+        None => w,
+    }
+}
+
+/// `payments` -> `payment`, `closed` / `close` -> `clos`, `hours` -> `hour`.
+fn strip_suffix(word: &str) -> String {
     let mut w = word.to_owned();
     for suffix in ["ing", "ed", "es", "s"] {
         if w.len() >= suffix.len() + 3 && w.ends_with(suffix) && !w.ends_with("ss") {
@@ -462,10 +476,7 @@ fn stem(word: &str) -> String {
     if w.len() >= 4 && w.ends_with('e') {
         w.pop();
     }
-    match SYNONYMS.iter().find(|g| g.contains(&w.as_str())) {
-        Some(group) => group[0].to_owned(),
-        None => w,
-    }
+    w
 }
 
 /// The content words of a normalised utterance, stemmed, without repeats.
@@ -489,8 +500,17 @@ fn content_stems(words: &[String]) -> Vec<String> {
 /// so a caller's own wording ("somebody took my wallet") lands when its content words are
 /// known, and an unrelated sentence, whose words mostly are not, stays low. Words match
 /// exactly after stemming, or with similarity >= 0.8 when both have 5 letters or more.
+///
+/// A shared keyword that one intent owns (at least [`OWNER_SHARE`] of the phrases that contain
+/// it are that intent's, `n_i / sum n`) explains its weight in full to the owner and only
+/// `n_j / sum n` of it to the others: "balance" in eleven balance phrases and one payment
+/// phrase ("pay the card balance") counts fully for balance and a twelfth for payment, so
+/// "give me my balance" is no longer a tie. A keyword no intent owns ("someone": two agent
+/// phrases, one callback phrase) counts fully for every intent that knows it, so a
+/// transcript that rests on it stays ambiguous and is rejected.
 struct IntentVocab {
-    vocab: Vec<Vec<String>>,
+    /// Per intent: each keyword and the number of its phrases that contain it.
+    vocab: Vec<Vec<(String, usize)>>,
 }
 
 impl IntentVocab {
@@ -498,11 +518,12 @@ impl IntentVocab {
         let vocab = intents
             .iter()
             .map(|i| {
-                let mut v: Vec<String> = Vec::new();
+                let mut v: Vec<(String, usize)> = Vec::new();
                 for p in &i.phrases {
                     for s in content_stems(&normalize(p)) {
-                        if !v.contains(&s) {
-                            v.push(s);
+                        match v.iter_mut().find(|(k, _)| *k == s) {
+                            Some((_, n)) => *n += 1,
+                            None => v.push((s, 1)),
                         }
                     }
                 }
@@ -512,26 +533,49 @@ impl IntentVocab {
         Self { vocab }
     }
 
-    fn knows(v: &[String], word: &str) -> bool {
-        v.iter()
-            .any(|k| k == word || (k.len() >= 5 && word.len() >= 5 && similarity(k, word) >= 0.8))
+    fn matches(k: &str, word: &str) -> bool {
+        k == word || (k.len() >= 5 && word.len() >= 5 && similarity(k, word) >= 0.8)
     }
 
+    /// How many of an intent's phrases contain `word` (0: the intent does not know it).
+    fn uses(v: &[(String, usize)], word: &str) -> usize {
+        v.iter()
+            .filter(|(k, _)| Self::matches(k, word))
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[cfg(test)]
     fn weight(&self, word: &str) -> f32 {
-        let k = self.vocab.iter().filter(|v| Self::knows(v, word)).count();
+        let k = self
+            .vocab
+            .iter()
+            .filter(|v| Self::uses(v, word) > 0)
+            .count();
         1.0 / k.max(1) as f32
     }
 
     fn score(&self, intent: usize, content: &[String]) -> f32 {
-        let Some(v) = self.vocab.get(intent) else {
+        if intent >= self.vocab.len() {
             return 0.0;
-        };
+        }
         let (mut explained, mut total) = (0.0f32, 0.0f32);
         for w in content {
-            let weight = self.weight(w);
+            let uses: Vec<usize> = self.vocab.iter().map(|v| Self::uses(v, w)).collect();
+            let k = uses.iter().filter(|&&n| n > 0).count();
+            let weight = 1.0 / k.max(1) as f32;
             total += weight;
-            if Self::knows(v, w) {
-                explained += weight;
+            let mine = uses.get(intent).copied().unwrap_or(0);
+            if mine > 0 {
+                let all = uses.iter().sum::<usize>() as f32;
+                let top = uses.iter().copied().max().unwrap_or(0) as f32;
+                let owned_by_other = top / all >= OWNER_SHARE && (mine as f32) < top;
+                explained += if owned_by_other {
+                    weight * mine as f32 / all
+                } else {
+                    weight
+                };
             }
         }
         if total == 0.0 {
@@ -540,6 +584,9 @@ impl IntentVocab {
         0.9 * explained / total
     }
 }
+
+/// Share of a keyword's phrases (over all intents) from which one intent owns it.
+const OWNER_SHARE: f32 = 0.75;
 
 /// Words that often surround a spoken number and say nothing against it.
 const DIGIT_FILLERS: &[&str] = &[
@@ -625,6 +672,11 @@ mod tests {
         assert_eq!(stem("somebody"), "someone");
         assert_eq!(stem("purse"), "wallet");
         assert_eq!(stem("hours"), "hour");
+        // a thesaurus word meets its group written or stripped
+        for w in ["close", "closed", "closing", "closes", "shut"] {
+            assert_eq!(stem(w), "close", "{w}");
+        }
+        assert_eq!(stem("owe"), "pay");
         assert_eq!(
             content_stems(&normalize("I'd like to speak with somebody please")),
             ["speak", "someone"]
@@ -646,6 +698,33 @@ mod tests {
             accepted(&e.decide("Can I speak to an operator?")),
             Some(&Interpretation::Intent("agent".into()))
         );
+        // a keyword shared unevenly counts mostly for the intent that uses it most
+        let shared = Expectation::new()
+            .intent(
+                "balance",
+                &["check my balance", "account balance", "bank balance"],
+            )
+            .intent("payment", &["make a payment", "pay the card balance"]);
+        assert_eq!(
+            accepted(&shared.decide("And you give me my balance.")),
+            Some(&Interpretation::Intent("balance".into()))
+        );
+        let sv = IntentVocab::new(&shared.intents);
+        let content = content_stems(&normalize("my balance"));
+        // "balance": 3 of its 4 phrases are balance's (owned, 0.75): full; payment gets 1/4
+        assert!((sv.score(0, &content) - 0.9).abs() < 1e-6);
+        assert!((sv.score(1, &content) - 0.9 * 0.25).abs() < 1e-6);
+        // a keyword nobody owns stays a tie (rejected)
+        let tie = Expectation::new()
+            .intent(
+                "agent",
+                &["speak to someone", "speak with somebody", "an agent"],
+            )
+            .intent("callback", &["could somebody get back to me"]);
+        assert!(matches!(
+            tie.decide("And somebody for me."),
+            Outcome::NoMatch(_)
+        ));
         // unknown content words keep unrelated sentences low
         let content = content_stems(&normalize("I need a taxi to the airport"));
         assert!(vocab.score(0, &content) < 0.3);

@@ -28,7 +28,10 @@ use std::time::Duration;
 pub use error::SpeechError;
 pub use grammar::{Expectation, Hypothesis, Interpretation, Outcome};
 #[cfg(feature = "piper")]
-pub use synth::{PiperPaths, PiperSynthesizer, debian_espeak_data_dir, split_chunks};
+pub use synth::{
+    PiperOptions, PiperPaths, PiperSynthesizer, debian_espeak_data_dir, split_chunks,
+    split_chunks_first,
+};
 pub use whisper::{Transcript, WhisperConfig, WhisperModel, WhisperRecognizer};
 
 /// Environment variable naming the models folder (default: `models/` in the repository).

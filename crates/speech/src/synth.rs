@@ -163,6 +163,35 @@ impl PiperSynthesizer {
         timeout: Duration,
         threads: usize,
     ) -> Result<Self, SpeechError> {
+        Self::load_with_options(
+            paths,
+            timeout,
+            PiperOptions {
+                threads,
+                ..PiperOptions::default()
+            },
+        )
+    }
+
+    /// Like [`PiperSynthesizer::load`], with ONNX Runtime session options.
+    pub fn load_with_options(
+        paths: &PiperPaths,
+        timeout: Duration,
+        options: PiperOptions,
+    ) -> Result<Self, SpeechError> {
+        let PiperOptions {
+            threads,
+            optimization,
+        } = options;
+        if optimization.is_some_and(|o| o > 3) {
+            return Err(SpeechError::Engine {
+                engine: "onnxruntime",
+                message: format!(
+                    "graph optimisation level {} (0..=3)",
+                    optimization.unwrap_or_default()
+                ),
+            });
+        }
         let config = PathBuf::from(format!("{}.json", paths.voice.display()));
         // ONNX protobufs start with field 1 (ir_version, varint): byte 0x08
         check_file(&paths.voice, &[0x08], "an ONNX model")?;
@@ -190,6 +219,18 @@ impl PiperSynthesizer {
                         .with_intra_threads(threads)
                         .map_err(|e| ort_err(&e))?;
                 }
+                if let Some(level) = optimization {
+                    use ort::session::builder::GraphOptimizationLevel as L;
+                    let level = match level {
+                        0 => L::Disable,
+                        1 => L::Level1,
+                        2 => L::Level2,
+                        _ => L::Level3,
+                    };
+                    builder = builder
+                        .with_optimization_level(level)
+                        .map_err(|e| ort_err(&e))?;
+                }
                 let session = builder.commit_from_file(&voice).map_err(|e| ort_err(&e))?;
                 Ok(piper_rs::Piper::from_session(session, model_config))
             });
@@ -206,14 +247,31 @@ impl PiperSynthesizer {
     }
 }
 
+/// ONNX Runtime session options of a piper voice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PiperOptions {
+    /// Intra-op threads (`0`: ONNX Runtime's default, one per physical core).
+    pub threads: usize,
+    /// Graph optimisation level 0 (none) ..= 3 (all); `None`: ONNX Runtime's default (all).
+    pub optimization: Option<u8>,
+}
+
 /// Splits `text` into chunks that can be synthesised one after the other, so playback can
 /// start after the first: sentences (`.`, `?`, `!`, `;`, `:`), then clauses (`,`) of at least
-/// [`MIN_CHUNK_WORDS`] words, then, for a first chunk longer than [`MAX_FIRST_WORDS`] words
-/// with no comma, a cut after [`FIRST_CUT_WORDS`] words (only the first chunk: it is what the
-/// caller waits for; later chunks are synthesised while earlier ones play). Punctuation stays
-/// with its chunk (piper renders the pause). Deterministic; whitespace is normalised; an empty
+/// [`MIN_CHUNK_WORDS`] words, then, for a first chunk of more than [`FIRST_CUT_WORDS`] + 1
+/// words, a cut after [`FIRST_CUT_WORDS`] words (only the first chunk: it is what the caller
+/// waits for; later chunks are synthesised while earlier ones play). Punctuation stays with
+/// its chunk (piper renders the pause). Deterministic; whitespace is normalised; an empty
 /// text gives no chunks.
 pub fn split_chunks(text: &str) -> Vec<String> {
+    split_chunks_first(text, FIRST_CUT_WORDS)
+}
+
+/// [`split_chunks`] with the first chunk cut after `first_words` words when it has more than
+/// `first_words + 1` (a cut never leaves a single word behind it). The cut moves one word
+/// further when it would end on a function word ("Your balance is | ..." rather than
+/// "Your | balance ...").
+pub fn split_chunks_first(text: &str, first_words: usize) -> Vec<String> {
     let mut chunks: Vec<String> = Vec::new();
     let mut cur: Vec<&str> = Vec::new();
     for word in text.split_whitespace() {
@@ -231,20 +289,33 @@ pub fn split_chunks(text: &str) -> Vec<String> {
     }
     if let Some(first) = chunks.first().cloned() {
         let words: Vec<&str> = first.split_whitespace().collect();
-        if words.len() > MAX_FIRST_WORDS {
-            let (head, tail) = words.split_at(FIRST_CUT_WORDS);
+        let first_words = first_words.max(1);
+        if words.len() > first_words + 1 {
+            let mut cut = first_words;
+            while cut + 2 < words.len()
+                && words
+                    .get(cut - 1)
+                    .is_some_and(|w| FUNCTION_WORDS.contains(&w.to_lowercase().as_str()))
+            {
+                cut += 1;
+            }
+            let (head, tail) = words.split_at(cut);
             chunks.splice(0..1, [head.join(" "), tail.join(" ")]);
         }
     }
     chunks
 }
 
+/// Words a first chunk should not end on.
+const FUNCTION_WORDS: &[&str] = &[
+    "a", "an", "the", "to", "of", "and", "or", "for", "in", "on", "at", "my", "your", "our", "is",
+    "are", "was", "be", "with", "from", "by", "as",
+];
+
 /// A clause shorter than this stays with the next one (`Yes, ...`).
 pub const MIN_CHUNK_WORDS: usize = 3;
-/// A first chunk longer than this is cut.
-pub const MAX_FIRST_WORDS: usize = 8;
-/// Where it is cut.
-pub const FIRST_CUT_WORDS: usize = 4;
+/// Where a long first chunk is cut (words).
+pub const FIRST_CUT_WORDS: usize = 3;
 
 impl PiperSynthesizer {
     /// Overrides the voice's noise (`noise_scale`, `noise_w` of its config; piper's defaults
@@ -307,16 +378,30 @@ mod tests {
         assert_eq!(
             split_chunks("Yes, your balance is ready, and it is forty two dollars."),
             [
-                "Yes, your balance is ready,",
+                "Yes, your balance",
+                "is ready,",
                 "and it is forty two dollars."
             ]
         );
         assert_eq!(
             split_chunks("Your current balance is one hundred and twenty dollars and fifty cents"),
             [
-                "Your current balance is",
-                "one hundred and twenty dollars and fifty cents"
+                "Your current balance",
+                "is one hundred and twenty dollars and fifty cents"
             ]
+        );
+        // the cut does not end on a function word, and never leaves one word behind
+        assert_eq!(
+            split_chunks("Please hold the line while we connect you"),
+            ["Please hold the line", "while we connect you"]
+        );
+        assert_eq!(
+            split_chunks("Thank you for calling"),
+            ["Thank you for calling"]
+        );
+        assert_eq!(
+            split_chunks_first("one two three four five six", 4),
+            ["one two three four", "five six"]
         );
         assert_eq!(split_chunks("  \n "), Vec::<String>::new());
         assert_eq!(split_chunks("Hello   there"), ["Hello there"]);
