@@ -69,6 +69,30 @@ pub struct Config {
     pub bridge: BridgeSection,
     /// Stereo call recording.
     pub recording: RecordingSection,
+    /// Speech recognition in calls (speech steps of the dialplans).
+    pub speech: SpeechSection,
+}
+
+/// `[speech]`: the recogniser pool of live calls (docs/speech-in-calls.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeechSection {
+    /// Recogniser threads (one Whisper decoder each, one shared model); default 1.
+    pub workers: usize,
+    /// Utterances that may wait for a recogniser; one more is answered "no match" at once.
+    pub queue: usize,
+    /// The ggml Whisper model; default `<models>/ggml-tiny.en.bin` (`FRONTDOOR_MODELS_DIR`).
+    pub model: Option<String>,
+}
+
+impl Default for SpeechSection {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            queue: 16,
+            model: None,
+        }
+    }
 }
 
 /// `[sip]`

@@ -1,0 +1,128 @@
+//! Speech turns of concurrent calls: end of speech (the endpointer's decision on the media
+//! worker) → the recognition result fed to the interpreter (the routing decision), with N
+//! SIPp callers saying "I lost my card" at the same moment after the greeting.
+//!
+//! `cargo bench -p frontdoor --bench speech_calls` (rounds of 1, 2, 4, 6, 8 and 10 callers;
+//! `SPEECH_BENCH_CALLS=10` for one round of 10; `SPEECH_BENCH_WORKERS` recogniser threads,
+//! default 1). Prints p50/p95/max of end-of-speech → result, queue wait and decode time per
+//! round. Needs sipp and the models of `scripts/models/fetch`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/common/speech_audio.rs"]
+mod speech_audio;
+
+use std::time::Duration;
+
+use common::{Server, of_type, repo_root, scenario, sipp};
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn main() {
+    let workers: usize = std::env::var("SPEECH_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let rounds: Vec<u32> = match std::env::var("SPEECH_BENCH_CALLS") {
+        Ok(v) => vec![v.parse().expect("SPEECH_BENCH_CALLS: a number")],
+        Err(_) => vec![1, 2, 4, 6, 8, 10],
+    };
+    let model = repo_root().join("models/ggml-tiny.en.bin");
+    assert!(
+        model.is_file(),
+        "{} missing: run scripts/models/fetch",
+        model.display()
+    );
+    let config = format!(
+        "[speech]\nworkers = {workers}\nqueue = 64\nmodel = {:?}\n",
+        model.display().to_string()
+    );
+    // The greeting of the speech front door takes ~5 s: speak at 8.5 s, after it.
+    let pcm = speech_audio::line_pcm(12_000, &[(8_500, "I lost my card.")]);
+    let server = Server::start("speech-bench", 25370, (27300, 27399), &config);
+    speech_audio::write_line_pcap(&server.dir.join("bench.pcap"), &pcm);
+    let xml = std::fs::read_to_string(scenario("ivr-dtmf.xml"))
+        .unwrap()
+        .replace("__CALLER__", "bench")
+        .replace("__PCAP__", "bench.pcap")
+        .replace("__PAUSE_MS__", "13000");
+    let sf = server.dir.join("bench.xml");
+    std::fs::write(&sf, xml).unwrap();
+    println!(
+        "speech turns, {workers} recogniser thread(s), tiny.en; one utterance per call \
+         (\"I lost my card.\", ~1.2 s), all callers speaking at once"
+    );
+    println!(
+        "{:>5} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8}",
+        "calls", "p50 ms", "p95 ms", "max ms", "queue p95", "queue max", "decode p50", "routed"
+    );
+    let mut seen = 0usize;
+    for n in rounds {
+        let n_s = n.to_string();
+        sipp(
+            &server,
+            25390,
+            27280,
+            &[
+                "-sf",
+                sf.to_str().unwrap(),
+                "-s",
+                "speech",
+                "-m",
+                &n_s,
+                "-l",
+                &n_s,
+                "-r",
+                "1000",
+            ],
+        );
+        let total = seen + n as usize;
+        server.wait_count(Duration::from_secs(60), total, |e| {
+            e["type"] == "speech.recognized"
+        });
+        let events = server.events();
+        let rec: Vec<&serde_json::Value> = of_type(&events, "speech.recognized")
+            .into_iter()
+            .skip(seen)
+            .collect();
+        seen = total;
+        let mut end: Vec<u64> = rec
+            .iter()
+            .map(|e| e["end_to_result_ms"].as_u64().unwrap())
+            .collect();
+        let mut queue: Vec<u64> = rec
+            .iter()
+            .map(|e| e["queue_ms"].as_u64().unwrap())
+            .collect();
+        let mut decode: Vec<u64> = rec
+            .iter()
+            .map(|e| e["decode_ms"].as_u64().unwrap())
+            .collect();
+        end.sort_unstable();
+        queue.sort_unstable();
+        decode.sort_unstable();
+        let routed = rec
+            .iter()
+            .filter(|e| e["meaning"]["value"] == "lost_card")
+            .count();
+        println!(
+            "{:>5} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>5}/{}",
+            n,
+            percentile(&end, 50.0),
+            percentile(&end, 95.0),
+            end.last().copied().unwrap_or(0),
+            percentile(&queue, 95.0),
+            queue.last().copied().unwrap_or(0),
+            percentile(&decode, 50.0),
+            routed,
+            rec.len()
+        );
+    }
+}
