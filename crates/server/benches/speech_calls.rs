@@ -67,7 +67,7 @@ fn main() {
     );
     // The greeting of the speech front door takes ~5 s: speak at 8.5 s, after it.
     let pcm = speech_audio::line_pcm(12_000, &[(8_500, "I lost my card.")]);
-    let server = Server::start("speech-bench", 25370, (27300, 27399), &config);
+    let server = Server::start("speech-bench", 25370, (27300, 27349), &config);
     speech_audio::write_line_pcap(&server.dir.join("bench.pcap"), &pcm);
     let template = std::fs::read_to_string(scenario("ivr-dtmf.xml")).unwrap();
     println!(

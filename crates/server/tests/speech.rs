@@ -84,7 +84,7 @@ fn callers_are_routed_by_what_they_say_and_silence_gets_the_no_input_path() {
     let barge = line_pcm(9_000, &[(2_000, "I lost my card.")]);
     let after = line_pcm(14_000, &[(8_500, "I want to check my balance.")]);
     let silent = line_pcm(16_000, &[]);
-    let server = Server::start("speech-calls", 25360, (27300, 27399), &config());
+    let server = Server::start("speech-calls", 25360, (27350, 27374), &config());
     std::thread::scope(|s| {
         s.spawn(|| call(&server, "barger", 25380, 27200, &barge, 500));
         s.spawn(|| call(&server, "patient", 25382, 27220, &after, 500));
@@ -149,4 +149,37 @@ fn callers_are_routed_by_what_they_say_and_silence_gets_the_no_input_path() {
     );
     assert!(!steps(&ev).contains(&"confirm_lost_card".to_owned()));
     assert!(!steps(&ev).contains(&"account_digits".to_owned()));
+}
+
+#[test]
+fn without_a_recognition_model_the_server_runs_and_speech_turns_fall_back() {
+    let said = line_pcm(9_000, &[(2_000, "I lost my card.")]);
+    let server = Server::start(
+        "speech-no-model",
+        25361,
+        (27376, 27399),
+        "[speech]\nmodel = \"/nonexistent/ggml-tiny.en.bin\"\n",
+    );
+    call(&server, "nomodel", 25386, 27260, &said, 500);
+    server.wait_count(Duration::from_secs(20), 1, |e| e["type"] == "ivr.ended");
+    let all = server.events();
+    let ev = call_events(&all, "nomodel");
+    // The endpointer still works (barge-in, end of speech); the turn is answered "no match"
+    // at once, and the interpreter rejects it (sorry / keys) instead of routing.
+    assert!(!of_type(&ev, "speech.barge_in").is_empty(), "{ev:#?}");
+    let ended = of_type(&ev, "speech.ended");
+    assert_eq!(ended.len(), 1, "{ev:#?}");
+    assert_eq!(ended[0]["refused"], "no_recognizer");
+    assert!(of_type(&ev, "speech.recognized").is_empty());
+    let turn = of_type(&ev, "ivr.speech");
+    assert!(
+        turn.iter().any(|t| t["decision"] == "rejected"),
+        "{turn:#?}"
+    );
+    assert!(!steps(&ev).contains(&"confirm_lost_card".to_owned()));
+    let log = server.log();
+    assert!(
+        log.contains("speech recognition is off") && log.contains("/nonexistent/ggml-tiny.en.bin"),
+        "no clear warning in the log:\n{log}"
+    );
 }
