@@ -29,14 +29,18 @@ use frontdoor_ivr::{
 use frontdoor_store::CallerProfile;
 use frontdoor_store::ivr_glue::{CallTimes, call_record, caller_attributes};
 
-use frontdoor_media::call::{InbandMode, MediaConfig, MediaSession};
+use frontdoor_ivr::{ListenRequest, redact_digits};
+use frontdoor_media::barge::BargeInConfig;
+use frontdoor_media::call::{InbandMode, ListenConfig, MediaConfig, MediaSession};
 use frontdoor_media::g711::{G711, Ptime};
 use frontdoor_media::latch::LatchMode;
 use frontdoor_media::prompt::{Prompt, PromptLibrary};
+use frontdoor_media::vad::VadConfig;
 use frontdoor_media::{PayloadType, Ssrc};
 use frontdoor_sip::message::{uri_socket_addr, uri_user};
 use frontdoor_sip::sdp::{Codec, Direction, LocalMedia, NegotiatedMedia};
 use frontdoor_sip::{CallHandle, EndCause, Transport, UaEvent, UserAgent};
+use frontdoor_speech::Expectation;
 
 use crate::agents::Agents;
 use crate::config::Config;
@@ -47,6 +51,7 @@ use crate::plans::{AGENTS_BUSY, Plans, ReloadNote, notice};
 use crate::ports::PortPool;
 use crate::recording::{RecordMsg, RecordWriter, recording_path};
 use crate::screenpop::ScreenPop;
+use crate::speech::{RecognizerPool, SpeechDone, SpeechJob};
 use crate::store::{StoreReply, StoreRequest, StoreThread, caller_info};
 use crate::tts::{Rendered, Tts, TtsPool};
 use frontdoor_acd::{
@@ -69,6 +74,8 @@ pub enum AppNote {
     Rendered(Rendered),
     /// From the reload thread.
     Reload(ReloadNote),
+    /// From a recogniser thread (speech turns of calls).
+    Recognized(Box<SpeechDone>),
 }
 
 /// What the IVR needs from the driver.
@@ -84,6 +91,9 @@ pub struct IvrSetup {
     pub store: StoreThread,
     /// Where voicemail goes (`<data-dir>/recordings`).
     pub recordings: PathBuf,
+    /// The recogniser pool (`None`: no speech steps, or no model: speech steps fall back to
+    /// keys).
+    pub asr: Option<RecognizerPool>,
 }
 
 /// Prompts the test numbers need; the server refuses to start without them.
@@ -146,6 +156,11 @@ struct IvrCall {
     timer_at: Option<Instant>,
     /// Input to feed when the driver's notice (`DRIVER_NOTICE`) has played.
     after_notice: Option<IvrInput>,
+    /// Speech turn number: bumped by every `StartListening`/`StopListening`; a recognition
+    /// of another turn is dropped.
+    turn: u64,
+    /// The running speech turn: its step and what the recogniser listens for.
+    listening: Option<(String, Arc<Expectation>)>,
 }
 
 #[derive(Debug)]
@@ -167,6 +182,8 @@ struct Call {
     ivr: Option<Box<IvrCall>>,
     /// A playback asked for before the media leg started (late offer).
     pending_play: Option<(u64, Vec<Prompt>)>,
+    /// A speech turn asked for before the media leg started.
+    pending_listen: Option<ListenConfig>,
     /// Bridging state (see [`CallApp::dial`]).
     link: Link,
     /// Part this call plays in the ACD.
@@ -306,6 +323,8 @@ pub struct CallApp {
     webhook: Option<crate::screenpop::Webhook>,
     /// Language of each queued caller (its announcements), by call.
     announce_lang: HashMap<u64, String>,
+    /// The recogniser pool of speech turns.
+    asr: Option<RecognizerPool>,
 }
 
 impl CallApp {
@@ -348,6 +367,7 @@ impl CallApp {
             call_recorder,
             call_recordings_dir,
             next_recording: 0,
+            asr: ivr.asr,
             plans: ivr.plans,
             tts: ivr.tts,
             tts_pool: ivr.tts_pool,
@@ -858,6 +878,7 @@ impl CallApp {
                 pending_flow,
                 ivr: None,
                 pending_play: None,
+                pending_listen: None,
                 link: Link {
                     bridge_to: bridge_to.clone(),
                     from_user,
@@ -992,6 +1013,13 @@ impl CallApp {
         match mode {
             Mode::Echo => self.media.send(Command::SetEcho(call.0, true)),
             Mode::Ivr => {
+                if let Some(cfg) = self
+                    .calls
+                    .get_mut(&call)
+                    .and_then(|c| c.pending_listen.take())
+                {
+                    self.media.send(Command::Listen { key: call.0, cfg });
+                }
                 if let Some((id, prompts)) = self
                     .calls
                     .get_mut(&call)
@@ -1130,6 +1158,29 @@ impl CallApp {
                     });
                 }
             }
+            Note::SpeechStarted { key, barge_in } => {
+                let call = CallHandle(key);
+                if let Some(c) = self.calls.get(&call).filter(|c| c.mode == Mode::Ivr) {
+                    if barge_in {
+                        self.events
+                            .emit(Some(&c.call_id), EventBody::SpeechBargeIn {});
+                    }
+                    self.feed(now, ua, call, IvrInput::SpeechStarted);
+                }
+            }
+            Note::SpeechNoInput { key } => {
+                let call = CallHandle(key);
+                if let Some(ivr) = self.calls.get_mut(&call).and_then(|c| c.ivr.as_mut()) {
+                    ivr.listening = None;
+                    self.feed(now, ua, call, IvrInput::SpeechNoInput);
+                }
+            }
+            Note::Utterance {
+                key,
+                pcm,
+                decided,
+                speech_ms,
+            } => self.utterance(now, ua, key, pcm, decided, speech_ms),
             Note::Latched { .. } => {}
             Note::Bridged { key, peer } => self.bridged(now, ua, key, peer),
             Note::Unbridged {
@@ -1229,6 +1280,7 @@ impl CallApp {
                 pending_flow: None,
                 ivr: None,
                 pending_play: None,
+                pending_listen: None,
                 link: Link {
                     outbound: true,
                     target: Some(target.to_owned()),
@@ -1665,6 +1717,7 @@ impl CallApp {
                     IvrInput::RecordingFinished { duration },
                 );
             }
+            AppNote::Recognized(done) => self.recognized(now, ua, *done),
             AppNote::Rendered(Rendered { key, result }) => {
                 let waiters = self.tts_waiting.remove(&key).unwrap_or_default();
                 for (call, id, language) in waiters {
@@ -1728,6 +1781,132 @@ impl CallApp {
         }
     }
 
+    /// `Action::StartListening`: a new speech turn on the call's media leg (sent before the
+    /// step's prompt, so barge-in is armed from its first frame).
+    fn start_listening(&mut self, call: CallHandle, req: &ListenRequest) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(ivr) = c.ivr.as_mut() else { return };
+        ivr.turn += 1;
+        ivr.listening = Some((req.step.clone(), Arc::new(crate::speech::expectation(req))));
+        let cfg = ListenConfig {
+            vad: VadConfig {
+                end_silence: req.end_silence,
+                max_utterance: req.max_speech,
+                no_input: req.no_input,
+                ..VadConfig::default()
+            },
+            barge_in: req.barge_in.then(BargeInConfig::default),
+        };
+        if c.media_started {
+            self.media.send(Command::Listen { key: call.0, cfg });
+        } else {
+            c.pending_listen = Some(cfg);
+        }
+    }
+
+    /// The endpointer ended an utterance: hand it to the recogniser pool (never blocking: a
+    /// full queue answers "no match" at once).
+    fn utterance(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        key: u64,
+        pcm: Vec<i16>,
+        decided: Instant,
+        speech_ms: u64,
+    ) {
+        let call = CallHandle(key);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let call_id = c.call_id.clone();
+        let Some(ivr) = c.ivr.as_mut() else { return };
+        let Some((step, expect)) = ivr.listening.take() else {
+            return; // the turn was dropped meanwhile
+        };
+        let job = SpeechJob {
+            key,
+            turn: ivr.turn,
+            pcm,
+            expect,
+            decided,
+            queued: now,
+        };
+        let refused = match self.asr.as_ref() {
+            Some(pool) => pool.submit(job).err().map(|_| "queue_full"),
+            None => Some("no_recognizer"),
+        };
+        self.events.emit(
+            Some(&call_id),
+            EventBody::SpeechEnded {
+                step,
+                speech_ms,
+                refused,
+            },
+        );
+        if refused.is_some() {
+            self.feed(
+                now,
+                ua,
+                call,
+                IvrInput::SpeechResult(crate::speech::no_match()),
+            );
+        }
+    }
+
+    /// A recognition came back: feed it to the call's interpreter if its turn is still on.
+    fn recognized(&mut self, now: Instant, ua: &mut UserAgent, done: SpeechDone) {
+        let call = CallHandle(done.key);
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let call_id = c.call_id.clone();
+        let Some(ivr) = c.ivr.as_ref() else { return };
+        let current = ivr.turn == done.turn;
+        let (input, transcript, meaning, confidence, error) = match done.result {
+            Ok(r) if done.no_input => (
+                IvrInput::SpeechNoInput,
+                redact_digits(&r.transcript),
+                None,
+                0.0,
+                None,
+            ),
+            Ok(r) => (
+                IvrInput::SpeechResult(r.clone()),
+                redact_digits(&r.transcript),
+                r.meaning,
+                r.confidence,
+                None,
+            ),
+            Err(e) => (
+                IvrInput::SpeechResult(crate::speech::no_match()),
+                String::new(),
+                None,
+                0.0,
+                Some(e),
+            ),
+        };
+        self.events.emit(
+            Some(&call_id),
+            EventBody::SpeechRecognized {
+                transcript,
+                meaning,
+                confidence: (f64::from(confidence) * 1000.0).round() / 1000.0,
+                end_to_result_ms: millis(now.saturating_duration_since(done.decided)),
+                queue_ms: millis(done.queue_wait),
+                decode_ms: millis(done.decode),
+                audio_ms: done.audio_ms,
+                stale: !current,
+                error,
+            },
+        );
+        if current {
+            self.feed(now, ua, call, input);
+        }
+    }
+
     /// The caller lookup of a flow call came back: start its interpreter.
     fn recognised(
         &mut self,
@@ -1769,6 +1948,8 @@ impl CallApp {
                     rendering: None,
                     timer_at: None,
                     after_notice: None,
+                    turn: 0,
+                    listening: None,
                 }));
                 self.drive(now, ua, call);
             }
@@ -1919,9 +2100,22 @@ impl CallApp {
                 None
             }
             Action::StartDigitCollection | Action::StopDigitCollection => None,
-            // speech turns: the media worker's `MediaSession::listen` + the recogniser pool are
-            // not wired yet (docs/speech-in-calls.md, "Wiring"); the step's keys still work
-            Action::StartListening(_) | Action::StopListening => None,
+            Action::StartListening(req) => {
+                self.start_listening(call, &req);
+                None
+            }
+            Action::StopListening => {
+                let c = self.calls.get_mut(&call)?;
+                c.pending_listen = None;
+                if let Some(ivr) = c.ivr.as_mut() {
+                    ivr.turn += 1;
+                    ivr.listening = None;
+                }
+                if c.media_started {
+                    self.media.send(Command::StopListening(call.0));
+                }
+                None
+            }
             Action::Enqueue(req) => {
                 let reason = match self.enqueue(now, ua, call, call_id, &req) {
                     Ok(()) => return None,

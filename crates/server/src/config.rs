@@ -76,6 +76,8 @@ pub struct Config {
     pub api: ApiSection,
     /// The screen-pop webhook.
     pub screenpop: ScreenPopSection,
+    /// Speech recognition in calls (speech steps of the dialplans).
+    pub speech: SpeechSection,
 }
 
 /// `[screenpop]`: each ACD offer is POSTed to `url`, signed with HMAC-SHA256 (`secret`).
@@ -132,6 +134,28 @@ impl std::fmt::Debug for ApiSection {
             .field("listen", &self.listen)
             .field("keys", &self.keys.len())
             .finish()
+    }
+}
+
+/// `[speech]`: the recogniser pool of live calls (docs/speech-in-calls.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeechSection {
+    /// Recogniser threads (one Whisper decoder each, one shared model); default 1.
+    pub workers: usize,
+    /// Utterances that may wait for a recogniser; one more is answered "no match" at once.
+    pub queue: usize,
+    /// The ggml Whisper model; default `<models>/ggml-tiny.en.bin` (`FRONTDOOR_MODELS_DIR`).
+    pub model: Option<String>,
+}
+
+impl Default for SpeechSection {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            queue: 16,
+            model: None,
+        }
     }
 }
 

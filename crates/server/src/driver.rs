@@ -89,6 +89,36 @@ pub struct ServeOptions {
     pub event_feed: Option<crate::events::EventFeed>,
 }
 
+/// The recogniser pool, when a dialplan has speech steps and the model loads; otherwise a
+/// warning (speech steps then fall back to keys) and `None`.
+fn start_recognizers(
+    config: &Config,
+    plans: &Plans,
+    app_tx: &mpsc::UnboundedSender<AppNote>,
+) -> Option<crate::speech::RecognizerPool> {
+    if !plans.has_speech_steps() {
+        return None;
+    }
+    let path = config.speech.model.as_ref().map_or_else(
+        || frontdoor_speech::models_dir().join(frontdoor_speech::TINY_EN),
+        std::path::PathBuf::from,
+    );
+    let model = crate::speech::load_model(&path)
+        .map_err(|e| tracing::warn!("{e}"))
+        .ok()?;
+    let tx = app_tx.clone();
+    crate::speech::RecognizerPool::start(
+        &model,
+        config.speech.workers,
+        config.speech.queue,
+        move |d| {
+            let _ = tx.send(AppNote::Recognized(Box::new(d)));
+        },
+    )
+    .map_err(|e| tracing::warn!("speech recognition is off: {e}; speech steps fall back to keys"))
+    .ok()
+}
+
 enum TcpEvent {
     /// A connection is up; send its messages to `writer`.
     Connected {
@@ -201,6 +231,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         let _ = tts_tx.send(AppNote::Rendered(r));
     })
     .map_err(|e| ServeError::Ivr(e.to_string()))?;
+    let asr = start_recognizers(&config, &plans, &app_tx);
     let (reload_wake, reload_rx) = std::sync::mpsc::channel::<()>();
     let reloader = Reloader {
         interval: (config.ivr.reload_interval_ms > 0)
@@ -234,6 +265,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         tts_pool,
         store,
         recordings: data_dir.join("recordings"),
+        asr,
     };
     let mut app = CallApp::new(
         config.clone(),

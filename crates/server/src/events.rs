@@ -182,6 +182,45 @@ pub enum EventBody {
         /// Milliseconds the call waited for the speech.
         wait_ms: u64,
     },
+    /// The caller spoke during a prompt of a speech step: the media worker stopped it.
+    #[serde(rename = "speech.barge_in")]
+    SpeechBargeIn {},
+    /// The endpointer ended an utterance; it went to the recogniser pool (or, `refused`, it
+    /// did not: `queue_full`, `no_recognizer`, and the turn got "no match" at once).
+    #[serde(rename = "speech.ended")]
+    SpeechEnded {
+        /// The listening step.
+        step: String,
+        /// Speech length (onset to the last speech frame), ms.
+        speech_ms: u64,
+        /// Why it was not recognised.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        refused: Option<&'static str>,
+    },
+    /// A recognition of a speech turn came back.
+    #[serde(rename = "speech.recognized")]
+    SpeechRecognized {
+        /// What was heard, spoken digit strings redacted.
+        transcript: String,
+        /// The best hypothesis (`null`: nothing matched).
+        meaning: Option<frontdoor_ivr::SpeechMeaning>,
+        /// Its score 0..=1.
+        confidence: f64,
+        /// End of speech (the endpointer's decision on the media worker) → this result on the
+        /// SIP task, ms: the routing latency.
+        end_to_result_ms: u64,
+        /// Time the utterance waited for a recogniser, ms.
+        queue_ms: u64,
+        /// Time recognising, ms.
+        decode_ms: u64,
+        /// Audio recognised, ms.
+        audio_ms: u32,
+        /// The turn was over (a key, a hang-up): the result was dropped.
+        stale: bool,
+        /// The recogniser failed (the turn got "no match").
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// The IVR plays a prompt file.
     #[serde(rename = "ivr.play")]
     IvrPlay {

@@ -17,5 +17,6 @@ pub mod plans;
 pub mod ports;
 pub mod recording;
 pub mod screenpop;
+pub mod speech;
 pub mod store;
 pub mod tts;

@@ -24,12 +24,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use frontdoor_media::bridge::{Relay, RelayStats};
-use frontdoor_media::call::{MediaEvent, MediaSession, MediaStats, RxOutcome};
+use frontdoor_media::call::{ListenConfig, MediaEvent, MediaSession, MediaStats, RxOutcome};
 use frontdoor_media::dtmf::{Digit, DtmfSource};
 use frontdoor_media::latch::LatchMode;
 use frontdoor_media::prompt::Prompt;
 use frontdoor_media::record::RecordConfig;
 use frontdoor_media::rtp::{PayloadKind, parse_rtp};
+use frontdoor_media::vad::VadEvent;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nix::errno::Errno;
@@ -113,6 +114,16 @@ pub enum Command {
     /// Undo a bridge (either leg's key): both legs go back to prompts/silence.
     /// [`Note::Unbridged`] reports what was relayed. Removing a bridged leg unbridges too.
     Unbridge(LegKey),
+    /// Start a speech turn (`MediaSession::listen`): endpointing, and barge-in on the prompts
+    /// when `cfg.barge_in` is set. Send it before the step's `Play`. A new turn replaces one.
+    Listen {
+        /// Leg.
+        key: LegKey,
+        /// Endpointer and barge-in settings.
+        cfg: ListenConfig,
+    },
+    /// Drop the speech turn (a key was pressed, the step ended).
+    StopListening(LegKey),
 }
 
 /// What a worker reports.
@@ -179,6 +190,29 @@ pub enum Note {
         forward: RelayStats,
         /// What `peer` received and was sent on `key`.
         backward: RelayStats,
+    },
+    /// The caller started speaking in a speech turn (`barge_in`: it stopped a prompt).
+    SpeechStarted {
+        /// Leg.
+        key: LegKey,
+        /// Reported by the barge-in detector (the prompt was stopped).
+        barge_in: bool,
+    },
+    /// Nothing was said within the turn's no-input time.
+    SpeechNoInput {
+        /// Leg.
+        key: LegKey,
+    },
+    /// The endpointer ended an utterance: the audio for the recogniser.
+    Utterance {
+        /// Leg.
+        key: LegKey,
+        /// 8 kHz mono PCM (pre-roll, speech, a little trailing silence), moved out.
+        pcm: Vec<i16>,
+        /// When the worker saw the end-of-speech decision (the latency clock's start).
+        decided: Instant,
+        /// Speech length (onset to the end of the last speech frame), milliseconds.
+        speech_ms: u64,
     },
     /// A command named a leg that does not exist, or the leg's sockets failed.
     Failed {
@@ -277,7 +311,9 @@ impl MediaEngine {
             | Command::SetRemote(k, _)
             | Command::SetHold(k, _)
             | Command::Info(k, _, _)
-            | Command::SendDtmf(k, _) => (self.placement.get(k).copied(), None),
+            | Command::SendDtmf(k, _)
+            | Command::Listen { key: k, .. }
+            | Command::StopListening(k) => (self.placement.get(k).copied(), None),
         };
         if let Some(key) = remove {
             self.placement.remove(&key);
@@ -750,6 +786,12 @@ impl Worker {
                 },
                 now,
             ),
+            Command::Listen { key, cfg } => {
+                self.with_leg(key, |leg, _| leg.session.listen(cfg), now);
+            }
+            Command::StopListening(key) => {
+                self.with_leg(key, |leg, _| leg.session.stop_listening(), now);
+            }
             Command::Bridge(a, b) => self.bridge(a, b),
             Command::Unbridge(key) => {
                 if let Some(&idx) = self.by_key.get(&key) {
@@ -1183,8 +1225,23 @@ fn drain_events(leg: &mut Leg, notes: &UnboundedSender<Note>) {
             },
             MediaEvent::Latched(addr) => Note::Latched { key: leg.key, addr },
             MediaEvent::SsrcChanged(_) => continue,
-            // speech turns (`MediaSession::listen`) are not started by the server yet
-            MediaEvent::BargeIn { .. } | MediaEvent::Vad(_) => continue,
+            // the interpreter ignores a second `SpeechStarted` of the same turn
+            MediaEvent::BargeIn { .. } => Note::SpeechStarted {
+                key: leg.key,
+                barge_in: true,
+            },
+            MediaEvent::Vad(VadEvent::SpeechStarted { .. }) => Note::SpeechStarted {
+                key: leg.key,
+                barge_in: false,
+            },
+            MediaEvent::Vad(VadEvent::NoInput { .. }) => Note::SpeechNoInput { key: leg.key },
+            MediaEvent::Vad(VadEvent::SpeechEnded { start, end, .. }) => Note::Utterance {
+                key: leg.key,
+                // moved, not copied: the recogniser pool gets it through the SIP task
+                pcm: leg.session.take_utterance(),
+                decided: Instant::now(),
+                speech_ms: end.saturating_sub(start) / 8,
+            },
         };
         let _ = notes.send(note);
     }

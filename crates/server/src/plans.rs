@@ -65,6 +65,20 @@ impl Plans {
     pub fn names(&self) -> Vec<String> {
         self.set.plans().map(|p| p.name.clone()).collect()
     }
+
+    /// Whether any step takes speech input (the recogniser is loaded only then).
+    pub fn has_speech_steps(&self) -> bool {
+        use frontdoor_ivr::model::InputKind;
+        self.set.plans().any(|p| {
+            p.flows.values().any(|f| {
+                f.steps.values().any(|s| match &s.verb {
+                    Verb::Gather(g) => g.input.contains(&InputKind::Speech),
+                    Verb::Menu(m) => m.input.contains(&InputKind::Speech),
+                    _ => false,
+                })
+            })
+        })
+    }
 }
 
 /// Why a version could not be made ready.
