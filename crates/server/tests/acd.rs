@@ -232,7 +232,8 @@ fn position(events: &[serde_json::Value], pred: impl Fn(&serde_json::Value) -> b
 #[test]
 fn a_queued_caller_is_bridged_to_the_agent_who_answers_then_the_agent_wraps_up() {
     let pops = webhook_receiver(25326);
-    let screenpop = "[screenpop]\nurl = \"http://127.0.0.1:25326/pop\"\nsecret = \"pop-secret\"\n";
+    let screenpop = "[screenpop]\nurl = \"http://127.0.0.1:25326/pop\"\nsecret = \"pop-secret\"\n\
+                     url_base = \"http://desk.example/pop\"\n";
     let server = start(
         "acd-answer",
         25300,
