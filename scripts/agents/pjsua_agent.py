@@ -113,6 +113,8 @@ def main():
     ap.add_argument("--password", required=True)
     ap.add_argument("--realm", default="*")
     ap.add_argument("--port", type=int, required=True, help="local SIP UDP port")
+    ap.add_argument("--rtp-port", type=int, default=0,
+                    help="first local RTP port (0: PJSIP's default, 4000 up)")
     ap.add_argument("--answer-after", type=float, default=1.0)
     ap.add_argument("--talk", type=float, default=0.0,
                     help="hang up after this many seconds of talk (0: wait for BYE)")
@@ -156,6 +158,9 @@ def main():
     acfg.natConfig.viaRewriteUse = False
     acfg.natConfig.contactRewriteUse = False
     acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
+    if opts.rtp_port:
+        acfg.mediaConfig.transportConfig.port = opts.rtp_port
+        acfg.mediaConfig.transportConfig.portRange = 10
     acc = Agent(opts)
     acc.create(acfg)
 

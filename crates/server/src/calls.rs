@@ -39,7 +39,7 @@ use frontdoor_media::vad::VadConfig;
 use frontdoor_media::{PayloadType, Ssrc};
 use frontdoor_sip::message::{uri_socket_addr, uri_user};
 use frontdoor_sip::sdp::{Codec, Direction, LocalMedia, NegotiatedMedia};
-use frontdoor_sip::{CallHandle, EndCause, Transport, UaEvent, UserAgent};
+use frontdoor_sip::{CallHandle, EndCause, Presentation, Transport, UaEvent, UserAgent};
 use frontdoor_speech::Expectation;
 
 use crate::agents::Agents;
@@ -1220,6 +1220,7 @@ impl CallApp {
     /// telephone-event at 20 ms, with a ring timeout of `[bridge] timeout_s`. With `peer`, the
     /// new leg is bridged to it once answered. Fails (with the status the peer should get and
     /// a reason) when the URI has no IP-literal host, or no RTP port or call slot is free.
+    #[allow(clippy::too_many_arguments)]
     fn dial(
         &mut self,
         now: Instant,
@@ -1228,6 +1229,7 @@ impl CallApp {
         mode: Mode,
         peer: Option<CallHandle>,
         ring_timeout: Duration,
+        presentation: Presentation,
     ) -> Result<CallHandle, (u16, &'static str)> {
         let Some(destination) = uri_socket_addr(target) else {
             return Err((502, "invalid_target"));
@@ -1250,14 +1252,15 @@ impl CallApp {
             .and_then(|p| self.calls.get(&p))
             .map(|c| c.link.from_user.clone())
             .unwrap_or_default();
-        let leg = match ua.invite(now, target, destination, &from_user, &local) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::info!(%target, error = %e, "cannot place the outgoing call");
-                self.ports.release(port);
-                return Err((502, "invalid_target"));
-            }
-        };
+        let leg =
+            match ua.invite_presented(now, target, destination, &from_user, &local, presentation) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::info!(%target, error = %e, "cannot place the outgoing call");
+                    self.ports.release(port);
+                    return Err((502, "invalid_target"));
+                }
+            };
         let call_id: Arc<str> = Arc::from(ua.call_id(leg).unwrap_or_default());
         let peer_call_id = peer
             .and_then(|p| self.calls.get(&p))
@@ -1307,7 +1310,15 @@ impl CallApp {
     /// Dials the bridge target of `call`; a failure to place the leg fails `call` at once.
     fn dial_for(&mut self, now: Instant, ua: &mut UserAgent, call: CallHandle, target: &str) {
         let timeout = self.config.bridge.timeout();
-        match self.dial(now, ua, target, Mode::Leg, Some(call), timeout) {
+        match self.dial(
+            now,
+            ua,
+            target,
+            Mode::Leg,
+            Some(call),
+            timeout,
+            Presentation::default(),
+        ) {
             Ok(leg) => {
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.link.peer = Some(leg);
@@ -1600,7 +1611,15 @@ impl CallApp {
         };
         let wants_bridge = bridge_to.is_some();
         let timeout = self.config.bridge.timeout();
-        match self.dial(now, ua, &o.target, mode, None, timeout) {
+        match self.dial(
+            now,
+            ua,
+            &o.target,
+            mode,
+            None,
+            timeout,
+            Presentation::default(),
+        ) {
             Ok(first) => {
                 if let Some(c) = self.calls.get_mut(&first) {
                     c.link.bridge_to = bridge_to;
@@ -2141,7 +2160,15 @@ impl CallApp {
             Action::Transfer { to, timeout } => {
                 // A B2BUA leg, bridged when answered (`TransferResult` comes from `bridged` or
                 // `bridge_failed`).
-                match self.dial(now, ua, &to, Mode::Leg, Some(call), timeout) {
+                match self.dial(
+                    now,
+                    ua,
+                    &to,
+                    Mode::Leg,
+                    Some(call),
+                    timeout,
+                    Presentation::default(),
+                ) {
                     Ok(leg) => {
                         if let Some(c) = self.calls.get_mut(&call) {
                             c.link.peer = Some(leg);
@@ -2532,9 +2559,11 @@ impl CallApp {
             );
         let placed = match &contact {
             None => Err("not_registered"),
-            Some(uri) => self
-                .dial(now, ua, uri, Mode::Leg, Some(caller), ring)
-                .map_err(|(_, reason)| reason),
+            Some(uri) => {
+                let presentation = self.presentation(caller, &pop);
+                self.dial(now, ua, uri, Mode::Leg, Some(caller), ring, presentation)
+                    .map_err(|(_, reason)| reason)
+            }
         };
         if let Some(w) = &self.webhook {
             // Never waits: a full queue drops the pop (and says so).
@@ -2593,6 +2622,31 @@ impl CallApp {
                     let _ = d.handle(now, AcdEvent::OfferRefused { agent, entry });
                 }
             }
+        }
+    }
+
+    /// How the agent's phone shows the caller: the customer's name (else the number) as the
+    /// display name, and a `Call-Info` link to the screen pop with `[screenpop] url_base`.
+    fn presentation(&self, caller: CallHandle, pop: &ScreenPop) -> Presentation {
+        let name = self
+            .calls
+            .get(&caller)
+            .and_then(|c| c.ivr.as_ref())
+            .and_then(|i| i.profile.customer.as_ref())
+            .map(|c| c.name.clone())
+            .or_else(|| pop.caller_number.clone())
+            .unwrap_or_default();
+        let headers = self
+            .config
+            .screenpop
+            .url_base
+            .as_deref()
+            .and_then(|base| crate::screenpop::call_info(base, &pop.call_id))
+            .map(|v| vec![("Call-Info".to_owned(), v)])
+            .unwrap_or_default();
+        Presentation {
+            display_name: crate::screenpop::sip_display_name(&name, 40),
+            headers,
         }
     }
 

@@ -94,6 +94,8 @@ pub struct ScreenPopSection {
     pub backoff_ms: u64,
     /// Per-request timeout, seconds.
     pub timeout_s: u64,
+    /// Base URL of the screen pop page: agents' phones get `Call-Info: <BASE/CALL-ID>`.
+    pub url_base: Option<String>,
 }
 
 impl Default for ScreenPopSection {
@@ -104,6 +106,7 @@ impl Default for ScreenPopSection {
             attempts: 3,
             backoff_ms: 500,
             timeout_s: 5,
+            url_base: None,
         }
     }
 }

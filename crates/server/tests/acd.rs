@@ -3,7 +3,7 @@
 //! by the engine, answered and bridged with the caller; the caller hanging up while the agent
 //! rings cancels the agent leg; without agents logged in the step's `on_failure` runs.
 //!
-//! Ports: SIP 25300-25303, SIPp/API/webhook 25320-25327, media 27000-27199.
+//! Ports: SIP 25300-25304, SIPp/pjsua/API/webhook 25320-25329, media 27000-27199.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -232,11 +232,12 @@ fn position(events: &[serde_json::Value], pred: impl Fn(&serde_json::Value) -> b
 #[test]
 fn a_queued_caller_is_bridged_to_the_agent_who_answers_then_the_agent_wraps_up() {
     let pops = webhook_receiver(25326);
-    let screenpop = "[screenpop]\nurl = \"http://127.0.0.1:25326/pop\"\nsecret = \"pop-secret\"\n";
+    let screenpop = "[screenpop]\nurl = \"http://127.0.0.1:25326/pop\"\nsecret = \"pop-secret\"\n\
+                     url_base = \"http://desk.example/pop\"\n";
     let server = start(
         "acd-answer",
         25300,
-        (27000, 27049),
+        (27000, 27019),
         &format!("{screenpop}{}", config(10.0, true)),
     );
     register(&server, 25320, 27050);
@@ -329,7 +330,7 @@ fn a_caller_hanging_up_while_the_agent_rings_cancels_the_agent_leg() {
     let server = start(
         "acd-cancel",
         25301,
-        (27100, 27149),
+        (27100, 27119),
         &format!("{api}{}", config(20.0, false)),
     );
     let (status, body) = http(25325, "POST", "/api/v1/agents/a1/login");
@@ -376,7 +377,7 @@ fn a_caller_hanging_up_while_the_agent_rings_cancels_the_agent_leg() {
 
 #[test]
 fn without_agents_logged_in_the_enqueue_step_fails_to_its_on_failure() {
-    let server = start("acd-empty", 25302, (27190, 27199), &config(10.0, false));
+    let server = start("acd-empty", 25302, (27190, 27193), &config(10.0, false));
     // The engine hangs up after the on_failure step: a caller that waits for the BYE.
     sipp(
         &server,
@@ -414,7 +415,7 @@ fn a_waiting_caller_hears_its_position_while_an_unregistered_agent_is_skipped() 
         "wrap_up_s = 30.0\n",
         "wrap_up_s = 30.0\nannounce_every_s = 1.0\n",
     );
-    let server = start("acd-wait", 25303, (27150, 27159), &cfg);
+    let server = start("acd-wait", 25303, (27120, 27129), &cfg);
     caller(&server, "wait", 25327, 27170, 3500);
     server.wait_event(Duration::from_secs(10), |e| e["type"] == "acd.abandoned");
     let events = server.events();
@@ -442,4 +443,125 @@ fn a_waiting_caller_hears_its_position_while_an_unregistered_agent_is_skipped() 
     let ab = of_type(&events, "acd.abandoned");
     assert_eq!(ab[0]["reason"], "hung_up");
     assert!(ab[0]["waited_ms"].as_u64().unwrap() >= 2000);
+}
+
+/// The pjsua2 softphone's Python, installed by scripts/setup under the target directory.
+fn pjsua_python() -> PathBuf {
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let python = target.join("pjsua-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup (it installs pjsua2-python into <target>/pjsua-venv)",
+        python.display()
+    );
+    python
+}
+
+/// RMS of the 16-bit PCM samples of a WAV's `data` chunk.
+fn wav_rms(path: &std::path::Path) -> f64 {
+    let bytes = std::fs::read(path).unwrap();
+    let at = bytes
+        .windows(4)
+        .position(|w| w == b"data")
+        .expect("a data chunk");
+    let pcm = &bytes[at + 8..];
+    let n = pcm.len() / 2;
+    assert!(n > 8000, "at least half a second recorded ({n} samples)");
+    let sum: f64 = pcm
+        .chunks_exact(2)
+        .map(|c| f64::from(i16::from_le_bytes([c[0], c[1]])).powi(2))
+        .sum();
+    (sum / n as f64).sqrt()
+}
+
+/// A real softphone as the agent: pjsua2 (PJSIP 2.15) registers with SHA-256 digest, is offered
+/// the queued caller (display name and Call-Info shown), answers after 1 s and plays a prompt
+/// while recording what it hears: the caller's tone reaches its recording, its audio reaches
+/// the caller through the bridge.
+#[test]
+fn a_pjsua2_softphone_agent_answers_the_queued_caller_with_audio_both_ways() {
+    let cfg = config(10.0, true).replace(
+        "auth_algorithms = [\"MD5\"]",
+        "auth_algorithms = [\"SHA-256\", \"MD5\"]",
+    );
+    let cfg = format!("[screenpop]\nurl_base = \"http://desk.example/pop\"\n{cfg}");
+    let server = start("acd-pjsua", 25304, (27020, 27039), &cfg);
+    let heard = server.dir.join("heard.wav");
+    let script = common::repo_root().join("scripts/agents/pjsua_agent.py");
+    let play = common::repo_root().join("prompts/welcome.wav");
+    let agent = Command::new(pjsua_python())
+        .arg(script)
+        .args(["--registrar", "127.0.0.1:25304", "--user", "agent1"])
+        .args([
+            "--password",
+            "secret-1",
+            "--port",
+            "25328",
+            "--rtp-port",
+            "27040",
+        ])
+        .args(["--answer-after", "1", "--calls", "1", "--timeout", "40"])
+        .arg("--play")
+        .arg(&play)
+        .arg("--record")
+        .arg(&heard)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run the pjsua2 agent");
+    let reg = server.wait_event(Duration::from_secs(20), |e| {
+        e["type"] == "agent.registered" && e["agent"] == "a1"
+    });
+    assert_eq!(reg["auth"], "SHA-256");
+    caller(&server, "pjsua", 25329, 27090, 5000);
+    let out = agent.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    // The script's verdict: its `done` line (pjsua2-python may crash in libDestroy after it,
+    // so the process exit status says nothing about the call).
+    let done = lines
+        .iter()
+        .find(|e| e["event"] == "done")
+        .unwrap_or_else(|| {
+            panic!(
+                "pjsua2 agent ({:?}): {stdout}
+{}",
+                out.status,
+                server.log()
+            )
+        });
+    assert_eq!(done["status"], 0, "{stdout}");
+    assert_eq!(done["answered"], 1, "{stdout}");
+    assert_eq!(done["ended"], 1, "{stdout}");
+    let incoming = lines.iter().find(|e| e["event"] == "incoming").unwrap();
+    assert!(
+        incoming["remote"]
+            .as_str()
+            .unwrap()
+            .starts_with("\"+14155550123\" <sip:"),
+        "{incoming}"
+    );
+    assert!(
+        incoming["call_info"]
+            .as_str()
+            .unwrap()
+            .starts_with("<http://desk.example/pop/"),
+        "{incoming}"
+    );
+    assert!(lines.iter().any(|e| e["event"] == "answered"));
+    let events = server.events();
+    assert_eq!(of_type(&events, "acd.answered").len(), 1);
+    let u = of_type(&events, "bridge.unbridged")[0];
+    for k in ["audio_in", "audio_out", "peer_audio_in", "peer_audio_out"] {
+        assert!(u[k].as_u64().unwrap() > 50, "{k} = {} in {u}", u[k]);
+    }
+    // The caller's 440 Hz tone (amplitude 3000, RMS ~2100) reached the agent's recording.
+    let rms = wav_rms(&heard);
+    assert!(rms > 500.0, "the agent heard the caller: RMS {rms:.0}");
 }

@@ -77,6 +77,6 @@ pub mod ua;
 
 pub use dialog::{Branch, CallId, DialogId};
 pub use ua::{
-    CallHandle, EndCause, ServerTx, Transmit, Transport, UaConfig, UaError, UaEvent, UaStats,
-    UserAgent,
+    CallHandle, EndCause, Presentation, ServerTx, Transmit, Transport, UaConfig, UaError, UaEvent,
+    UaStats, UserAgent,
 };

@@ -277,6 +277,41 @@ pub enum UaError {
     /// No such pending server transaction (already answered or ended).
     #[error("unknown server transaction")]
     UnknownTransaction,
+    /// A display name or extra header that cannot go into a request (line breaks, a name
+    /// that is not a token, a display name that is not a quoted-string).
+    #[error("invalid header: {0}")]
+    InvalidHeader(String),
+}
+
+/// How an outgoing INVITE presents the caller (see [`UserAgent::invite_presented`]).
+#[derive(Debug, Clone, Default)]
+pub struct Presentation {
+    /// RFC 3261 quoted-string (with its quotes) put before the From URI.
+    pub display_name: Option<String>,
+    /// Extra headers (e.g. `Call-Info`), kept for a re-sent INVITE after a 401/407.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Presentation {
+    fn check(&self) -> Result<(), UaError> {
+        let no_breaks = |v: &str| !v.contains(['\r', '\n', '\0']);
+        if let Some(d) = &self.display_name {
+            let quoted = d.len() >= 2 && d.starts_with('"') && d.ends_with('"');
+            if !quoted || !no_breaks(d) {
+                return Err(UaError::InvalidHeader("display name".into()));
+            }
+        }
+        for (name, value) in &self.headers {
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
+            if !token || !no_breaks(value) {
+                return Err(UaError::InvalidHeader(name.clone()));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Counters.
@@ -450,6 +485,8 @@ struct UacInfo {
     credentials: Option<ClientCredentials>,
     /// Authorized INVITEs sent so far.
     auth_attempts: u8,
+    /// Extra headers of the INVITE.
+    extra_headers: Vec<(String, String)>,
 }
 
 /// Most INVITEs with credentials per call (stale nonces may need more than one).
@@ -466,6 +503,7 @@ struct InviteParts<'a> {
     max_forwards: u8,
     body: &'a [u8],
     auth: Option<(&'a str, &'a str)>,
+    extra: &'a [(String, String)],
 }
 
 #[derive(Debug)]
@@ -1006,6 +1044,52 @@ impl UserAgent {
         local: &LocalMedia,
         max_forwards: u8,
     ) -> Result<CallHandle, UaError> {
+        let plain = Presentation::default();
+        self.invite_inner(
+            now,
+            target_uri,
+            destination,
+            from_user,
+            local,
+            max_forwards,
+            plain,
+        )
+    }
+
+    /// Like [`Self::invite`], with a display name in From and extra headers (an ACD offer to
+    /// an agent's phone: the caller's name and a `Call-Info` link to the screen pop).
+    pub fn invite_presented(
+        &mut self,
+        now: Instant,
+        target_uri: &str,
+        destination: SocketAddr,
+        from_user: &str,
+        local: &LocalMedia,
+        presentation: Presentation,
+    ) -> Result<CallHandle, UaError> {
+        presentation.check()?;
+        self.invite_inner(
+            now,
+            target_uri,
+            destination,
+            from_user,
+            local,
+            70,
+            presentation,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn invite_inner(
+        &mut self,
+        now: Instant,
+        target_uri: &str,
+        destination: SocketAddr,
+        from_user: &str,
+        local: &LocalMedia,
+        max_forwards: u8,
+        presentation: Presentation,
+    ) -> Result<CallHandle, UaError> {
         if !(target_uri.starts_with("sip:") || target_uri.starts_with("sips:"))
             || target_uri.contains(char::is_whitespace)
         {
@@ -1023,10 +1107,15 @@ impl UserAgent {
         } else {
             from_user
         };
+        let display = presentation
+            .display_name
+            .map(|d| format!("{d} "))
+            .unwrap_or_default();
         let from_header = format!(
-            "<sip:{}@{}>;tag={}",
+            "{display}<sip:{}@{}>;tag={}",
             from_user, self.cfg.contact_host, local_tag
         );
+        let extra_headers = presentation.headers;
         let to_header = format!("<{target_uri}>");
         let parts = InviteParts {
             uri: target_uri,
@@ -1038,6 +1127,7 @@ impl UserAgent {
             max_forwards,
             body: &body,
             auth: None,
+            extra: &extra_headers,
         };
         let (mut bytes, mut via) = self.build_invite(&parts, Transport::Udp, &branch);
         let mut transport = Transport::Udp;
@@ -1110,6 +1200,7 @@ impl UserAgent {
                     body,
                     credentials: None,
                     auth_attempts: 0,
+                    extra_headers,
                 })),
             },
         );
@@ -1138,6 +1229,9 @@ impl UserAgent {
             .header("Allow", ALLOW)
             .header("Supported", SUPPORTED);
         if let Some((name, value)) = p.auth {
+            b = b.header(name, value);
+        }
+        for (name, value) in p.extra {
             b = b.header(name, value);
         }
         if !self.cfg.user_agent.is_empty() {
@@ -1209,6 +1303,7 @@ impl UserAgent {
             max_forwards: u.max_forwards,
             body: &u.body,
             auth: Some((cred_name, &authz)),
+            extra: &u.extra_headers,
         };
         let (mut bytes, mut via) = self.build_invite(&parts, transport, &branch);
         if bytes.len() > self.cfg.mtu && transport == Transport::Udp {

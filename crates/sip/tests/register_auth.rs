@@ -914,3 +914,87 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_presented_invite_keeps_its_display_name_and_call_info_across_an_auth_retry() {
+    let (mut ua, t0) = common::ua();
+    let mut carrier = digest_server(t0, vec![Algorithm::Md5]);
+    let presentation = frontdoor_sip::Presentation {
+        display_name: Some("\"Alice \\\"A\\\" Smith\"".into()),
+        headers: vec![(
+            "Call-Info".into(),
+            "<http://desk.example/pop/x>;purpose=info".into(),
+        )],
+    };
+    let call = ua
+        .invite_presented(
+            t0,
+            "sip:agent1@10.0.0.2:5062",
+            peer(),
+            "frontdoor",
+            &local_media(),
+            presentation,
+        )
+        .unwrap();
+    ua.set_call_credentials(call, trunk_creds()).unwrap();
+    let inv1 = req_of(&drain(&mut ua)[0]);
+    let header = |r: &frontdoor_sip::message::Request, name: &str| {
+        r.headers
+            .0
+            .iter()
+            .find(|h| h.name.matches(name))
+            .map(|h| h.value.clone())
+    };
+    let from = header(&inv1, "From").unwrap();
+    assert!(
+        from.starts_with("\"Alice \\\"A\\\" Smith\" <sip:frontdoor@"),
+        "{from}"
+    );
+    assert_eq!(
+        header(&inv1, "Call-Info").as_deref(),
+        Some("<http://desk.example/pop/x>;purpose=info")
+    );
+    send(
+        &mut ua,
+        t0,
+        &challenge_response(&inv1, 407, &carrier.challenges(t0, false)),
+    );
+    let out = drain(&mut ua);
+    let inv2 = req_of(&out[1]);
+    assert_eq!(inv2.cseq().seq, 2);
+    assert_eq!(header(&inv2, "From"), Some(from));
+    assert_eq!(header(&inv2, "Call-Info"), header(&inv1, "Call-Info"));
+    // Values that would break the request are refused, nothing is sent.
+    for bad in [
+        frontdoor_sip::Presentation {
+            display_name: Some("\"x\"\r\nVia: evil".into()),
+            headers: vec![],
+        },
+        frontdoor_sip::Presentation {
+            display_name: Some("no quotes".into()),
+            headers: vec![],
+        },
+        frontdoor_sip::Presentation {
+            display_name: None,
+            headers: vec![("Call Info".into(), "x".into())],
+        },
+        frontdoor_sip::Presentation {
+            display_name: None,
+            headers: vec![("Call-Info".into(), "a\r\nb".into())],
+        },
+    ] {
+        let r = ua.invite_presented(
+            t0,
+            "sip:agent1@10.0.0.2:5062",
+            peer(),
+            "frontdoor",
+            &local_media(),
+            bad,
+        );
+        assert!(
+            matches!(r, Err(frontdoor_sip::UaError::InvalidHeader(_))),
+            "{r:?}"
+        );
+    }
+    assert!(drain(&mut ua).is_empty());
+}
