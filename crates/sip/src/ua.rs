@@ -1143,20 +1143,12 @@ impl UserAgent {
             cseq: 1,
             routes: vec![],
         };
-        let mut out = std::mem::take(&mut self.scratch);
-        out.clear();
-        let m = InviteClient::new(
+        let (id, mut out) = self.start_invite_tx(
             now,
             bytes,
             ack,
-            transport.is_reliable(),
-            self.timers,
-            &mut out,
-        );
-        let id = self.insert_tx(
-            AnyKey::Client(ClientKey(branch.clone(), Method::Invite)),
-            Machine::Ict(m),
             transport,
+            branch.clone(),
             destination,
             Some(handle),
             Purpose::Invite,
@@ -1322,20 +1314,12 @@ impl UserAgent {
             return false;
         };
         let dest = c.peer;
-        let mut out = std::mem::take(&mut self.scratch);
-        out.clear();
-        let m = InviteClient::new(
+        let (id, mut out) = self.start_invite_tx(
             now,
             bytes,
             ack,
-            transport.is_reliable(),
-            self.timers,
-            &mut out,
-        );
-        let id = self.insert_tx(
-            AnyKey::Client(ClientKey(branch.clone(), Method::Invite)),
-            Machine::Ict(m),
             transport,
+            branch.clone(),
             dest,
             Some(call),
             Purpose::Invite,
@@ -1452,20 +1436,12 @@ impl UserAgent {
                 ack: None,
             }));
         }
-        let mut out = std::mem::take(&mut self.scratch);
-        out.clear();
-        let m = InviteClient::new(
+        let (id, mut out) = self.start_invite_tx(
             now,
             bytes,
             ack,
-            transport.is_reliable(),
-            self.timers,
-            &mut out,
-        );
-        let id = self.insert_tx(
-            AnyKey::Client(ClientKey(branch, Method::Invite)),
-            Machine::Ict(m),
             transport,
+            branch,
             dest,
             Some(call),
             Purpose::Reinvite,
@@ -1484,6 +1460,43 @@ impl UserAgent {
             destination,
             payload,
         });
+    }
+
+    /// Starts an INVITE client transaction (a new INVITE, one re-sent with credentials, or a
+    /// re-INVITE). Returns its id and the machine's first actions: apply them with
+    /// [`Self::apply_actions`] once the call's state is updated, then give the vector back
+    /// to `self.scratch`.
+    #[allow(clippy::too_many_arguments)]
+    fn start_invite_tx(
+        &mut self,
+        now: Instant,
+        bytes: Bytes,
+        ack: AckTemplate,
+        transport: Transport,
+        branch: Branch,
+        dest: SocketAddr,
+        call: Option<CallHandle>,
+        purpose: Purpose,
+    ) -> (TxId, Vec<TxAction>) {
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        let m = InviteClient::new(
+            now,
+            bytes,
+            ack,
+            transport.is_reliable(),
+            self.timers,
+            &mut out,
+        );
+        let id = self.insert_tx(
+            AnyKey::Client(ClientKey(branch, Method::Invite)),
+            Machine::Ict(m),
+            transport,
+            dest,
+            call,
+            purpose,
+        );
+        (id, out)
     }
 
     fn insert_tx(
