@@ -1453,6 +1453,13 @@ impl UserAgent {
 
     // ----- plumbing -----
 
+    /// A retransmitted 2xx to an INVITE (or re-INVITE) of ours: the same ACK again.
+    fn resend_ack(&mut self, transport: Transport, peer: SocketAddr, ack: Bytes) {
+        self.stats.retransmissions_received += 1;
+        self.stats.retransmissions_sent += 1;
+        self.emit(transport, peer, ack);
+    }
+
     fn emit(&mut self, transport: Transport, destination: SocketAddr, payload: Bytes) {
         self.stats.messages_out += 1;
         self.transmits.push_back(Transmit {
@@ -2574,9 +2581,7 @@ impl UserAgent {
         // 2xx: first one creates the dialog; retransmissions get the same ACK again.
         if let Some(ack) = &u.ack {
             let (t, p, a) = (c.transport, c.peer, ack.clone());
-            self.stats.retransmissions_received += 1;
-            self.stats.retransmissions_sent += 1;
-            self.emit(t, p, a);
+            self.resend_ack(t, p, a);
             return;
         }
         let dialog = match Dialog::new_uac(&u.from_header, &c.local_tag, u.invite_seq, &resp) {
@@ -2647,9 +2652,7 @@ impl UserAgent {
         }
         if let Some(ack) = &r.ack {
             let (t, p, a) = (c.transport, c.peer, ack.clone());
-            self.stats.retransmissions_received += 1;
-            self.stats.retransmissions_sent += 1;
-            self.emit(t, p, a);
+            self.resend_ack(t, p, a);
             return;
         }
         let seq = r.seq;
