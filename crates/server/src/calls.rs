@@ -54,6 +54,9 @@ use crate::screenpop::ScreenPop;
 use crate::speech::{RecognizerPool, SpeechDone, SpeechJob};
 use crate::store::{StoreReply, StoreRequest, StoreThread, caller_info};
 use crate::tts::{Rendered, Tts, TtsPool};
+mod agent_phone;
+mod features;
+
 use frontdoor_acd::{
     Action as AcdAction, AgentId, CancelReason, EntryId, EntryKind, EntryStatus, Event as AcdEvent,
 };
@@ -130,6 +133,9 @@ enum Mode {
     Leg,
     /// A dialplan flow through the IVR interpreter.
     Ivr,
+    /// A feature code dialed from an agent's phone (`calls/features.rs`): a confirmation tone,
+    /// then BYE.
+    Feature,
 }
 
 /// A flow call waiting for its caller lookup.
@@ -325,6 +331,12 @@ pub struct CallApp {
     announce_lang: HashMap<u64, String>,
     /// The recogniser pool of speech turns.
     asr: Option<RecognizerPool>,
+    /// Agent legs ringing in parallel for an offer (one per registered contact of the agent:
+    /// `calls/agent_phone.rs`).
+    forks: HashMap<EntryId, Vec<CallHandle>>,
+    /// Incoming calls authenticated as feature codes whose state change succeeded: answered
+    /// with a confirmation tone (`calls/features.rs`).
+    feature_calls: std::collections::HashSet<CallHandle>,
 }
 
 impl CallApp {
@@ -360,6 +372,8 @@ impl CallApp {
             .map_or_else(|| ivr.recordings.join("calls"), PathBuf::from);
         Self {
             desk: None,
+            forks: HashMap::new(),
+            feature_calls: std::collections::HashSet::new(),
             entries: HashMap::new(),
             queue_timers: BinaryHeap::new(),
             webhook: None,
@@ -760,7 +774,7 @@ impl CallApp {
                 );
                 let acd_took_it = c
                     .acd
-                    .is_some_and(|role| self.acd_call_ended(now, &c, role, &cause));
+                    .is_some_and(|role| self.acd_call_ended(now, call, &c, role, &cause));
                 if let Some(peer) = c.link.peer.filter(|_| !acd_took_it) {
                     self.peer_ended(now, ua, peer, &c, cause);
                 }
@@ -810,18 +824,25 @@ impl CallApp {
                 },
             },
         );
-        let mut refuse = if !self.config.trunks.allows(source.ip()) {
+        // An agent's authenticated feature code (the trunk allow-list is for carriers).
+        let feature = self.feature_calls.remove(&call);
+        let mut refuse = if !feature && !self.config.trunks.allows(source.ip()) {
             Some((403, "source not in trunk allow-list"))
         } else if self.calls.len() >= self.config.calls.max_calls {
             Some((503, "max_calls reached"))
         } else {
             None
         };
-        let route = self.plans.set.route(&number, None);
+        let route = if feature {
+            None
+        } else {
+            self.plans.set.route(&number, None)
+        };
         let mut ring_first = false;
         let mut pending_flow = None;
         let mut bridge_to = None;
         let mode = match route {
+            None if feature => Mode::Feature,
             None => {
                 refuse = refuse.or(Some((404, "no route for the number")));
                 Mode::Answer
@@ -1030,6 +1051,14 @@ impl CallApp {
             }
             // Silence until the bridge is up (`try_bridge` below).
             Mode::Bridge | Mode::Leg => {}
+            Mode::Feature => {
+                // The state changed: a short tone, then `PromptDone` hangs up.
+                self.media.send(Command::Play(
+                    call.0,
+                    DRIVER_PLAYBACK,
+                    vec![self.beep.clone()],
+                ));
+            }
             Mode::Answer | Mode::Digits => {
                 if mode == Mode::Answer {
                     self.media
@@ -1134,6 +1163,13 @@ impl CallApp {
                 let Some(c) = self.calls.get_mut(&call) else {
                     return;
                 };
+                if c.mode == Mode::Feature {
+                    c.hangup_cause = Some("feature_done");
+                    if let Err(e) = ua.hangup(now, call) {
+                        tracing::debug!(error = %e, "hangup after a feature code");
+                    }
+                    return;
+                }
                 if c.mode == Mode::Ivr && id != DRIVER_ANNOUNCE {
                     let mut after = None;
                     if let Some(ivr) = c.ivr.as_mut() {
@@ -1395,6 +1431,8 @@ impl CallApp {
     /// A call's media just started: dial its bridge target (an answered outgoing call with
     /// `bridge_to`), answer its unanswered peer, or bridge.
     fn leg_up(&mut self, now: Instant, ua: &mut UserAgent, call: CallHandle) {
+        // An agent's phone answered an offer: its other phones stop ringing.
+        self.fork_won(now, ua, call);
         let Some(c) = self.calls.get(&call) else {
             return;
         };
@@ -2256,6 +2294,14 @@ impl CallApp {
         if !desk.staffed(queue) {
             return Err("no agents logged in");
         }
+        // The step's `skills` by name → the core's requirements (docs/acd.md "Skills").
+        let requirements = desk.requirements(&req.skills);
+        if requirements
+            .as_deref()
+            .is_some_and(|r| !desk.staffed_for(queue, r))
+        {
+            return Err("no skilled agent logged in");
+        }
         let entry = EntryId(call.0);
         let class = if req.vip {
             req.priority.max(vip_class)
@@ -2266,6 +2312,7 @@ impl CallApp {
             now,
             AcdEvent::Enqueue(frontdoor_acd::Enqueue {
                 class,
+                requirements,
                 ..frontdoor_acd::Enqueue::live(entry, queue)
             }),
         )
@@ -2301,6 +2348,7 @@ impl CallApp {
                 queue: req.queue.clone(),
                 entry: entry.0,
                 class,
+                skills: req.skills.clone(),
             },
         );
         Ok(())
@@ -2391,6 +2439,7 @@ impl CallApp {
                         tracing::debug!(error = %e, "cancel of a withdrawn offer");
                     }
                 }
+                self.forks.remove(&entry);
                 if let Some(c) = self.entries.get(&entry).and_then(|h| self.calls.get_mut(h)) {
                     c.link.peer = None;
                 }
@@ -2544,7 +2593,11 @@ impl CallApp {
             .find(|a| a.id == name)
             .map(|a| a.username.clone())
             .unwrap_or_default();
-        let contact = agents.contacts(&username).first().map(|b| b.uri.clone());
+        let contacts: Vec<String> = agents
+            .contacts(&username)
+            .iter()
+            .map(|b| b.uri.clone())
+            .collect();
         let pop = self.screen_pop(caller, &name, queue, now);
         let call_id = self.calls.get(&caller).map(|c| c.call_id.clone());
         let ring = self
@@ -2557,14 +2610,8 @@ impl CallApp {
                 // The ACD withdraws the offer first (CancelOffer); this is a safety net.
                 |s| Duration::from_secs_f64(s.clamp(0.0, 3600.0)) + Duration::from_secs(2),
             );
-        let placed = match &contact {
-            None => Err("not_registered"),
-            Some(uri) => {
-                let presentation = self.presentation(caller, &pop);
-                self.dial(now, ua, uri, Mode::Leg, Some(caller), ring, presentation)
-                    .map_err(|(_, reason)| reason)
-            }
-        };
+        // Every registered contact rings at once (forking); the first to answer wins.
+        let placed = self.ring_contacts(now, ua, caller, &contacts, ring, &pop);
         if let Some(w) = &self.webhook {
             // Never waits: a full queue drops the pop (and says so).
             if !w.send(&pop) {
@@ -2577,32 +2624,40 @@ impl CallApp {
                 );
             }
         }
-        let leg_call_id = placed
-            .ok()
-            .and_then(|leg| self.calls.get(&leg))
-            .map(|c| c.call_id.to_string());
+        let leg_call_ids: Vec<String> = placed
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|leg| self.calls.get(leg))
+            .map(|c| c.call_id.to_string())
+            .collect();
         self.events.emit(
             call_id.as_ref(),
             EventBody::AcdOffered {
                 entry: entry.0,
                 agent: name.clone(),
-                contact,
-                leg_call_id,
+                contact: contacts.first().cloned(),
+                leg_call_id: leg_call_ids.first().cloned(),
+                contacts,
+                leg_call_ids,
                 screen_pop: Box::new(pop),
             },
         );
         match placed {
-            Ok(leg) => {
-                if let Some(c) = self.calls.get_mut(&leg) {
-                    c.acd = Some(AcdRole::Agent {
-                        entry,
-                        agent,
-                        answered: false,
-                    });
+            Ok(legs) => {
+                for &leg in &legs {
+                    if let Some(c) = self.calls.get_mut(&leg) {
+                        c.acd = Some(AcdRole::Agent {
+                            entry,
+                            agent,
+                            answered: false,
+                        });
+                    }
                 }
                 if let Some(c) = self.calls.get_mut(&caller) {
-                    c.link.peer = Some(leg);
+                    c.link.peer = legs.first().copied();
                 }
+                self.forks.insert(entry, legs);
             }
             Err(reason) => {
                 self.events.emit(
@@ -2627,16 +2682,8 @@ impl CallApp {
 
     /// How the agent's phone shows the caller: the customer's name (else the number) as the
     /// display name, and a `Call-Info` link to the screen pop with `[screenpop] url_base`.
-    fn presentation(&self, caller: CallHandle, pop: &ScreenPop) -> Presentation {
-        let name = self
-            .calls
-            .get(&caller)
-            .and_then(|c| c.ivr.as_ref())
-            .and_then(|i| i.profile.customer.as_ref())
-            .map(|c| c.name.clone())
-            .or_else(|| pop.caller_number.clone())
-            .unwrap_or_default();
-        let headers = self
+    fn presentation(&self, pop: &ScreenPop) -> Presentation {
+        let mut headers: Vec<(String, String)> = self
             .config
             .screenpop
             .url_base
@@ -2644,8 +2691,12 @@ impl CallApp {
             .and_then(|base| crate::screenpop::call_info(base, &pop.call_id))
             .map(|v| vec![("Call-Info".to_owned(), v)])
             .unwrap_or_default();
+        headers.push((
+            crate::screenpop::POP_HEADER.to_owned(),
+            crate::screenpop::pop_header(pop),
+        ));
         Presentation {
-            display_name: crate::screenpop::sip_display_name(&name, 40),
+            display_name: crate::screenpop::sip_display_name(&crate::screenpop::desk_name(pop), 40),
             headers,
         }
     }
@@ -2661,12 +2712,11 @@ impl CallApp {
         let Some(c) = self.calls.get(&caller) else {
             return ScreenPop::default();
         };
-        let summary = c.ivr.as_ref().map(|i| i.call.summary());
         let waited = match c.acd {
             Some(AcdRole::Caller { since, .. }) => now.saturating_duration_since(since),
             _ => Duration::ZERO,
         };
-        ScreenPop {
+        let mut pop = ScreenPop {
             call_id: c.call_id.to_string(),
             agent: agent.to_owned(),
             queue: self
@@ -2676,10 +2726,13 @@ impl CallApp {
                 .unwrap_or_default()
                 .to_owned(),
             caller_number: Some(c.link.from_user.clone()).filter(|u| !u.is_empty()),
-            ivr_path: summary.map(|s| s.path.clone()).unwrap_or_default(),
             waited_s: waited.as_secs(),
             ..ScreenPop::default()
+        };
+        if let Some(ivr) = c.ivr.as_ref() {
+            crate::screenpop::add_ivr_context(&mut pop, &ivr.profile, ivr.call.summary());
         }
+        pop
     }
 
     /// `leg` is bridged with `caller`: when it is an agent leg of the ACD, the offer was
@@ -2741,13 +2794,32 @@ impl CallApp {
 
     /// A call with an ACD role ended. Returns true when the ACD handled its peer (an agent
     /// leg that never answered: the caller stays queued).
-    fn acd_call_ended(&mut self, now: Instant, c: &Call, role: AcdRole, cause: &EndCause) -> bool {
+    fn acd_call_ended(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        c: &Call,
+        role: AcdRole,
+        cause: &EndCause,
+    ) -> bool {
+        if let AcdRole::Agent {
+            entry,
+            answered: false,
+            ..
+        } = role
+        {
+            if self.fork_ended(entry, call) {
+                // Another phone of the agent still rings for this offer.
+                return true;
+            }
+        }
         let Some(desk) = self.desk.as_mut() else {
             return false;
         };
         match role {
             AcdRole::Caller { entry, since } => {
                 self.entries.remove(&entry);
+                self.forks.remove(&entry);
                 match desk.acd().entry(entry).map(|e| e.status) {
                     Some(EntryStatus::InService { agent }) => {
                         let _ = desk.handle(now, AcdEvent::CallEnded { agent });
