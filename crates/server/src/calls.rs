@@ -67,6 +67,8 @@ const DRIVER_PLAYBACK: u64 = u64::MAX;
 const DRIVER_NOTICE: u64 = u64::MAX - 1;
 /// Playback id of the ACD's position announcements (the interpreter is not told).
 const DRIVER_ANNOUNCE: u64 = u64::MAX - 2;
+/// Playback id of a feature code's spoken confirmation (`calls/features.rs`).
+const DRIVER_FEATURE: u64 = u64::MAX - 3;
 
 /// What the helper threads (store, speech, dialplan reload) report to the SIP task.
 #[derive(Debug)]
@@ -336,7 +338,7 @@ pub struct CallApp {
     forks: HashMap<EntryId, Vec<CallHandle>>,
     /// Incoming calls authenticated as feature codes whose state change succeeded: answered
     /// with a confirmation tone (`calls/features.rs`).
-    feature_calls: std::collections::HashSet<CallHandle>,
+    feature_calls: HashMap<CallHandle, &'static str>,
 }
 
 impl CallApp {
@@ -373,7 +375,7 @@ impl CallApp {
         Self {
             desk: None,
             forks: HashMap::new(),
-            feature_calls: std::collections::HashSet::new(),
+            feature_calls: HashMap::new(),
             entries: HashMap::new(),
             queue_timers: BinaryHeap::new(),
             webhook: None,
@@ -743,6 +745,7 @@ impl CallApp {
                     return;
                 };
                 self.announce_lang.remove(&call.0);
+                self.feature_calls.remove(&call);
                 if let Some(ivr) = c.ivr.take() {
                     self.end_ivr(now, call, &c, *ivr);
                 }
@@ -825,7 +828,7 @@ impl CallApp {
             },
         );
         // An agent's authenticated feature code (the trunk allow-list is for carriers).
-        let feature = self.feature_calls.remove(&call);
+        let feature = self.feature_calls.contains_key(&call);
         let mut refuse = if !feature && !self.config.trunks.allows(source.ip()) {
             Some((403, "source not in trunk allow-list"))
         } else if self.calls.len() >= self.config.calls.max_calls {
@@ -1051,14 +1054,8 @@ impl CallApp {
             }
             // Silence until the bridge is up (`try_bridge` below).
             Mode::Bridge | Mode::Leg => {}
-            Mode::Feature => {
-                // The state changed: a short tone, then `PromptDone` hangs up.
-                self.media.send(Command::Play(
-                    call.0,
-                    DRIVER_PLAYBACK,
-                    vec![self.beep.clone()],
-                ));
-            }
+            // The state changed: a spoken confirmation, then `PromptDone` hangs up.
+            Mode::Feature => self.confirm_feature(call),
             Mode::Answer | Mode::Digits => {
                 if mode == Mode::Answer {
                     self.media
@@ -1164,6 +1161,7 @@ impl CallApp {
                     return;
                 };
                 if c.mode == Mode::Feature {
+                    self.feature_calls.remove(&call);
                     c.hangup_cause = Some("feature_done");
                     if let Err(e) = ua.hangup(now, call) {
                         tracing::debug!(error = %e, "hangup after a feature code");
@@ -1783,6 +1781,10 @@ impl CallApp {
                         continue;
                     };
                     let call_id = c.call_id.clone();
+                    if id == DRIVER_FEATURE {
+                        self.feature_rendered(handle, &key, &result);
+                        continue;
+                    }
                     if id == DRIVER_ANNOUNCE {
                         // A position announcement: only while the caller still waits.
                         let waiting = matches!(c.acd, Some(AcdRole::Caller { .. }))

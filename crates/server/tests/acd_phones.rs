@@ -894,6 +894,20 @@ fn feature_codes_dialed_from_the_agents_phone_change_its_state() {
         .filter(|e| e["cause"] == "feature_done")
         .count();
     assert_eq!(done, 4);
+    // ... after its spoken confirmation.
+    let said: Vec<&str> = of_type(&events, "ivr.say")
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "You are paused.",
+            "You are ready.",
+            "You are logged out.",
+            "You are logged in."
+        ]
+    );
     // The API agrees.
     let (status, agents) = http(42061, "GET", "/api/v1/agents");
     assert_eq!(status, 200);
