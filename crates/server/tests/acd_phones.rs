@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/speech_audio.rs"]
+mod speech_audio;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -1082,4 +1084,70 @@ fn the_sample_hotline_queues_a_caller_who_presses_0_with_hold_music_and_position
         steps.ends_with(&["language", "agent_check", "agent_queue"]),
         "{steps:?}"
     );
+}
+
+#[test]
+fn a_caller_who_asked_for_an_agent_by_voice_reaches_the_agent_with_the_transcript() {
+    // The sample hotline's speech front door (number `speech`, whatever the hours): "I want
+    // to speak to an agent" → the `agent` intent → `enqueue` general (skills banking = 1).
+    let model = common::repo_root().join("models/ggml-tiny.en.bin");
+    assert!(
+        model.is_file(),
+        "{} is missing: run scripts/models/fetch",
+        model.display()
+    );
+    let cfg = format!(
+        "{DESK}[speech]\nworkers = 1\nmodel = {:?}\n[acd]\noffer_timeout_s = 10.0\n\
+         [[acd.queues]]\nid = 1\nname = \"general\"\n\
+         [[agents.agent]]\nid = \"a1\"\nusername = \"agent1\"\npassword = \"pw-agent1\"\n\
+         skills = [\"banking:3\"]\nqueues = [\"general\"]\nauto_login = true\n\
+         [sip]\nauth_algorithms = [\"MD5\"]\n",
+        model.display().to_string()
+    );
+    let server = Server::start("phones-speech", 42006, (42400, 42449), &cfg);
+    register(&server, 42050, 43500, "agent1", "a1");
+    let desk = phone(&server, 42050, 43510, &scenario("agent-answer.xml"), true);
+    let pcm = speech_audio::line_pcm(16_000, &[(1_500, "I want to speak to an agent.")]);
+    let pcap = "speech.pcap";
+    speech_audio::write_line_pcap(&server.dir.join(pcap), &pcm);
+    let xml = std::fs::read_to_string(scenario("ivr-dtmf.xml"))
+        .unwrap()
+        .replace("__CALLER__", ALICE)
+        .replace("__PCAP__", pcap)
+        .replace("__PAUSE_MS__", "16500");
+    let sf = server.dir.join("speech-caller.xml");
+    std::fs::write(&sf, xml).unwrap();
+    sipp(
+        &server,
+        42052,
+        43520,
+        &["-sf", sf.to_str().unwrap(), "-s", "speech", "-m", "1"],
+    );
+    wait_exit(&server, desk, Duration::from_secs(30), "the agent's phone");
+    let events = server.events();
+    let turns = of_type(&events, "ivr.speech");
+    assert!(!turns.is_empty(), "a speech turn: {}", server.log());
+    let offered = of_type(&events, "acd.offered");
+    assert_eq!(offered.len(), 1, "{offered:#?}");
+    let pop = &offered[0]["screen_pop"];
+    let transcript = pop["transcript"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a transcript in the pop: {pop}"));
+    assert!(
+        transcript.to_lowercase().contains("agent"),
+        "the caller's words: {transcript:?}"
+    );
+    assert_eq!(
+        transcript, turns[0]["transcript"],
+        "the IVR's (redacted) transcript"
+    );
+    assert!(
+        pop["ivr_path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "speech_main"),
+        "{pop}"
+    );
+    assert_eq!(of_type(&events, "acd.answered").len(), 1);
 }
