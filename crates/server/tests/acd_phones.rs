@@ -482,6 +482,55 @@ fn an_agent_with_two_phones_rings_both_the_first_to_answer_wins_the_other_is_can
 }
 
 #[test]
+fn a_phone_whose_answer_crosses_the_cancel_is_acked_and_hung_up() {
+    let cfg = format!("{DESK}{}", config(10.0, 0.0, &[("a1", "agent1", "[]")]));
+    let server = start("phones-late", 42007, (42450, 42499), &cfg, None);
+    register(&server, 42054, 43600, "agent1", "a1");
+    register(&server, 42056, 43610, "agent1", "a1");
+    let desk = phone(&server, 42054, 43620, &scenario("agent-answer.xml"), true);
+    let late = phone(
+        &server,
+        42056,
+        43630,
+        &scenario("agent-late-answer.xml"),
+        false,
+    );
+    caller(&server, "late", 42058, 43640, "5000", &[], 4000);
+    wait_exit(
+        &server,
+        desk,
+        Duration::from_secs(30),
+        "the answering phone",
+    );
+    // Its 2xx after the CANCEL was ACKed and got a BYE (the scenario fails otherwise).
+    wait_exit(&server, late, Duration::from_secs(30), "the late phone");
+    server.wait_count(Duration::from_secs(10), 3, |e| e["type"] == "call.ended");
+    let events = server.events();
+    assert_eq!(of_type(&events, "acd.answered").len(), 1);
+    assert_eq!(
+        of_type(&events, "bridge.bridged").len(),
+        2,
+        "one bridge (an event per leg), the late phone was never bridged"
+    );
+    let winner = of_type(&events, "acd.answered")[0]["leg_call_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let loser = of_type(&events, "acd.offered")[0]["leg_call_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_owned())
+        .find(|l| *l != winner)
+        .unwrap();
+    let end = events
+        .iter()
+        .find(|e| e["type"] == "call.ended" && e["call_id"] == loser.as_str())
+        .unwrap();
+    assert_eq!(end["cause"], "answered_elsewhere", "{end}");
+}
+
+#[test]
 fn when_every_phone_of_the_agent_refuses_the_offer_is_refused_once() {
     let cfg = config(10.0, 0.0, &[("a1", "agent1", "[]")]);
     let server = start("phones-refuse", 42002, (42200, 42249), &cfg, None);
