@@ -156,7 +156,7 @@ impl Agents {
             Verdict::Challenge | Verdict::Replay => (407, false, "challenged"),
             Verdict::Stale => (407, true, "challenged"),
             Verdict::Forbidden => (403, false, "forbidden"),
-            Verdict::Malformed(_) => (400, false, "forbidden"),
+            Verdict::Malformed(_) => (400, false, "malformed"),
         };
         let challenges = if status == 407 {
             self.feature_auth.challenges(now, stale)
@@ -190,7 +190,8 @@ impl Agents {
         self.registrar.contacts(username)
     }
 
-    /// Handles a UA event if it is a REGISTER; gives it back otherwise.
+    /// Handles a UA event if it is a REGISTER or a feature-code INVITE that is not (yet)
+    /// authenticated; gives it back otherwise.
     pub fn handle_event(
         &mut self,
         now: Instant,

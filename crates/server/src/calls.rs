@@ -54,12 +54,12 @@ use crate::screenpop::ScreenPop;
 use crate::speech::{RecognizerPool, SpeechDone, SpeechJob};
 use crate::store::{StoreReply, StoreRequest, StoreThread, caller_info};
 use crate::tts::{Rendered, Tts, TtsPool};
-mod agent_phone;
-mod features;
-
 use frontdoor_acd::{
     Action as AcdAction, AgentId, CancelReason, EntryId, EntryKind, EntryStatus, Event as AcdEvent,
 };
+
+mod agent_phone;
+mod features;
 
 /// Playback id of the driver's own prompts (the interpreter's ids are small).
 const DRIVER_PLAYBACK: u64 = u64::MAX;
@@ -135,8 +135,8 @@ enum Mode {
     Leg,
     /// A dialplan flow through the IVR interpreter.
     Ivr,
-    /// A feature code dialed from an agent's phone (`calls/features.rs`): a confirmation tone,
-    /// then BYE.
+    /// A feature code dialed from an agent's phone (`calls/features.rs`): a spoken
+    /// confirmation, then BYE.
     Feature,
 }
 
@@ -336,8 +336,8 @@ pub struct CallApp {
     /// Agent legs ringing in parallel for an offer (one per registered contact of the agent:
     /// `calls/agent_phone.rs`).
     forks: HashMap<EntryId, Vec<CallHandle>>,
-    /// Incoming calls authenticated as feature codes whose state change succeeded: answered
-    /// with a confirmation tone (`calls/features.rs`).
+    /// Incoming calls authenticated as feature codes whose state change succeeded, with the
+    /// confirmation they are answered with (`calls/features.rs`).
     feature_calls: HashMap<CallHandle, &'static str>,
 }
 

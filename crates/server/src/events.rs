@@ -490,8 +490,8 @@ pub enum EventBody {
         source: SocketAddr,
     },
     /// A feature code dialed from an agent's phone (on the call's Call-ID): `challenged`
-    /// (407 sent), `forbidden` (bad credentials, 403), `ok` (state changed; tone, then BYE) or
-    /// `refused` (the desk refused the change, 403).
+    /// (407 sent), `forbidden` (bad credentials, 403), `malformed` (400), `ok` (state changed;
+    /// spoken confirmation, then BYE) or `refused` (the desk refused the change, 403).
     #[serde(rename = "agent.feature")]
     AgentFeature {
         /// Agent id (empty while not authenticated).
