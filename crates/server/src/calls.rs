@@ -241,6 +241,8 @@ struct Link {
     media: Option<(Codec, u32)>,
     /// User part of the caller's URI (the outgoing leg's From user).
     from_user: String,
+    /// The caller's From display name, when sent (at most 64 characters).
+    from_display: Option<String>,
 }
 
 /// What `frontdoor call` asks for: one outgoing call and what to do with it.
@@ -639,19 +641,27 @@ impl CallApp {
                 source,
                 transport,
                 headers,
+                from_display,
                 ..
-            } => self.incoming(
-                now,
-                ua,
-                call,
-                call_id,
-                from_uri,
-                to_uri,
-                request_user,
-                source,
-                transport,
-                headers,
-            ),
+            } => {
+                self.incoming(
+                    now,
+                    ua,
+                    call,
+                    call_id,
+                    from_uri,
+                    to_uri,
+                    request_user,
+                    source,
+                    transport,
+                    headers,
+                );
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.link.from_display = from_display
+                        .map(|d| d.chars().take(64).collect::<String>())
+                        .filter(|d| !d.trim().is_empty());
+                }
+            }
             UaEvent::CallAnswered { call, .. } => {
                 if let Some(c) = self.calls.get(&call) {
                     self.events
@@ -2728,6 +2738,7 @@ impl CallApp {
                 .unwrap_or_default()
                 .to_owned(),
             caller_number: Some(c.link.from_user.clone()).filter(|u| !u.is_empty()),
+            caller_display: c.link.from_display.clone(),
             waited_s: waited.as_secs(),
             ..ScreenPop::default()
         };

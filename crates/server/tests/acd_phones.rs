@@ -772,6 +772,10 @@ fn the_screen_pop_carries_the_callers_context_is_retried_and_the_websocket_sees_
     assert_eq!(pop["agent"], "a1");
     assert_eq!(pop["queue"], "general");
     assert_eq!(pop["caller_number"], ALICE);
+    assert_eq!(
+        pop["caller_display"], "Caller",
+        "the INVITE's From display name"
+    );
     assert_eq!(pop["customer"]["name"], "Alice Chen");
     assert_eq!(pop["customer"]["tier"], "gold");
     assert_eq!(pop["customer"]["vip"], false);
