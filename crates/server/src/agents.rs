@@ -84,8 +84,11 @@ impl Agents {
         })
     }
 
-    /// The operation a dialed number stands for, when it is one of the feature codes.
+    /// The operation a dialed number stands for, when it is one of the feature codes (phones
+    /// may send `*` and `#` percent-encoded: `%2A21`).
     fn feature_op(&self, number: &str) -> Option<AgentOp> {
+        let decoded = percent_decode(number);
+        let number = decoded.as_str();
         let c = &self.codes;
         let is = |code: &str| !code.is_empty() && code == number;
         if is(&c.pause) {
@@ -291,5 +294,45 @@ impl Agents {
             };
             self.events.emit(None, body);
         }
+    }
+}
+
+/// `%XX` escapes of a URI user part decoded (an invalid escape is kept as it is).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn feature_codes_may_come_percent_encoded() {
+        assert_eq!(percent_decode("%2A21"), "*21");
+        assert_eq!(percent_decode("*22%23"), "*22#");
+        assert_eq!(percent_decode("%2"), "%2");
+        assert_eq!(percent_decode("%zz1"), "%zz1");
+        assert_eq!(percent_decode("%C3%A9"), "é");
+        assert_eq!(percent_decode("%FF"), "\u{FFFD}");
     }
 }
