@@ -7,12 +7,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use frontdoor_sip::auth::{DigestConfig, DigestServer, UserSecret};
+use frontdoor_sip::auth::{DigestConfig, DigestServer, UserSecret, Verdict};
 use frontdoor_sip::message::uri_user;
 use frontdoor_sip::registrar::{Binding, Registrar, RegistrarConfig, RegistrarEvent};
-use frontdoor_sip::{UaEvent, UserAgent};
+use frontdoor_sip::{CallHandle, UaEvent, UserAgent};
 
-use crate::config::Config;
+use crate::config::{Config, FeatureCodes};
+use crate::desk::AgentOp;
 use crate::events::{EventBody, EventSink};
 
 /// The registrar and the agent directory.
@@ -22,6 +23,13 @@ pub struct Agents {
     /// username → agent id.
     ids: HashMap<String, String>,
     events: EventSink,
+    /// Digest for feature-code INVITEs (407 challenges; its own nonces).
+    feature_auth: DigestServer,
+    /// username → credentials (for `feature_auth`).
+    secrets: HashMap<String, UserSecret>,
+    codes: FeatureCodes,
+    /// Authenticated feature-code calls not yet taken by the call side: agent id and op.
+    features: HashMap<CallHandle, (String, AgentOp)>,
 }
 
 impl Agents {
@@ -29,15 +37,19 @@ impl Agents {
     /// key is random per process: after a restart phones get a fresh challenge.
     pub fn new(config: &Config, events: EventSink, now: Instant) -> Result<Self, String> {
         let algorithms = config.sip.algorithms()?;
-        let auth = DigestServer::new(
-            DigestConfig {
-                realm: config.sip.realm.clone(),
-                secret: rand::random(),
-                nonce_ttl: Duration::from_secs(config.sip.nonce_ttl_s.max(1)),
-                algorithms,
-            },
-            now,
-        );
+        let digest = |algorithms| {
+            DigestServer::new(
+                DigestConfig {
+                    realm: config.sip.realm.clone(),
+                    secret: rand::random(),
+                    nonce_ttl: Duration::from_secs(config.sip.nonce_ttl_s.max(1)),
+                    algorithms,
+                },
+                now,
+            )
+        };
+        let auth = digest(algorithms.clone());
+        let feature_auth = digest(algorithms);
         let a = &config.agents;
         let mut registrar = Registrar::new(
             RegistrarConfig {
@@ -50,22 +62,130 @@ impl Agents {
             auth,
         );
         let mut ids = HashMap::new();
+        let mut secrets = HashMap::new();
         for ag in &a.agent {
-            registrar.set_user(
-                &ag.username,
-                UserSecret {
-                    password: ag.password.clone(),
-                    ha1_md5: ag.ha1_md5.clone(),
-                    ha1_sha256: ag.ha1_sha256.clone(),
-                },
-            );
+            let secret = UserSecret {
+                password: ag.password.clone(),
+                ha1_md5: ag.ha1_md5.clone(),
+                ha1_sha256: ag.ha1_sha256.clone(),
+            };
+            registrar.set_user(&ag.username, secret.clone());
+            secrets.insert(ag.username.clone(), secret);
             ids.insert(ag.username.clone(), ag.id.clone());
         }
         Ok(Agents {
             registrar,
             ids,
             events,
+            feature_auth,
+            secrets,
+            codes: a.feature_codes.clone(),
+            features: HashMap::new(),
         })
+    }
+
+    /// The operation a dialed number stands for, when it is one of the feature codes (phones
+    /// may send `*` and `#` percent-encoded: `%2A21`).
+    fn feature_op(&self, number: &str) -> Option<AgentOp> {
+        let decoded = percent_decode(number);
+        let number = decoded.as_str();
+        let c = &self.codes;
+        let is = |code: &str| !code.is_empty() && code == number;
+        if is(&c.pause) {
+            Some(AgentOp::Pause(c.pause_code))
+        } else if is(&c.ready) {
+            Some(AgentOp::Ready)
+        } else if is(&c.logout) {
+            Some(AgentOp::Logout)
+        } else if is(&c.login) {
+            Some(AgentOp::Login)
+        } else {
+            None
+        }
+    }
+
+    /// The agent and operation of an authenticated feature-code call ([`Agents::handle_event`]
+    /// let it through), taken once.
+    pub fn take_feature(&mut self, event: &UaEvent) -> Option<(String, AgentOp)> {
+        match event {
+            UaEvent::IncomingCall { call, .. } => self.features.remove(call),
+            _ => None,
+        }
+    }
+
+    /// A feature-code INVITE: authenticated against the agents' credentials with a 407
+    /// challenge (RFC 3261 §22.3). Gives the event back when authenticated (see
+    /// [`Agents::take_feature`]); answers it itself otherwise.
+    fn feature_invite(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        event: UaEvent,
+    ) -> Option<UaEvent> {
+        let UaEvent::IncomingCall {
+            call,
+            ref call_id,
+            ref request_user,
+            ref headers,
+            ..
+        } = event
+        else {
+            return Some(event);
+        };
+        let Some(op) = self.feature_op(request_user) else {
+            return Some(event);
+        };
+        let values = headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("Proxy-Authorization"))
+            .map(|(_, v)| v.as_str());
+        let secrets = &self.secrets;
+        let verdict = self
+            .feature_auth
+            .verify(now, "INVITE", values, |u| secrets.get(u).cloned());
+        let op_name = match op {
+            AgentOp::Login => "login",
+            AgentOp::Logout => "logout",
+            AgentOp::Pause(_) => "pause",
+            AgentOp::Ready => "ready",
+            AgentOp::WrapUp { .. } => "wrap_up",
+        };
+        let (status, stale, result) = match verdict {
+            Verdict::Ok { username, .. } => {
+                let agent = self.agent_id(&username);
+                self.features.insert(call, (agent, op));
+                return Some(event);
+            }
+            Verdict::Challenge | Verdict::Replay => (407, false, "challenged"),
+            Verdict::Stale => (407, true, "challenged"),
+            Verdict::Forbidden => (403, false, "forbidden"),
+            Verdict::Malformed(_) => (400, false, "malformed"),
+        };
+        let challenges = if status == 407 {
+            self.feature_auth.challenges(now, stale)
+        } else {
+            Vec::new()
+        };
+        let lines: Vec<(&str, &str)> = challenges
+            .iter()
+            .map(|c| ("Proxy-Authenticate", c.as_str()))
+            .collect();
+        let call_id: std::sync::Arc<str> = std::sync::Arc::from(call_id.as_str());
+        self.events.emit(
+            Some(&call_id),
+            EventBody::AgentFeature {
+                agent: String::new(),
+                code: request_user.chars().take(32).collect(),
+                op: op_name,
+                result,
+                state: None,
+                error: None,
+            },
+        );
+        if let Err(e) = ua.reject_with_headers(now, call, status, &lines) {
+            tracing::debug!(error = %e, "answer to a feature-code INVITE");
+        }
+        None
     }
 
     /// The registered contacts of the agent with SIP user name `username`.
@@ -73,13 +193,17 @@ impl Agents {
         self.registrar.contacts(username)
     }
 
-    /// Handles a UA event if it is a REGISTER; gives it back otherwise.
+    /// Handles a UA event if it is a REGISTER or a feature-code INVITE that is not (yet)
+    /// authenticated; gives it back otherwise.
     pub fn handle_event(
         &mut self,
         now: Instant,
         ua: &mut UserAgent,
         event: UaEvent,
     ) -> Option<UaEvent> {
+        if matches!(event, UaEvent::IncomingCall { .. }) {
+            return self.feature_invite(now, ua, event);
+        }
         let UaEvent::Register {
             tx,
             request,
@@ -170,5 +294,45 @@ impl Agents {
             };
             self.events.emit(None, body);
         }
+    }
+}
+
+/// `%XX` escapes of a URI user part decoded (an invalid escape is kept as it is).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn feature_codes_may_come_percent_encoded() {
+        assert_eq!(percent_decode("%2A21"), "*21");
+        assert_eq!(percent_decode("*22%23"), "*22#");
+        assert_eq!(percent_decode("%2"), "%2");
+        assert_eq!(percent_decode("%zz1"), "%zz1");
+        assert_eq!(percent_decode("%C3%A9"), "é");
+        assert_eq!(percent_decode("%FF"), "\u{FFFD}");
     }
 }

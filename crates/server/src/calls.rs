@@ -58,12 +58,17 @@ use frontdoor_acd::{
     Action as AcdAction, AgentId, CancelReason, EntryId, EntryKind, EntryStatus, Event as AcdEvent,
 };
 
+mod agent_phone;
+mod features;
+
 /// Playback id of the driver's own prompts (the interpreter's ids are small).
 const DRIVER_PLAYBACK: u64 = u64::MAX;
 /// Playback id of a notice after which the driver feeds the interpreter a result.
 const DRIVER_NOTICE: u64 = u64::MAX - 1;
 /// Playback id of the ACD's position announcements (the interpreter is not told).
 const DRIVER_ANNOUNCE: u64 = u64::MAX - 2;
+/// Playback id of a feature code's spoken confirmation (`calls/features.rs`).
+const DRIVER_FEATURE: u64 = u64::MAX - 3;
 
 /// What the helper threads (store, speech, dialplan reload) report to the SIP task.
 #[derive(Debug)]
@@ -130,6 +135,9 @@ enum Mode {
     Leg,
     /// A dialplan flow through the IVR interpreter.
     Ivr,
+    /// A feature code dialed from an agent's phone (`calls/features.rs`): a spoken
+    /// confirmation, then BYE.
+    Feature,
 }
 
 /// A flow call waiting for its caller lookup.
@@ -233,6 +241,8 @@ struct Link {
     media: Option<(Codec, u32)>,
     /// User part of the caller's URI (the outgoing leg's From user).
     from_user: String,
+    /// The caller's From display name, when sent (at most 64 characters).
+    from_display: Option<String>,
 }
 
 /// What `frontdoor call` asks for: one outgoing call and what to do with it.
@@ -325,6 +335,12 @@ pub struct CallApp {
     announce_lang: HashMap<u64, String>,
     /// The recogniser pool of speech turns.
     asr: Option<RecognizerPool>,
+    /// Agent legs ringing in parallel for an offer (one per registered contact of the agent:
+    /// `calls/agent_phone.rs`).
+    forks: HashMap<EntryId, Vec<CallHandle>>,
+    /// Incoming calls authenticated as feature codes whose state change succeeded, with the
+    /// confirmation they are answered with (`calls/features.rs`).
+    feature_calls: HashMap<CallHandle, &'static str>,
 }
 
 impl CallApp {
@@ -360,6 +376,8 @@ impl CallApp {
             .map_or_else(|| ivr.recordings.join("calls"), PathBuf::from);
         Self {
             desk: None,
+            forks: HashMap::new(),
+            feature_calls: HashMap::new(),
             entries: HashMap::new(),
             queue_timers: BinaryHeap::new(),
             webhook: None,
@@ -623,19 +641,27 @@ impl CallApp {
                 source,
                 transport,
                 headers,
+                from_display,
                 ..
-            } => self.incoming(
-                now,
-                ua,
-                call,
-                call_id,
-                from_uri,
-                to_uri,
-                request_user,
-                source,
-                transport,
-                headers,
-            ),
+            } => {
+                self.incoming(
+                    now,
+                    ua,
+                    call,
+                    call_id,
+                    from_uri,
+                    to_uri,
+                    request_user,
+                    source,
+                    transport,
+                    headers,
+                );
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.link.from_display = from_display
+                        .map(|d| d.chars().take(64).collect::<String>())
+                        .filter(|d| !d.trim().is_empty());
+                }
+            }
             UaEvent::CallAnswered { call, .. } => {
                 if let Some(c) = self.calls.get(&call) {
                     self.events
@@ -729,6 +755,7 @@ impl CallApp {
                     return;
                 };
                 self.announce_lang.remove(&call.0);
+                self.feature_calls.remove(&call);
                 if let Some(ivr) = c.ivr.take() {
                     self.end_ivr(now, call, &c, *ivr);
                 }
@@ -760,7 +787,7 @@ impl CallApp {
                 );
                 let acd_took_it = c
                     .acd
-                    .is_some_and(|role| self.acd_call_ended(now, &c, role, &cause));
+                    .is_some_and(|role| self.acd_call_ended(now, call, &c, role, &cause));
                 if let Some(peer) = c.link.peer.filter(|_| !acd_took_it) {
                     self.peer_ended(now, ua, peer, &c, cause);
                 }
@@ -810,18 +837,25 @@ impl CallApp {
                 },
             },
         );
-        let mut refuse = if !self.config.trunks.allows(source.ip()) {
+        // An agent's authenticated feature code (the trunk allow-list is for carriers).
+        let feature = self.feature_calls.contains_key(&call);
+        let mut refuse = if !feature && !self.config.trunks.allows(source.ip()) {
             Some((403, "source not in trunk allow-list"))
         } else if self.calls.len() >= self.config.calls.max_calls {
             Some((503, "max_calls reached"))
         } else {
             None
         };
-        let route = self.plans.set.route(&number, None);
+        let route = if feature {
+            None
+        } else {
+            self.plans.set.route(&number, None)
+        };
         let mut ring_first = false;
         let mut pending_flow = None;
         let mut bridge_to = None;
         let mode = match route {
+            None if feature => Mode::Feature,
             None => {
                 refuse = refuse.or(Some((404, "no route for the number")));
                 Mode::Answer
@@ -1030,6 +1064,8 @@ impl CallApp {
             }
             // Silence until the bridge is up (`try_bridge` below).
             Mode::Bridge | Mode::Leg => {}
+            // The state changed: a spoken confirmation, then `PromptDone` hangs up.
+            Mode::Feature => self.confirm_feature(call),
             Mode::Answer | Mode::Digits => {
                 if mode == Mode::Answer {
                     self.media
@@ -1134,6 +1170,14 @@ impl CallApp {
                 let Some(c) = self.calls.get_mut(&call) else {
                     return;
                 };
+                if c.mode == Mode::Feature {
+                    self.feature_calls.remove(&call);
+                    c.hangup_cause = Some("feature_done");
+                    if let Err(e) = ua.hangup(now, call) {
+                        tracing::debug!(error = %e, "hangup after a feature code");
+                    }
+                    return;
+                }
                 if c.mode == Mode::Ivr && id != DRIVER_ANNOUNCE {
                     let mut after = None;
                     if let Some(ivr) = c.ivr.as_mut() {
@@ -1395,6 +1439,8 @@ impl CallApp {
     /// A call's media just started: dial its bridge target (an answered outgoing call with
     /// `bridge_to`), answer its unanswered peer, or bridge.
     fn leg_up(&mut self, now: Instant, ua: &mut UserAgent, call: CallHandle) {
+        // An agent's phone answered an offer: its other phones stop ringing.
+        self.fork_won(now, ua, call);
         let Some(c) = self.calls.get(&call) else {
             return;
         };
@@ -1745,6 +1791,10 @@ impl CallApp {
                         continue;
                     };
                     let call_id = c.call_id.clone();
+                    if id == DRIVER_FEATURE {
+                        self.feature_rendered(handle, &key, &result);
+                        continue;
+                    }
                     if id == DRIVER_ANNOUNCE {
                         // A position announcement: only while the caller still waits.
                         let waiting = matches!(c.acd, Some(AcdRole::Caller { .. }))
@@ -2256,6 +2306,14 @@ impl CallApp {
         if !desk.staffed(queue) {
             return Err("no agents logged in");
         }
+        // The step's `skills` by name → the core's requirements (docs/acd.md "Skills").
+        let requirements = desk.requirements(&req.skills);
+        if requirements
+            .as_deref()
+            .is_some_and(|r| !desk.staffed_for(queue, r))
+        {
+            return Err("no skilled agent logged in");
+        }
         let entry = EntryId(call.0);
         let class = if req.vip {
             req.priority.max(vip_class)
@@ -2266,6 +2324,7 @@ impl CallApp {
             now,
             AcdEvent::Enqueue(frontdoor_acd::Enqueue {
                 class,
+                requirements,
                 ..frontdoor_acd::Enqueue::live(entry, queue)
             }),
         )
@@ -2301,6 +2360,7 @@ impl CallApp {
                 queue: req.queue.clone(),
                 entry: entry.0,
                 class,
+                skills: req.skills.clone(),
             },
         );
         Ok(())
@@ -2391,6 +2451,7 @@ impl CallApp {
                         tracing::debug!(error = %e, "cancel of a withdrawn offer");
                     }
                 }
+                self.forks.remove(&entry);
                 if let Some(c) = self.entries.get(&entry).and_then(|h| self.calls.get_mut(h)) {
                     c.link.peer = None;
                 }
@@ -2544,7 +2605,11 @@ impl CallApp {
             .find(|a| a.id == name)
             .map(|a| a.username.clone())
             .unwrap_or_default();
-        let contact = agents.contacts(&username).first().map(|b| b.uri.clone());
+        let contacts: Vec<String> = agents
+            .contacts(&username)
+            .iter()
+            .map(|b| b.uri.clone())
+            .collect();
         let pop = self.screen_pop(caller, &name, queue, now);
         let call_id = self.calls.get(&caller).map(|c| c.call_id.clone());
         let ring = self
@@ -2557,14 +2622,8 @@ impl CallApp {
                 // The ACD withdraws the offer first (CancelOffer); this is a safety net.
                 |s| Duration::from_secs_f64(s.clamp(0.0, 3600.0)) + Duration::from_secs(2),
             );
-        let placed = match &contact {
-            None => Err("not_registered"),
-            Some(uri) => {
-                let presentation = self.presentation(caller, &pop);
-                self.dial(now, ua, uri, Mode::Leg, Some(caller), ring, presentation)
-                    .map_err(|(_, reason)| reason)
-            }
-        };
+        // Every registered contact rings at once (forking); the first to answer wins.
+        let placed = self.ring_contacts(now, ua, caller, &contacts, ring, &pop);
         if let Some(w) = &self.webhook {
             // Never waits: a full queue drops the pop (and says so).
             if !w.send(&pop) {
@@ -2577,32 +2636,40 @@ impl CallApp {
                 );
             }
         }
-        let leg_call_id = placed
-            .ok()
-            .and_then(|leg| self.calls.get(&leg))
-            .map(|c| c.call_id.to_string());
+        let leg_call_ids: Vec<String> = placed
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|leg| self.calls.get(leg))
+            .map(|c| c.call_id.to_string())
+            .collect();
         self.events.emit(
             call_id.as_ref(),
             EventBody::AcdOffered {
                 entry: entry.0,
                 agent: name.clone(),
-                contact,
-                leg_call_id,
+                contact: contacts.first().cloned(),
+                leg_call_id: leg_call_ids.first().cloned(),
+                contacts,
+                leg_call_ids,
                 screen_pop: Box::new(pop),
             },
         );
         match placed {
-            Ok(leg) => {
-                if let Some(c) = self.calls.get_mut(&leg) {
-                    c.acd = Some(AcdRole::Agent {
-                        entry,
-                        agent,
-                        answered: false,
-                    });
+            Ok(legs) => {
+                for &leg in &legs {
+                    if let Some(c) = self.calls.get_mut(&leg) {
+                        c.acd = Some(AcdRole::Agent {
+                            entry,
+                            agent,
+                            answered: false,
+                        });
+                    }
                 }
                 if let Some(c) = self.calls.get_mut(&caller) {
-                    c.link.peer = Some(leg);
+                    c.link.peer = legs.first().copied();
                 }
+                self.forks.insert(entry, legs);
             }
             Err(reason) => {
                 self.events.emit(
@@ -2627,16 +2694,8 @@ impl CallApp {
 
     /// How the agent's phone shows the caller: the customer's name (else the number) as the
     /// display name, and a `Call-Info` link to the screen pop with `[screenpop] url_base`.
-    fn presentation(&self, caller: CallHandle, pop: &ScreenPop) -> Presentation {
-        let name = self
-            .calls
-            .get(&caller)
-            .and_then(|c| c.ivr.as_ref())
-            .and_then(|i| i.profile.customer.as_ref())
-            .map(|c| c.name.clone())
-            .or_else(|| pop.caller_number.clone())
-            .unwrap_or_default();
-        let headers = self
+    fn presentation(&self, pop: &ScreenPop) -> Presentation {
+        let mut headers: Vec<(String, String)> = self
             .config
             .screenpop
             .url_base
@@ -2644,8 +2703,12 @@ impl CallApp {
             .and_then(|base| crate::screenpop::call_info(base, &pop.call_id))
             .map(|v| vec![("Call-Info".to_owned(), v)])
             .unwrap_or_default();
+        headers.push((
+            crate::screenpop::POP_HEADER.to_owned(),
+            crate::screenpop::pop_header(pop),
+        ));
         Presentation {
-            display_name: crate::screenpop::sip_display_name(&name, 40),
+            display_name: crate::screenpop::sip_display_name(&crate::screenpop::desk_name(pop), 40),
             headers,
         }
     }
@@ -2661,12 +2724,11 @@ impl CallApp {
         let Some(c) = self.calls.get(&caller) else {
             return ScreenPop::default();
         };
-        let summary = c.ivr.as_ref().map(|i| i.call.summary());
         let waited = match c.acd {
             Some(AcdRole::Caller { since, .. }) => now.saturating_duration_since(since),
             _ => Duration::ZERO,
         };
-        ScreenPop {
+        let mut pop = ScreenPop {
             call_id: c.call_id.to_string(),
             agent: agent.to_owned(),
             queue: self
@@ -2676,10 +2738,14 @@ impl CallApp {
                 .unwrap_or_default()
                 .to_owned(),
             caller_number: Some(c.link.from_user.clone()).filter(|u| !u.is_empty()),
-            ivr_path: summary.map(|s| s.path.clone()).unwrap_or_default(),
+            caller_display: c.link.from_display.clone(),
             waited_s: waited.as_secs(),
             ..ScreenPop::default()
+        };
+        if let Some(ivr) = c.ivr.as_ref() {
+            crate::screenpop::add_ivr_context(&mut pop, &ivr.profile, ivr.call.summary());
         }
+        pop
     }
 
     /// `leg` is bridged with `caller`: when it is an agent leg of the ACD, the offer was
@@ -2741,13 +2807,32 @@ impl CallApp {
 
     /// A call with an ACD role ended. Returns true when the ACD handled its peer (an agent
     /// leg that never answered: the caller stays queued).
-    fn acd_call_ended(&mut self, now: Instant, c: &Call, role: AcdRole, cause: &EndCause) -> bool {
+    fn acd_call_ended(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        c: &Call,
+        role: AcdRole,
+        cause: &EndCause,
+    ) -> bool {
+        if let AcdRole::Agent {
+            entry,
+            answered: false,
+            ..
+        } = role
+        {
+            if self.fork_ended(entry, call) {
+                // Another phone of the agent still rings for this offer.
+                return true;
+            }
+        }
         let Some(desk) = self.desk.as_mut() else {
             return false;
         };
         match role {
             AcdRole::Caller { entry, since } => {
                 self.entries.remove(&entry);
+                self.forks.remove(&entry);
                 match desk.acd().entry(entry).map(|e| e.status) {
                     Some(EntryStatus::InService { agent }) => {
                         let _ = desk.handle(now, AcdEvent::CallEnded { agent });

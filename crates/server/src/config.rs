@@ -457,8 +457,39 @@ pub struct AgentsSection {
     pub default_expires: u32,
     /// Most contacts (phones) one agent may register at once.
     pub max_contacts: usize,
+    /// Codes an agent's registered phone dials to change its state (docs/acd.md).
+    pub feature_codes: FeatureCodes,
     /// `[[agents.agent]]` entries.
     pub agent: Vec<AgentConfig>,
+}
+
+/// `[agents.feature_codes]`: numbers an agent's phone dials (digest-authenticated with the
+/// agent's credentials) to pause, get ready, log out or log in. An empty string disables one.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeatureCodes {
+    /// Pause (with `pause_code` as the reason code).
+    pub pause: String,
+    /// Ready (ends a pause or wrap-up).
+    pub ready: String,
+    /// Log out of the ACD.
+    pub logout: String,
+    /// Log in to the ACD.
+    pub login: String,
+    /// Reason code of a pause dialed from the phone.
+    pub pause_code: u32,
+}
+
+impl Default for FeatureCodes {
+    fn default() -> Self {
+        Self {
+            pause: "*21".into(),
+            ready: "*22".into(),
+            logout: "*23".into(),
+            login: "*24".into(),
+            pause_code: 0,
+        }
+    }
 }
 
 impl Default for AgentsSection {
@@ -468,6 +499,7 @@ impl Default for AgentsSection {
             max_expires: 3600,
             default_expires: 3600,
             max_contacts: 10,
+            feature_codes: FeatureCodes::default(),
             agent: Vec::new(),
         }
     }

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use frontdoor_acd::{
-    Acd, AcdConfig, Action, AgentId, AgentProfile, AgentState, Event, PauseReason, QueueId, Time,
-    WrapUpCode,
+    Acd, AcdConfig, Action, AgentId, AgentProfile, AgentSkill, AgentState, Event, PauseReason,
+    QueueId, SkillId, SkillReq, Time, WrapUpCode,
 };
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -115,6 +115,32 @@ pub struct Desk {
     by_name: HashMap<String, AgentId>,
     queue_by_name: HashMap<String, QueueId>,
     queue_names: HashMap<QueueId, String>,
+    /// Skill names (agents' `skills`, `enqueue` steps' `skills`) ↔ the core's skill ids.
+    skill_ids: HashMap<String, SkillId>,
+}
+
+/// Level of an agent skill written without one (`"zh"`): fully proficient.
+pub const DEFAULT_SKILL_LEVEL: u8 = 10;
+
+/// An agent's skill as written in `[[agents.agent]] skills`: `"zh"` (level
+/// [`DEFAULT_SKILL_LEVEL`]) or `"zh:7"` (level 1..=10).
+pub fn parse_agent_skill(s: &str) -> Result<(String, u8), String> {
+    let (name, level) = match s.split_once(':') {
+        None => (s.trim(), DEFAULT_SKILL_LEVEL),
+        Some((name, level)) => {
+            let level = level
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|l| (1..=10).contains(l))
+                .ok_or_else(|| format!("skill {s:?}: the level after ':' must be 1..=10"))?;
+            (name.trim(), level)
+        }
+    };
+    if name.is_empty() {
+        return Err(format!("skill {s:?} has no name"));
+    }
+    Ok((name.to_owned(), level))
 }
 
 impl Desk {
@@ -149,6 +175,50 @@ impl Desk {
             by_name,
             queue_by_name,
             queue_names,
+            skill_ids: HashMap::new(),
+        })
+    }
+
+    /// The core's id of skill `name`, allocated on first use (ids are only meaningful within
+    /// this desk: names are what configs and dialplans use).
+    pub fn skill_id(&mut self, name: &str) -> SkillId {
+        let next = SkillId(u32::try_from(self.skill_ids.len() + 1).unwrap_or(u32::MAX));
+        *self.skill_ids.entry(name.to_owned()).or_insert(next)
+    }
+
+    /// The core's requirements for an `enqueue` step's `skills` (name, minimum level); `None`
+    /// (the queue's own requirements) when the step names none. A skill no agent holds gets an
+    /// id of its own, so such a caller is never offered (the enqueue refuses it first:
+    /// [`Desk::staffed_for`]).
+    pub fn requirements(&mut self, skills: &[(String, u8)]) -> Option<Vec<SkillReq>> {
+        if skills.is_empty() {
+            return None;
+        }
+        Some(
+            skills
+                .iter()
+                .map(|(name, level)| SkillReq {
+                    skill: self.skill_id(name),
+                    min_level: (*level).min(10),
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether an agent who serves `queue` and meets `reqs` (every skill at its minimum level)
+    /// is logged in.
+    pub fn staffed_for(&self, queue: QueueId, reqs: &[SkillReq]) -> bool {
+        self.agents.iter().enumerate().any(|(i, a)| {
+            a.profile.queues.contains(&queue)
+                && reqs.iter().all(|r| {
+                    r.min_level == 0
+                        || a.profile
+                            .skills
+                            .iter()
+                            .any(|s| s.skill == r.skill && s.level >= r.min_level)
+                })
+                && u32::try_from(i + 1)
+                    .is_ok_and(|i| self.acd.agent_state(AgentId(i)) != AgentState::LoggedOut)
         })
     }
 
@@ -201,7 +271,16 @@ impl Desk {
             return Ok(None);
         };
         let mut agents = Vec::new();
+        let mut skill_ids: HashMap<String, SkillId> = HashMap::new();
         for a in &config.agents.agent {
+            let mut skills = Vec::new();
+            for s in &a.skills {
+                let (name, level) =
+                    parse_agent_skill(s).map_err(|e| format!("agent {:?}: {e}", a.id))?;
+                let next = SkillId(u32::try_from(skill_ids.len() + 1).unwrap_or(u32::MAX));
+                let skill = *skill_ids.entry(name).or_insert(next);
+                skills.push(AgentSkill { skill, level });
+            }
             let mut queues = Vec::new();
             for name in &a.queues {
                 let q = acd
@@ -215,11 +294,13 @@ impl Desk {
                 name: a.id.clone(),
                 profile: AgentProfile {
                     queues,
+                    skills,
                     ..AgentProfile::default()
                 },
             });
         }
         let mut desk = Desk::new(acd, agents, now)?;
+        desk.skill_ids = skill_ids;
         for a in config.agents.agent.iter().filter(|a| a.auto_login) {
             desk.agent_op(now, &a.id, AgentOp::Login)
                 .map_err(|e| format!("auto_login of {:?}: {e}", a.id))?;
@@ -498,6 +579,63 @@ mod tests {
         let cancelled = std::iter::from_fn(|| desk.poll_action())
             .any(|a| matches!(a, Action::CancelOffer { .. }));
         assert!(cancelled, "the ring timeout withdraws the offer");
+    }
+
+    #[test]
+    fn skills_are_parsed_and_map_to_requirements() {
+        assert_eq!(parse_agent_skill("zh").unwrap(), ("zh".into(), 10));
+        assert_eq!(
+            parse_agent_skill(" cards : 3 ").unwrap(),
+            ("cards".into(), 3)
+        );
+        for bad in ["", ":3", "zh:0", "zh:11", "zh:x"] {
+            assert!(parse_agent_skill(bad).is_err(), "{bad:?}");
+        }
+        let config = crate::config::Config::parse(
+            "[acd]\n[[acd.queues]]\nid = 1\nname = \"general\"\n\
+             [[agents.agent]]\nid = \"en\"\nusername = \"u1\"\npassword = \"p\"\n\
+             skills = [\"en\"]\nqueues = [\"general\"]\nauto_login = true\n\
+             [[agents.agent]]\nid = \"zh\"\nusername = \"u2\"\npassword = \"p\"\n\
+             skills = [\"zh:4\", \"en:2\"]\nqueues = [\"general\"]\nauto_login = true\n",
+            "test",
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        let mut desk = Desk::from_config(&config, t0).unwrap().unwrap();
+        while desk.poll_action().is_some() {}
+        let q = desk.queue("general").unwrap();
+        assert_eq!(desk.requirements(&[]), None);
+        let zh3 = desk.requirements(&[("zh".into(), 3)]).unwrap();
+        assert!(desk.staffed_for(q, &zh3));
+        let zh5 = desk.requirements(&[("zh".into(), 5)]).unwrap();
+        assert!(!desk.staffed_for(q, &zh5), "level 4 is below 5");
+        let fr = desk.requirements(&[("fr".into(), 1)]).unwrap();
+        assert!(!desk.staffed_for(q, &fr), "nobody has fr");
+        // The core offers a zh caller to the zh agent only, although the en agent has been
+        // idle longer.
+        desk.handle(
+            t0,
+            Event::Enqueue(Enqueue {
+                requirements: Some(zh3),
+                ..Enqueue::live(EntryId(1), q)
+            }),
+        )
+        .unwrap();
+        let offers: Vec<AgentId> = std::iter::from_fn(|| desk.poll_action())
+            .filter_map(|a| match a {
+                Action::Offer { agent, .. } => Some(agent),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(offers, [desk.agent_id("zh").unwrap()]);
+        let bad = crate::config::Config::parse(
+            "[acd]\n[[acd.queues]]\nid = 1\nname = \"general\"\n\
+             [[agents.agent]]\nid = \"x\"\nusername = \"u1\"\npassword = \"p\"\n\
+             skills = [\"zh:42\"]\n",
+            "test",
+        )
+        .unwrap();
+        assert!(Desk::from_config(&bad, t0).unwrap_err().contains("1..=10"));
     }
 
     #[test]

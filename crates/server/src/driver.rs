@@ -585,7 +585,10 @@ async fn pump(
             progressed = true;
             let now = Instant::now();
             if let Some(ev) = agents.handle_event(now, ua, ev) {
-                app.handle_event(now, ua, ev);
+                match agents.take_feature(&ev) {
+                    Some((agent, op)) => app.feature_call(now, ua, ev, &agent, op),
+                    None => app.handle_event(now, ua, ev),
+                }
             }
         }
         // What the ACD decided meanwhile (offers place calls: their INVITEs go out below).

@@ -250,6 +250,9 @@ pub enum EventBody {
         entry: u64,
         /// Priority class.
         class: u8,
+        /// Skills required (name → minimum level), from the `enqueue` step.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        skills: Vec<(String, u8)>,
     },
     /// Where a waiting caller stands (announced to the caller).
     #[serde(rename = "acd.position")]
@@ -278,10 +281,14 @@ pub enum EventBody {
         entry: u64,
         /// Agent id.
         agent: String,
-        /// The contact rung (absent when the agent has no registered phone).
+        /// The (first) contact rung (absent when the agent has no registered phone).
         contact: Option<String>,
-        /// Call-ID of the agent leg.
+        /// Call-ID of the (first) agent leg.
         leg_call_id: Option<String>,
+        /// Every contact rung in parallel (the agent's registered phones).
+        contacts: Vec<String>,
+        /// Call-IDs of the agent legs, in the order of `contacts` (failed dials left out).
+        leg_call_ids: Vec<String>,
         /// What the agent's desktop shows.
         screen_pop: Box<crate::screenpop::ScreenPop>,
     },
@@ -481,6 +488,26 @@ pub enum EventBody {
         status: u16,
         /// Where it came from.
         source: SocketAddr,
+    },
+    /// A feature code dialed from an agent's phone (on the call's Call-ID): `challenged`
+    /// (407 sent), `forbidden` (bad credentials, 403), `malformed` (400), `ok` (state changed;
+    /// spoken confirmation, then BYE) or `refused` (the desk refused the change, 403).
+    #[serde(rename = "agent.feature")]
+    AgentFeature {
+        /// Agent id (empty while not authenticated).
+        agent: String,
+        /// The number dialed.
+        code: String,
+        /// `login`, `logout`, `pause`, `ready`.
+        op: &'static str,
+        /// Outcome.
+        result: &'static str,
+        /// The agent's state afterwards, when changed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        state: Option<String>,
+        /// Why it was refused.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// The engine placed an outgoing call leg (its UAC side). On the new leg's Call-ID.
     #[serde(rename = "leg.created")]

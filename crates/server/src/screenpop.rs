@@ -40,11 +40,19 @@ pub struct ScreenPop {
     pub caller_display: Option<String>,
     /// The customer record, when the caller was recognised.
     pub customer: Option<CustomerView>,
+    /// Returning-caller history: calls from this number before this one.
+    pub previous_calls: u64,
+    /// When the last of those started (RFC 3339), when any.
+    pub last_call: Option<String>,
+    /// Language the IVR spoke last.
+    pub language: Option<String>,
     /// IVR steps the caller went through, in order.
     pub ivr_path: Vec<String>,
-    /// Digits keyed in the IVR (already redacted where the dialplan says so).
-    pub digits: Vec<String>,
-    /// Speech transcript(s) of the IVR, redacted.
+    /// Digits keyed in the IVR, per step (`[redacted]` for the dialplan's `sensitive` steps,
+    /// as in the call record).
+    pub digits: Vec<PopDigits>,
+    /// Speech transcript(s) of the IVR's speech turns, joined with ` | ` (digit strings
+    /// redacted as the IVR redacts them), when there was speech.
     pub transcript: Option<String>,
     /// Seconds waited in queue.
     pub waited_s: u64,
@@ -52,19 +60,116 @@ pub struct ScreenPop {
     pub callback: bool,
 }
 
+/// Digits one IVR step collected.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PopDigits {
+    /// Step name.
+    pub step: String,
+    /// The keys, or `[redacted]`.
+    pub digits: String,
+    /// The step is `sensitive = true`.
+    pub sensitive: bool,
+}
+
 /// The recognised customer, as shown to agents.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct CustomerView {
-    /// Store id.
-    pub id: String,
+    /// Phone number (the store's key, E.164).
+    pub number: String,
     /// Name to greet with.
     pub name: String,
-    /// VIP tier, 0 = regular.
-    pub vip_tier: u8,
-    /// Calls before this one.
-    pub previous_calls: u64,
-    /// Last call (RFC 3339), when any.
-    pub last_call: Option<String>,
+    /// VIP tier from the customer store (free text, e.g. `gold`), when set.
+    pub tier: Option<String>,
+    /// VIP customer.
+    pub vip: bool,
+    /// Preferred language, when set.
+    pub language: Option<String>,
+}
+
+/// Fills in what the IVR learnt: the customer record and returning-caller history from the
+/// store's lookup, the IVR path, the digits per step (already `[redacted]` for sensitive
+/// steps in the summary) and the speech transcripts (digit strings already redacted).
+pub fn add_ivr_context(
+    pop: &mut ScreenPop,
+    profile: &frontdoor_store::CallerProfile,
+    summary: &frontdoor_ivr::CallSummary,
+) {
+    if let Some(n) = profile.identity.number() {
+        pop.caller_number = Some(n.as_str().to_owned());
+    }
+    pop.customer = profile.customer.as_ref().map(|c| CustomerView {
+        number: c.number.as_str().to_owned(),
+        name: c.name.clone(),
+        tier: c.tier.clone(),
+        vip: c.vip,
+        language: c.language.clone(),
+    });
+    pop.previous_calls = profile.previous_calls;
+    pop.last_call = profile.last_call.map(|t| t.to_rfc3339());
+    pop.language = Some(summary.language.clone()).filter(|l| !l.is_empty());
+    pop.ivr_path = summary.path.clone();
+    pop.digits = summary
+        .digits
+        .iter()
+        .map(|d| PopDigits {
+            step: d.step.clone(),
+            digits: if d.sensitive {
+                frontdoor_ivr::REDACTED.to_owned()
+            } else {
+                d.digits.clone()
+            },
+            sensitive: d.sensitive,
+        })
+        .collect();
+    let turns: Vec<&str> = summary
+        .speech
+        .iter()
+        .map(|t| t.transcript.trim())
+        .filter(|t| !t.is_empty())
+        .collect();
+    pop.transcript = Some(turns.join(" | ")).filter(|t| !t.is_empty());
+}
+
+/// Header on the INVITE to the agent's phone with the pop's short facts for desk phones that
+/// show custom headers: `tier=gold;vip=1;calls=3;waited=12` (tokens only; see [`pop_header`]).
+pub const POP_HEADER: &str = "X-Frontdoor-Pop";
+
+/// What the agent's phone shows as the caller: the customer's name with its tier for VIPs
+/// (`Alice Chen [gold]`, `Victor Li [VIP]`), else the caller's number. Escaped and capped by
+/// [`sip_display_name`].
+pub fn desk_name(pop: &ScreenPop) -> String {
+    match &pop.customer {
+        Some(c) if !c.name.trim().is_empty() => match (&c.tier, c.vip) {
+            (Some(t), _) if !t.trim().is_empty() => format!("{} [{}]", c.name, t.trim()),
+            (_, true) => format!("{} [VIP]", c.name),
+            _ => c.name.clone(),
+        },
+        _ => pop.caller_number.clone().unwrap_or_default(),
+    }
+}
+
+/// The [`POP_HEADER`] value: `tier=T;vip=0|1;calls=N;waited=S` (tier only when known, cut to
+/// 32 letters, digits, `-` or `_`), safe in any SIP header.
+pub fn pop_header(pop: &ScreenPop) -> String {
+    let mut v = String::new();
+    if let Some(t) = pop.customer.as_ref().and_then(|c| c.tier.as_deref()) {
+        let t: String = t
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            .take(32)
+            .collect();
+        if !t.is_empty() {
+            v.push_str(&format!("tier={t};"));
+        }
+    }
+    let vip = pop.customer.as_ref().is_some_and(|c| c.vip);
+    v.push_str(&format!(
+        "vip={};calls={};waited={}",
+        u8::from(vip),
+        pop.previous_calls,
+        pop.waited_s
+    ));
+    v
 }
 
 /// `v1=<hex>` over `"{timestamp}.{body}"`.
@@ -466,6 +571,89 @@ async fn post(target: &HttpTarget, ts: i64, sig: &str, body: &[u8]) -> Result<u1
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ivr_context_fills_the_pop_with_redacted_digits_and_transcripts() {
+        use frontdoor_ivr::{CallSummary, CollectedDigits, SpeechDecision, SpeechTurnRecord};
+        use frontdoor_store::{CallerIdentity, CallerProfile, Customer, E164};
+        let number = E164::try_from("+14155550123".to_owned()).unwrap();
+        let profile = CallerProfile {
+            identity: CallerIdentity::Number(number.clone()),
+            customer: Some(Customer {
+                number,
+                name: "Alice \"A\" Chen".into(),
+                tier: Some("gold; vip=1".into()),
+                vip: true,
+                language: Some("zh".into()),
+                notes: "private".into(),
+            }),
+            previous_calls: 3,
+            last_call: chrono::DateTime::from_timestamp(1_700_000_000, 0),
+        };
+        let turn = |t: &str| SpeechTurnRecord {
+            step: "speech_main".into(),
+            attempt: 1,
+            transcript: t.into(),
+            meaning: None,
+            confidence: 0.9,
+            decision: SpeechDecision::Accepted,
+        };
+        let summary = CallSummary {
+            call_id: "c".into(),
+            dialplan: "d".into(),
+            flow: "f".into(),
+            path: vec!["answer".into(), "pin".into(), "q".into()],
+            digits: vec![
+                CollectedDigits {
+                    step: "menu".into(),
+                    digits: "1".into(),
+                    sensitive: false,
+                },
+                // A sensitive step's digits are never shown, whatever the summary holds.
+                CollectedDigits {
+                    step: "pin".into(),
+                    digits: "4321".into(),
+                    sensitive: true,
+                },
+            ],
+            speech: vec![turn("my card [digits] was stolen"), turn("  "), turn("yes")],
+            outcome: None,
+            language: "zh".into(),
+        };
+        let mut pop = ScreenPop {
+            caller_number: Some("raw-user".into()),
+            waited_s: 7,
+            ..ScreenPop::default()
+        };
+        add_ivr_context(&mut pop, &profile, &summary);
+        assert_eq!(pop.caller_number.as_deref(), Some("+14155550123"));
+        let c = pop.customer.as_ref().unwrap();
+        assert_eq!((c.name.as_str(), c.vip), ("Alice \"A\" Chen", true));
+        assert_eq!(pop.previous_calls, 3);
+        assert_eq!(pop.last_call.as_deref(), Some("2023-11-14T22:13:20+00:00"));
+        assert_eq!(pop.language.as_deref(), Some("zh"));
+        assert_eq!(pop.digits[1].digits, frontdoor_ivr::REDACTED);
+        assert_eq!(pop.digits[0].digits, "1");
+        assert_eq!(
+            pop.transcript.as_deref(),
+            Some("my card [digits] was stolen | yes")
+        );
+        let json = serde_json::to_string(&pop).unwrap();
+        assert!(
+            !json.contains("4321") && !json.contains("private"),
+            "{json}"
+        );
+        // The desk phone: name with tier, and the header's tokens only.
+        assert_eq!(desk_name(&pop), "Alice \"A\" Chen [gold; vip=1]");
+        assert_eq!(
+            sip_display_name(&desk_name(&pop), 40).unwrap(),
+            "\"Alice \\\"A\\\" Chen [gold; vip=1]\""
+        );
+        assert_eq!(pop_header(&pop), "tier=goldvip1;vip=1;calls=3;waited=7");
+        pop.customer = None;
+        assert_eq!(desk_name(&pop), "+14155550123");
+        assert_eq!(pop_header(&pop), "vip=0;calls=3;waited=7");
+    }
 
     #[test]
     fn signature_round_trip_and_tampering() {

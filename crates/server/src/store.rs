@@ -140,6 +140,7 @@ fn run(store: SqliteStore, region: Region, rx: Receiver<StoreRequest>, reply: im
                             identity,
                             customer: None,
                             previous_calls: 0,
+                            last_call: None,
                         }
                     }
                 };

@@ -312,6 +312,23 @@ fn a_queued_caller_is_bridged_to_the_agent_who_answers_then_the_agent_wraps_up()
     let pop: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(pop["call_id"], caller_id.as_str());
     assert_eq!(pop["agent"], "a1");
+    // The caller's context (an unknown first-time caller straight to the queue; the full
+    // context is checked in acd_phones.rs).
+    assert_eq!(pop["queue"], "general");
+    assert_eq!(pop["caller_number"], "+14155550123");
+    assert_eq!(pop["ivr_path"], serde_json::json!(["answer", "q"]));
+    assert_eq!(pop["digits"], serde_json::json!([]));
+    assert!(
+        pop["customer"].is_null() && pop["transcript"].is_null(),
+        "{pop}"
+    );
+    assert_eq!(pop["previous_calls"], 0);
+    assert_eq!(pop["callback"], false);
+    assert!(pop["waited_s"].as_u64().unwrap() < 10, "{pop}");
+    assert_eq!(
+        pop, o["screen_pop"],
+        "the webhook and the event carry the same pop"
+    );
     server.wait_event(Duration::from_secs(5), |e| {
         e["type"] == "screenpop.delivered" && e["status"] == 200
     });

@@ -957,6 +957,19 @@ impl UserAgent {
         status: u16,
         retry_after: Option<u32>,
     ) -> Result<(), UaError> {
+        let ra = retry_after.map(|r| r.to_string());
+        let headers: Vec<(&str, &str)> = ra.iter().map(|r| ("Retry-After", r.as_str())).collect();
+        self.reject_with_headers(now, call, status, &headers)
+    }
+
+    /// [`UserAgent::reject`] with extra header lines (e.g. `Proxy-Authenticate` on a 407).
+    pub fn reject_with_headers(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        status: u16,
+        headers: &[(&str, &str)],
+    ) -> Result<(), UaError> {
         if !(300..=699).contains(&status) {
             return Err(UaError::InvalidStatus(status));
         }
@@ -967,12 +980,11 @@ impl UserAgent {
         let (Some(req), Some(tx)) = (c.invite.take(), c.invite_tx) else {
             return Err(UaError::InvalidState);
         };
-        let ra = retry_after.map(|r| r.to_string());
         let mut b = ResponseBuilder::new(&req, status)
             .source(Some(c.invite_source))
             .to_tag(Some(&c.local_tag));
-        if let Some(ra) = &ra {
-            b = b.header("Retry-After", ra);
+        for (name, value) in headers {
+            b = b.header(name, value);
         }
         let bytes = b.build();
         self.send_response(now, tx, status, bytes);
@@ -1982,6 +1994,8 @@ impl UserAgent {
                         "Diversion",
                         "History-Info",
                         "Alert-Info",
+                        // Feature codes dialed from registered phones are digest-challenged.
+                        "Proxy-Authorization",
                     ]
                     .iter()
                     .any(|k| k.eq_ignore_ascii_case(n))

@@ -1144,3 +1144,60 @@ fn uac_reinvite_timeout_ends_the_call_with_bye() {
         Err(frontdoor_sip::UaError::UnknownCall)
     );
 }
+
+#[test]
+fn a_407_carries_the_challenges_and_proxy_authorization_reaches_the_application() {
+    let (mut ua, t0) = ua();
+    let creds = "Digest username=\"agent1\", realm=\"frontdoor\", nonce=\"n\", uri=\"sip:*21@h\", response=\"r\"";
+    send(
+        &mut ua,
+        t0,
+        &request(
+            "INVITE",
+            "fc1",
+            "z9hG4bKfc",
+            1,
+            "",
+            &format!("Proxy-Authorization: {creds}\r\n"),
+            SDP_OFFER,
+        ),
+    );
+    let evs = events(&mut ua);
+    let Some(UaEvent::IncomingCall { call, headers, .. }) = evs.first() else {
+        panic!("{evs:?}");
+    };
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("Proxy-Authorization") && v == creds),
+        "{headers:?}"
+    );
+    drain(&mut ua);
+    let challenges = [
+        "Digest realm=\"frontdoor\", nonce=\"a\", algorithm=SHA-256, qop=\"auth\"",
+        "Digest realm=\"frontdoor\", nonce=\"a\", algorithm=MD5, qop=\"auth\"",
+    ];
+    ua.reject_with_headers(
+        t0,
+        *call,
+        407,
+        &challenges.map(|c| ("Proxy-Authenticate", c)),
+    )
+    .unwrap();
+    let out = drain(&mut ua);
+    assert_eq!(statuses(&out), vec![407]);
+    let text = String::from_utf8_lossy(&out[0].payload).into_owned();
+    for c in challenges {
+        assert!(
+            text.contains(&format!("Proxy-Authenticate: {c}\r\n")),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        events(&mut ua),
+        vec![UaEvent::CallEnded {
+            call: *call,
+            cause: EndCause::Rejected(407)
+        }]
+    );
+}

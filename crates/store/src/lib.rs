@@ -153,6 +153,8 @@ pub struct CallerProfile {
     pub customer: Option<Customer>,
     /// Call records from this number before this call.
     pub previous_calls: u64,
+    /// When the most recent of those started.
+    pub last_call: Option<DateTime<Utc>>,
 }
 
 impl CallerProfile {
@@ -178,13 +180,22 @@ pub fn recognise(
     store: &dyn CustomerStore,
     identity: CallerIdentity,
 ) -> Result<CallerProfile, StoreError> {
-    let (customer, previous_calls) = match identity.number() {
-        Some(n) => (store.customer(n)?, store.call_count(n)?),
-        None => (None, 0),
+    let (customer, previous_calls, last_call) = match identity.number() {
+        Some(n) => {
+            let previous = store.call_count(n)?;
+            let last = if previous > 0 {
+                store.recent_calls(n, 1)?.first().map(|r| r.started_at)
+            } else {
+                None
+            };
+            (store.customer(n)?, previous, last)
+        }
+        None => (None, 0, None),
     };
     Ok(CallerProfile {
         identity,
         customer,
         previous_calls,
+        last_call,
     })
 }
