@@ -14,6 +14,8 @@
 //! up on the store thread while the call rings, then a `frontdoor_ivr::Call` interpreter
 //! drives the call (see [`CallApp::handle_note`]); the call record is written at the end.
 
+pub mod callbacks;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -325,6 +327,8 @@ pub struct CallApp {
     announce_lang: HashMap<u64, String>,
     /// The recogniser pool of speech turns.
     asr: Option<RecognizerPool>,
+    /// Callbacks that keep their place (`calls/callbacks.rs`).
+    cb: callbacks::Callbacks,
 }
 
 impl CallApp {
@@ -359,6 +363,7 @@ impl CallApp {
             .as_ref()
             .map_or_else(|| ivr.recordings.join("calls"), PathBuf::from);
         Self {
+            cb: callbacks::Callbacks::default(),
             desk: None,
             entries: HashMap::new(),
             queue_timers: BinaryHeap::new(),
@@ -419,7 +424,8 @@ impl CallApp {
         let d = self.originate.as_ref().and_then(|o| o.hangup_at);
         let e = self.desk.as_ref().and_then(Desk::next_deadline);
         let f = self.queue_timers.peek().map(|Reverse((at, _))| *at);
-        [a, b, c, d, e, f].into_iter().flatten().min()
+        let g = self.cb.next_timer();
+        [a, b, c, d, e, f, g].into_iter().flatten().min()
     }
 
     /// Installs the screen-pop webhook.
@@ -434,6 +440,10 @@ impl CallApp {
 
     /// Answers an agent API request (the actions it causes run in [`Self::run_desk`]).
     pub fn serve_desk(&mut self, now: Instant, req: DeskRequest) {
+        if let DeskRequest::Callbacks(r) = req {
+            self.callback_api(r);
+            return;
+        }
         match self.desk.as_mut() {
             Some(d) => d.serve(now, req),
             None => {
@@ -519,6 +529,7 @@ impl CallApp {
         if let Some(d) = self.desk.as_mut() {
             d.handle_timeout(now);
         }
+        self.callback_timers(now);
         while let Some(Reverse((at, handle))) = self.queue_timers.peek().copied() {
             if at > now {
                 break;
@@ -758,6 +769,8 @@ impl CallApp {
                             .map_or(0, |a| millis(now.saturating_duration_since(a))),
                     },
                 );
+                self.callback_call_gone(call);
+                self.callback_leg_ended(now, ua, call, &c, &cause);
                 let acd_took_it = c
                     .acd
                     .is_some_and(|role| self.acd_call_ended(now, &c, role, &cause));
@@ -1079,6 +1092,9 @@ impl CallApp {
                     },
                 );
                 if mode == Mode::Ivr {
+                    if self.callback_dtmf(now, CallHandle(key), digit) {
+                        return;
+                    }
                     self.feed(now, ua, CallHandle(key), IvrInput::Dtmf(digit));
                 } else if mode == Mode::Digits {
                     let name = match digit {
@@ -1131,6 +1147,10 @@ impl CallApp {
             }
             Note::PromptDone { key, id } => {
                 let call = CallHandle(key);
+                if callbacks::is_callback_playback(id) {
+                    self.callback_prompt_done(now, ua, call, id);
+                    return;
+                }
                 let Some(c) = self.calls.get_mut(&call) else {
                     return;
                 };
@@ -1231,6 +1251,35 @@ impl CallApp {
         ring_timeout: Duration,
         presentation: Presentation,
     ) -> Result<CallHandle, (u16, &'static str)> {
+        let from_user = peer
+            .and_then(|p| self.calls.get(&p))
+            .map(|c| c.link.from_user.clone())
+            .unwrap_or_default();
+        self.dial_as(
+            now,
+            ua,
+            target,
+            mode,
+            peer,
+            ring_timeout,
+            presentation,
+            from_user,
+        )
+    }
+
+    /// [`Self::dial`] with the From user part given.
+    #[allow(clippy::too_many_arguments)]
+    fn dial_as(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        target: &str,
+        mode: Mode,
+        peer: Option<CallHandle>,
+        ring_timeout: Duration,
+        presentation: Presentation,
+        from_user: String,
+    ) -> Result<CallHandle, (u16, &'static str)> {
         let Some(destination) = uri_socket_addr(target) else {
             return Err((502, "invalid_target"));
         };
@@ -1248,10 +1297,6 @@ impl CallApp {
             ptime_ms: 20,
             direction: Direction::SendRecv,
         };
-        let from_user = peer
-            .and_then(|p| self.calls.get(&p))
-            .map(|c| c.link.from_user.clone())
-            .unwrap_or_default();
         let leg =
             match ua.invite_presented(now, target, destination, &from_user, &local, presentation) {
                 Ok(h) => h,
@@ -1395,6 +1440,9 @@ impl CallApp {
     /// A call's media just started: dial its bridge target (an answered outgoing call with
     /// `bridge_to`), answer its unanswered peer, or bridge.
     fn leg_up(&mut self, now: Instant, ua: &mut UserAgent, call: CallHandle) {
+        if self.callback_leg_up(now, ua, call) {
+            return;
+        }
         let Some(c) = self.calls.get(&call) else {
             return;
         };
@@ -1445,6 +1493,7 @@ impl CallApp {
         for (leg, caller) in [(a, b), (b, a)] {
             self.agent_answered(now, ua, leg, caller);
         }
+        self.callback_bridged(a, b);
         let (Some(ca), Some(cb)) = (self.calls.get(&a), self.calls.get(&b)) else {
             return;
         };
@@ -1690,6 +1739,7 @@ impl CallApp {
                 self.events
                     .emit(None, EventBody::DialplanRejected { diagnostics });
             }
+            AppNote::Store(StoreReply::Callback(done)) => self.callback_store(now, ua, done),
             AppNote::Store(StoreReply::Recognised { key, profile }) => {
                 self.recognised(now, ua, CallHandle(key), *profile);
             }
@@ -1745,11 +1795,16 @@ impl CallApp {
                         continue;
                     };
                     let call_id = c.call_id.clone();
+                    if callbacks::is_callback_playback(id) {
+                        self.callback_rendered(now, ua, handle, id, &key, language, &result);
+                        continue;
+                    }
                     if id == DRIVER_ANNOUNCE {
                         // A position announcement: only while the caller still waits.
                         let waiting = matches!(c.acd, Some(AcdRole::Caller { .. }))
                             && c.link.peer.is_none()
-                            && c.media_started;
+                            && c.media_started
+                            && !self.cb.asking(handle);
                         if let (true, Ok((prompt, source))) = (waiting, &result) {
                             self.events.emit(
                                 Some(&call_id),
@@ -2360,18 +2415,13 @@ impl CallApp {
                 queue,
                 kind: EntryKind::Live,
             } => self.offer(now, ua, agents, entry, agent, queue),
-            AcdAction::Offer { entry, agent, .. } => {
-                // Queued callbacks are not created by this engine yet.
-                tracing::warn!(?entry, "offer of a callback: refused");
-                if let Some(d) = self.desk.as_mut() {
-                    let _ = d.handle(now, AcdEvent::OfferRefused { agent, entry });
-                }
-            }
+            AcdAction::Offer { entry, agent, .. } => self.offer_callback(now, agents, entry, agent),
             AcdAction::CancelOffer {
                 entry,
                 agent,
                 reason,
             } => {
+                self.callback_offer_cancelled(now, ua, entry);
                 let legs: Vec<CallHandle> = self
                     .calls
                     .iter()
@@ -2424,6 +2474,7 @@ impl CallApp {
                 );
             }
             AcdAction::Voicemail { entry } | AcdAction::CallbackExhausted { entry } => {
+                self.callback_exhausted(entry);
                 // Overflow sends the caller on: the `enqueue` step fails (its `on_failure`).
                 if let Some(call) = self.entries.remove(&entry) {
                     if let Some(c) = self.calls.get_mut(&call) {
@@ -2471,7 +2522,7 @@ impl CallApp {
         let Some(c) = self.calls.get(&call) else {
             return;
         };
-        if c.link.peer.is_some() || !c.media_started {
+        if c.link.peer.is_some() || !c.media_started || self.cb.asking(call) {
             return;
         }
         let language = self
@@ -2491,6 +2542,9 @@ impl CallApp {
             if let Some(m) = minutes {
                 let unit = if m == 1 { "minute" } else { "minutes" };
                 t.push_str(&format!(" The estimated wait is about {m} {unit}."));
+            }
+            if let Some(hint) = self.callback_hint(call, &language) {
+                t.push_str(&hint);
             }
             t
         };

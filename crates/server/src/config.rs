@@ -78,6 +78,10 @@ pub struct Config {
     pub screenpop: ScreenPopSection,
     /// Speech recognition in calls (speech steps of the dialplans).
     pub speech: SpeechSection,
+    /// Callbacks that keep their place (docs/callbacks.md).
+    pub callbacks: crate::calls::callbacks::CallbacksSection,
+    /// The carrier trunk callbacks are dialed through.
+    pub outbound: crate::calls::callbacks::OutboundSection,
 }
 
 /// `[screenpop]`: each ACD offer is POSTed to `url`, signed with HMAC-SHA256 (`secret`).
