@@ -771,10 +771,6 @@ impl CallApp {
                 .var("reason")
                 .or_else(|| i.call.var("intent"))
                 .map(str::to_owned)
-                .or_else(|| {
-                    let path = &i.call.summary().path;
-                    path.len().checked_sub(2).and_then(|k| path.get(k)).cloned()
-                })
         });
         let path = ivr
             .map(|i| i.call.summary().path.clone())
