@@ -656,6 +656,24 @@ impl CallApp {
         let Some(c) = self.calls.get(&call) else {
             return;
         };
+        // A render that came too late for its moment is dropped (e.g. the confirmation
+        // question after the caller already confirmed: it must not cut off the goodbye).
+        let step = self.cb.asks.get(&call).map(|a| &a.step);
+        let stage = self
+            .cb
+            .legs
+            .get(&call)
+            .and_then(|e| self.cb.jobs.get(e))
+            .map(|j| j.stage);
+        let current = match id {
+            CB_PROMPT => matches!(step, Some(AskStep::Confirm | AskStep::Keying(_))),
+            CB_BYE => step == Some(&AskStep::Told),
+            CB_WHISPER => stage == Some(Stage::Whisper),
+            _ => stage == Some(Stage::CustomerHolds),
+        };
+        if !current {
+            return;
+        }
         let call_id = c.call_id.clone();
         match result {
             Ok((prompt, source)) if c.media_started => {
