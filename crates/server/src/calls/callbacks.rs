@@ -643,6 +643,7 @@ impl CallApp {
     }
 
     /// A text of this module was rendered for `call`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn callback_rendered(
         &mut self,
         now: Instant,
@@ -759,7 +760,7 @@ impl CallApp {
         let Some(AcdRole::Caller { entry, .. }) = c.acd else {
             return false;
         };
-        if self.config.callbacks.key.chars().next() != Some(digit)
+        if !self.config.callbacks.key.starts_with(digit)
             || c.link.peer.is_some()
             || !c.media_started
         {
@@ -1055,19 +1056,18 @@ impl CallApp {
         id: u64,
     ) {
         match id {
-            CB_BYE => {
+            CB_BYE
                 if self
                     .cb
                     .asks
                     .get(&call)
-                    .is_some_and(|a| a.step == AskStep::Told)
-                {
-                    if let Some(c) = self.calls.get_mut(&call) {
-                        c.hangup_cause = Some("callback_requested");
-                    }
-                    if let Err(e) = ua.hangup(now, call) {
-                        tracing::debug!(error = %e, "hangup after a callback request");
-                    }
+                    .is_some_and(|a| a.step == AskStep::Told) =>
+            {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.hangup_cause = Some("callback_requested");
+                }
+                if let Err(e) = ua.hangup(now, call) {
+                    tracing::debug!(error = %e, "hangup after a callback request");
                 }
             }
             CB_WHISPER => {
