@@ -639,3 +639,150 @@ fn callbacks_survive_sigkill_in_order_and_each_number_is_dialed_once() {
         serde_json::json!([])
     );
 }
+
+#[test]
+fn a_busy_customer_is_retried_in_its_place_and_the_api_cancels_and_reschedules() {
+    let data = test_dir("cb-retry-data");
+    let server = start(
+        "cb-retry",
+        40200,
+        (41400, 41599),
+        &config(40225, 40210, 3),
+        &data,
+    );
+    register(&server, 40220, 40260);
+    assert_eq!(http(40225, "POST", "/api/v1/agents/a1/login", "").0, 200);
+    assert_eq!(
+        http(40225, "POST", "/api/v1/agents/a1/pause", r#"{"code":1}"#).0,
+        200
+    );
+    request_callback(&server, "ask1", 40221, 40270, "+14155550131", "11");
+    // The second caller keys in another number: 2, the digits, #, then confirms.
+    request_callback(
+        &server,
+        "ask2",
+        40222,
+        40276,
+        "+14155550132",
+        "124155550142#1",
+    );
+    request_callback(&server, "ask3", 40223, 40282, "+14155550133", "11");
+    server.wait_count(Duration::from_secs(10), 3, |e| {
+        e["type"] == "callback.requested"
+    });
+    let (_, list) = http(40225, "GET", "/api/v1/callbacks", "");
+    let list = list.as_array().unwrap().clone();
+    let numbers: Vec<&str> = list.iter().map(|c| c["number"].as_str().unwrap()).collect();
+    assert_eq!(numbers, ["+14155550131", "+14155550142", "+14155550133"]);
+    let id = |i: usize| list[i]["id"].as_i64().unwrap();
+
+    // Cancel the third: it leaves the store's line and the queue; twice is a conflict.
+    let (s, c) = http(40225, "DELETE", &format!("/api/v1/callbacks/{}", id(2)), "");
+    assert_eq!((s, c["state"].as_str()), (200, Some("cancelled")), "{c}");
+    assert_eq!(
+        http(40225, "DELETE", &format!("/api/v1/callbacks/{}", id(2)), "").0,
+        409
+    );
+    assert_eq!(http(40225, "DELETE", "/api/v1/callbacks/999", "").0, 404);
+    // Reschedule the second an hour later: it leaves the queue until then, keeping its place.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let (s, r) = http(
+        40225,
+        "POST",
+        &format!("/api/v1/callbacks/{}/reschedule", id(1)),
+        &format!(r#"{{"not_before":"{later}"}}"#),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert!(r["not_before"].is_string(), "{r}");
+    assert_eq!(
+        http(
+            40225,
+            "POST",
+            &format!("/api/v1/callbacks/{}/reschedule", id(1)),
+            "{bad"
+        )
+        .0,
+        400
+    );
+    let (_, queues) = http(40225, "GET", "/api/v1/queues", "");
+    assert_eq!(
+        queues[0]["waiting"], 1,
+        "only the first waits now: {queues}"
+    );
+
+    // First attempt: the customer is busy. The retry after 3 s reaches it.
+    let busy = background(
+        &server,
+        None,
+        40210,
+        40290,
+        &["-sf", &scenario("carrier-busy.xml"), "-m", "1"],
+    );
+    let phone = background(
+        &server,
+        Some(server.sip_port),
+        40220,
+        40260,
+        &[
+            "-sf",
+            &scenario("agent-callback.xml"),
+            "-m",
+            "2",
+            "-rtp_echo",
+        ],
+    );
+    assert_eq!(http(40225, "POST", "/api/v1/agents/a1/ready", "").0, 200);
+    wait_exit(&server, busy, "the busy carrier", Duration::from_secs(60));
+    let carrier = carrier(&server, 40210, 40290, r"\+14155550131", 1, 1500);
+    wait_exit(&server, carrier, "the carrier", Duration::from_secs(90));
+    wait_exit(&server, phone, "the agent's phone", Duration::from_secs(60));
+
+    let events = server.events();
+    let outcomes: Vec<&serde_json::Value> = of_type(&events, "callback.outcome")
+        .into_iter()
+        .filter(|e| e["callback_id"] == id(0))
+        .collect();
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    assert_eq!(outcomes[0]["outcome"], "failed");
+    assert_eq!(outcomes[0]["reason"], "busy");
+    assert_eq!(outcomes[0]["status"], 486);
+    assert!(outcomes[0]["retry_at"].is_string());
+    assert_eq!(outcomes[1]["outcome"], "served");
+    let f = position(&events, |e| {
+        e["type"] == "callback.outcome" && e["outcome"] == "failed"
+    });
+    let back = position(&events, |e| {
+        e["type"] == "callback.queued" && e["reason"] == "retry" && e["callback_id"] == id(0)
+    });
+    let s = position(&events, |e| {
+        e["type"] == "callback.outcome" && e["outcome"] == "served"
+    });
+    assert!(f < back && back < s);
+    let (_, one) = http(40225, "GET", &format!("/api/v1/callbacks/{}", id(0)), "");
+    let log = one["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 2, "{one}");
+    assert_eq!(
+        (log[0]["outcome"].as_str(), log[0]["detail"].as_str()),
+        (Some("failed"), Some("busy"))
+    );
+    assert_eq!(log[1]["outcome"], "served");
+    // Only the first number reached the carrier: the rescheduled and the cancelled were not
+    // dialed.
+    assert_eq!(carrier_auths(&server.dir).len(), 1);
+    let (_, left) = http(40225, "GET", "/api/v1/callbacks", "");
+    assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
+    assert_eq!(left[0]["id"], id(1));
+    assert_eq!(left[0]["number"], "+14155550142");
+    assert_eq!(left[0]["state"], "waiting");
+    // Rescheduled to now, it rejoins the queue at once.
+    let (s, _) = http(
+        40225,
+        "POST",
+        &format!("/api/v1/callbacks/{}/reschedule", id(1)),
+        r#"{"not_before":null}"#,
+    );
+    assert_eq!(s, 200);
+    server.wait_event(Duration::from_secs(5), |e| {
+        e["type"] == "callback.queued" && e["reason"] == "rescheduled" && e["callback_id"] == id(1)
+    });
+}

@@ -1524,6 +1524,10 @@ impl CallApp {
         }
         job.stage = Stage::Bridged;
         let attempt = job.attempt;
+        // No hold audio or prompt over the conversation (customer-first: the customer held).
+        for k in [a, b] {
+            self.media.send(Command::SetIdle(k.0, None));
+        }
         let Some(q) = self.cb.queued.remove(&entry) else {
             return;
         };
