@@ -436,6 +436,7 @@ impl CallApp {
     /// Installs the ACD (from [`Desk::from_config`]).
     pub fn set_desk(&mut self, desk: Desk) {
         self.desk = Some(desk);
+        self.callback_prerender();
     }
 
     /// Answers an agent API request (the actions it causes run in [`Self::run_desk`]).

@@ -5,8 +5,9 @@
 //! callback is served before a live caller who queued after it. A restart after SIGKILL keeps
 //! the callbacks and their order, and each number is dialed exactly once.
 //!
-//! Ports: SIP 40000 / 40100 / 40200, SIPp phones, callers and carriers 40010-40099,
-//! 40110-40199 and 40210-40299, API 40025 / 40125 / 40225, media 41000-41599.
+//! Ports: SIP 40000 / 40100 / 40200 / 40300, SIPp phones, callers and carriers 40010-40099,
+//! 40110-40199, 40210-40299 and 40310-40399, API 40025 / 40125 / 40225 / 40325, media
+//! 41000-41799.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -784,5 +785,89 @@ fn a_busy_customer_is_retried_in_its_place_and_the_api_cancels_and_reschedules()
     assert_eq!(s, 200);
     server.wait_event(Duration::from_secs(5), |e| {
         e["type"] == "callback.queued" && e["reason"] == "rescheduled" && e["callback_id"] == id(1)
+    });
+}
+
+#[test]
+fn customer_first_dials_the_customer_then_rings_the_agent_and_bridges() {
+    let data = test_dir("cb-cf-data");
+    let cfg = config(40325, 40310, 1).replace(
+        "ring_timeout_s = 20\n",
+        "ring_timeout_s = 20\ncustomer_first = [\"general\"]\n",
+    );
+    let server = start("cb-cf", 40300, (41600, 41799), &cfg, &data);
+    register(&server, 40320, 40360);
+    assert_eq!(http(40325, "POST", "/api/v1/agents/a1/login", "").0, 200);
+    assert_eq!(
+        http(40325, "POST", "/api/v1/agents/a1/pause", r#"{"code":1}"#).0,
+        200
+    );
+    request_callback(&server, "ask", 40321, 40370, "+14155550123", "11");
+    let requested = server.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "callback.requested"
+    });
+    let cb_id = requested["callback_id"].as_i64().unwrap();
+    let phone = background(
+        &server,
+        Some(server.sip_port),
+        40320,
+        40360,
+        &[
+            "-sf",
+            &scenario("agent-callback.xml"),
+            "-m",
+            "1",
+            "-rtp_echo",
+        ],
+    );
+    let carrier = carrier(&server, 40310, 40390, r"\+14155550123", 1, 5000);
+    assert_eq!(http(40325, "POST", "/api/v1/agents/a1/ready", "").0, 200);
+    wait_exit(&server, carrier, "the carrier", Duration::from_secs(90));
+    wait_exit(&server, phone, "the agent's phone", Duration::from_secs(60));
+
+    let events = server.events();
+    let stage = |s: &str| {
+        position(&events, |e| {
+            e["type"] == "callback.attempt" && e["stage"] == s && e["callback_id"] == cb_id
+        })
+    };
+    let (claimed, customer, agent) = (stage("claimed"), stage("customer_leg"), stage("agent_leg"));
+    let served = position(&events, |e| {
+        e["type"] == "callback.outcome" && e["outcome"] == "served"
+    });
+    assert!(
+        claimed < customer && customer < agent && agent < served,
+        "customer first, then the agent"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["type"] == "callback.attempt" && e["stage"] == "whisper"),
+        "no whisper in customer-first mode"
+    );
+    let customer_leg = events[customer]["leg_call_id"].as_str().unwrap().to_owned();
+    assert!(
+        events.iter().any(|e| e["type"] == "ivr.say"
+            && e["call_id"] == customer_leg.as_str()
+            && e["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Hello, this is your requested callback"))),
+        "the customer was asked to hold"
+    );
+    let u = of_type(&events, "bridge.unbridged")
+        .into_iter()
+        .find(|e| {
+            e["call_id"] == customer_leg.as_str() || e["peer_call_id"] == customer_leg.as_str()
+        })
+        .expect("the callback bridge reported its counters");
+    for k in ["audio_in", "audio_out", "peer_audio_in", "peer_audio_out"] {
+        assert!(u[k].as_u64().unwrap() > 50, "{k} = {} in {u}", u[k]);
+    }
+    assert_eq!(carrier_auths(&server.dir).len(), 1);
+    let (_, one) = http(40325, "GET", &format!("/api/v1/callbacks/{cb_id}"), "");
+    assert_eq!(one["state"], "served", "{one}");
+    // The agent's call ended in wrap-up (the ACD saw the whole call).
+    server.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "agent.state" && e["state"] == "wrap_up"
     });
 }

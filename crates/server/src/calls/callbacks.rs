@@ -42,6 +42,11 @@ pub(super) const CB_WHISPER: u64 = u64::MAX - 5;
 /// Playback id of "please hold" to a customer dialed first.
 pub(super) const CB_HOLD: u64 = u64::MAX - 6;
 
+/// The fixed texts, rendered once at start (so they play without waiting for speech).
+const HOLD_TEXT: &str =
+    "Hello, this is your requested callback. Please hold while we connect you to an agent.";
+const KEYING_TEXT: &str = "Please key in the number to call you back on, then press hash.";
+
 /// Entry ids of callbacks restored at start-up (apart from call handles).
 const RESTORED_BASE: u64 = 1 << 48;
 
@@ -593,6 +598,19 @@ impl CallApp {
         self.events.emit(Some(call_id), EventBody::Callback(ev));
     }
 
+    /// Renders the module's fixed English texts ahead of their first use (memory cache).
+    pub(super) fn callback_prerender(&mut self) {
+        if self.config.callbacks.queues.is_empty() && self.config.outbound.uri.is_none() {
+            return;
+        }
+        let voice = self.tts.voice("en");
+        for text in [HOLD_TEXT, KEYING_TEXT] {
+            if self.tts.cached(&voice, text).is_none() {
+                self.tts_pool.request((voice.clone(), text.to_owned()));
+            }
+        }
+    }
+
     /// The hint appended to the position announcements of queues that offer callbacks.
     pub(super) fn callback_hint(&self, call: CallHandle, language: &str) -> Option<String> {
         if language.starts_with("zh") {
@@ -857,12 +875,7 @@ impl CallApp {
 
     fn cb_prompt_keying(&mut self, call: CallHandle) {
         let lang = self.cb_lang(call);
-        self.cb_say(
-            call,
-            CB_PROMPT,
-            "Please key in the number to call you back on, then press hash.".to_owned(),
-            &lang,
-        );
+        self.cb_say(call, CB_PROMPT, KEYING_TEXT.to_owned(), &lang);
     }
 
     /// The caller left the dialogue (`*`): it waits on as before.
@@ -1491,14 +1504,7 @@ impl CallApp {
             }
             self.media
                 .send(Command::SetIdle(leg.0, self.prompt("hold")));
-            self.cb_say(
-                leg,
-                CB_HOLD,
-                "Hello, this is your requested callback. Please hold while we connect you to an \
-                 agent."
-                    .to_owned(),
-                "en",
-            );
+            self.cb_say(leg, CB_HOLD, HOLD_TEXT.to_owned(), "en");
             self.cb_ring_agent(now, ua, entry);
             return true;
         }
