@@ -140,6 +140,8 @@ pub enum StoreOp {
         id: CallbackId,
         /// The agent offered.
         agent: String,
+        /// Which claim (a late answer to an earlier offer is told apart).
+        claim: u64,
     },
     /// Record how the running attempt ended.
     Finish {
@@ -196,6 +198,8 @@ pub enum StoreDone {
         entry: u64,
         /// The callback.
         id: CallbackId,
+        /// The claim answered.
+        claim: u64,
         /// The attempt number, or why not.
         result: Result<u32, String>,
         /// The state when refused.
@@ -282,7 +286,12 @@ pub fn run_op(store: &SqliteStore, op: StoreOp) -> Option<StoreDone> {
             key,
             result: store.request_callback(&req, now).map_err(|e| e.to_string()),
         }),
-        StoreOp::Begin { entry, id, agent } => {
+        StoreOp::Begin {
+            entry,
+            id,
+            agent,
+            claim,
+        } => {
             let (result, refused_state) = match store.begin_attempt(id, Some(&agent), now) {
                 Ok(n) => (Ok(n), None),
                 Err(e) => {
@@ -296,6 +305,7 @@ pub fn run_op(store: &SqliteStore, op: StoreOp) -> Option<StoreDone> {
             Some(StoreDone::Begun {
                 entry,
                 id,
+                claim,
                 result,
                 refused_state,
             })
@@ -549,6 +559,8 @@ struct Job {
     /// The ACD was told how it ended (`CallbackFailed`/`CallEnded`).
     acd_done: bool,
     customer_first: bool,
+    /// The store claim this job waits for / holds.
+    claim: u64,
 }
 
 /// The call side's callback state.
@@ -559,6 +571,7 @@ pub(super) struct Callbacks {
     jobs: HashMap<EntryId, Job>,
     legs: HashMap<CallHandle, EntryId>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    next_claim: u64,
 }
 
 impl Callbacks {
@@ -719,6 +732,18 @@ impl CallApp {
 
     /// A key from a caller: true when the callback dialogue took it (the IVR does not see it).
     pub(super) fn callback_dtmf(&mut self, now: Instant, call: CallHandle, digit: char) -> bool {
+        let offered = self.calls.get(&call).is_some_and(|c| c.link.peer.is_some());
+        if offered
+            && self
+                .cb
+                .asks
+                .get(&call)
+                .is_some_and(|a| matches!(a.step, AskStep::Confirm | AskStep::Keying(_)))
+        {
+            // An agent's phone rings for this caller: the dialogue is over, the keys go on.
+            self.cb.asks.remove(&call);
+            return false;
+        }
         if let Some(step) = self.cb.asks.get(&call).map(|a| a.step.clone()) {
             match step {
                 AskStep::Confirm => match digit {
@@ -932,9 +957,10 @@ impl CallApp {
             StoreDone::Begun {
                 entry,
                 id,
+                claim,
                 result,
                 refused_state,
-            } => self.cb_begun(now, ua, EntryId(entry), id, result, refused_state),
+            } => self.cb_begun(now, ua, (EntryId(entry), claim), id, result, refused_state),
             StoreDone::Changed {
                 result,
                 cancelled,
@@ -1139,6 +1165,8 @@ impl CallApp {
             }
             return;
         };
+        self.cb.next_claim += 1;
+        let claim = self.cb.next_claim;
         self.cb.jobs.insert(
             entry,
             Job {
@@ -1151,12 +1179,14 @@ impl CallApp {
                 customer_leg: None,
                 acd_done: false,
                 customer_first,
+                claim,
             },
         );
         self.store.send(StoreRequest::Callback(StoreOp::Begin {
             entry: entry.0,
             id,
             agent: name,
+            claim,
         }));
     }
 
@@ -1164,7 +1194,7 @@ impl CallApp {
         &mut self,
         now: Instant,
         ua: &mut UserAgent,
-        entry: EntryId,
+        (entry, claim): (EntryId, u64),
         id: CallbackId,
         result: Result<u32, String>,
         refused_state: Option<CallbackState>,
@@ -1173,7 +1203,7 @@ impl CallApp {
             .cb
             .jobs
             .get(&entry)
-            .is_some_and(|j| j.stage == Stage::Claiming);
+            .is_some_and(|j| j.stage == Stage::Claiming && j.claim == claim);
         let Some(q) = self.cb.queued.get(&entry).cloned() else {
             if result.is_ok() {
                 self.cb_finish(id, "offer_cancelled", None);
@@ -1187,6 +1217,8 @@ impl CallApp {
                 self.cb_finish(id, "offer_cancelled", None);
                 return;
             }
+            // The answer to an earlier, withdrawn offer: nothing to undo.
+            Err(_) if !claiming => return,
             Err(e) => {
                 // Never dial what the store refused (served, cancelled, being dialed
                 // elsewhere): it leaves the queue; a store failure is retried later.
@@ -1572,6 +1604,9 @@ impl CallApp {
         let Some(job) = self.cb.jobs.get(&entry).cloned() else {
             return;
         };
+        if job.agent_leg != Some(leg) && job.customer_leg != Some(leg) {
+            return; // a leg of an earlier attempt
+        }
         let id = self.cb.queued.get(&entry).map(|q| q.id);
         if job.stage == Stage::Bridged {
             // Served: the agent's leg ending ends the ACD call (the other leg was hung up).
@@ -2064,6 +2099,7 @@ mod tests {
                     entry: 1,
                     id,
                     agent: "a1".into(),
+                    claim: 1,
                 },
             )
         };
