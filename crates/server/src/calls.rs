@@ -2507,10 +2507,8 @@ impl CallApp {
                     },
                 );
             }
-            AcdAction::OfferCallback { .. }
-            | AcdAction::Promoted { .. }
-            | AcdAction::Widened { .. }
-            | AcdAction::Moved { .. } => {}
+            AcdAction::OfferCallback { entry } => self.callback_overflow_offer(entry),
+            AcdAction::Promoted { .. } | AcdAction::Widened { .. } | AcdAction::Moved { .. } => {}
         }
     }
 

@@ -5,9 +5,9 @@
 //! callback is served before a live caller who queued after it. A restart after SIGKILL keeps
 //! the callbacks and their order, and each number is dialed exactly once.
 //!
-//! Ports: SIP 40000 / 40100 / 40200 / 40300, SIPp phones, callers and carriers 40010-40099,
-//! 40110-40199, 40210-40299 and 40310-40399, API 40025 / 40125 / 40225 / 40325, media
-//! 41000-41799.
+//! Ports: SIP 40000 / 40100 / 40200 / 40300 / 40400, SIPp phones, callers and carriers
+//! 40010-40099, 40110-40199, 40210-40299, 40310-40399 and 40410-40499, API 40025 / 40125 /
+//! 40225 / 40325 / 40425, media 41000-41899.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -214,6 +214,19 @@ fn info(digit: char, cseq: u32, pause_ms: u32) -> String {
 /// A caller `from` who waits `wait_ms` in the queue, then presses `keys` (one INFO each) and
 /// must be hung up on by the engine.
 fn request_callback(server: &Server, tag: &str, port: u16, media: u16, from: &str, keys: &str) {
+    request_callback_after(server, tag, port, media, from, keys, 2500);
+}
+
+/// [`request_callback`], the first key `wait_ms` after the answer.
+fn request_callback_after(
+    server: &Server,
+    tag: &str,
+    port: u16,
+    media: u16,
+    from: &str,
+    keys: &str,
+    wait_ms: u32,
+) {
     let infos: String = keys
         .chars()
         .enumerate()
@@ -223,7 +236,7 @@ fn request_callback(server: &Server, tag: &str, port: u16, media: u16, from: &st
         .unwrap()
         .replace("__INFOS__", &infos)
         .replace("__CALLER__", from)
-        .replace("__WAIT_MS__", "2500");
+        .replace("__WAIT_MS__", &wait_ms.to_string());
     let sf: PathBuf = server.dir.join(format!("{tag}.xml"));
     std::fs::write(&sf, xml).unwrap();
     sipp(
@@ -392,14 +405,37 @@ fn a_callback_keeps_its_place_calls_the_agent_first_then_the_customer_through_a_
     let cb_entry = requested["entry"].as_u64().unwrap();
     let asker = requested["call_id"].as_str().unwrap().to_owned();
     let events = server.events();
-    assert!(
-        events.iter().any(|e| e["type"] == "ivr.say"
+    let asked = position(&events, |e| {
+        e["type"] == "callback.asked" && e["call_id"] == asker.as_str()
+    });
+    assert_eq!(events[asked]["trigger"], "key");
+    // The question reads the number back (when it was rendered before the caller's answer:
+    // a late render is dropped rather than played over the goodbye).
+    if let Some(q) = events.iter().find(|e| {
+        e["type"] == "ivr.say"
             && e["call_id"] == asker.as_str()
             && e["text"]
                 .as_str()
-                .is_some_and(|t| t.starts_with("We will call you back on 4 1 5 5 5 5 0 1 2 3"))),
-        "the number was read back"
-    );
+                .is_some_and(|t| t.contains("Press 1 to confirm"))
+    }) {
+        assert!(
+            q["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("We will call you back on 4 1 5 5 5 5 0 1 2 3"),
+            "{q}"
+        );
+    }
+    // Stored first, told after.
+    let stored = position(&events, |e| e["type"] == "callback.requested");
+    let told = position(&events, |e| {
+        e["type"] == "ivr.say"
+            && e["call_id"] == asker.as_str()
+            && e["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Thank you. We will call you back"))
+    });
+    assert!(asked < stored && stored < told);
     assert!(
         events.iter().any(|e| e["type"] == "call.ended"
             && e["call_id"] == asker.as_str()
@@ -870,4 +906,65 @@ fn customer_first_dials_the_customer_then_rings_the_agent_and_bridges() {
     server.wait_event(Duration::from_secs(10), |e| {
         e["type"] == "agent.state" && e["state"] == "wrap_up"
     });
+}
+
+#[test]
+fn the_overflow_rule_offers_a_callback_to_a_caller_who_waited_too_long() {
+    let data = test_dir("cb-overflow-data");
+    // No key in this queue: only the ACD's overflow rule offers the callback.
+    let cfg = config(40425, 40410, 1)
+        .replace(
+            "[callbacks]\nqueues = [\"general\"]",
+            "[callbacks]\nqueues = []",
+        )
+        .replace(
+            "[[agents.agent]]",
+            "[[acd.queues.overflow]]\nafter_s = 2.0\naction = { kind = \"offer_callback\" }\n\
+             [[agents.agent]]",
+        );
+    let server = start("cb-overflow", 40400, (41800, 41899), &cfg, &data);
+    assert_eq!(http(40425, "POST", "/api/v1/agents/a1/login", "").0, 200);
+    assert_eq!(
+        http(40425, "POST", "/api/v1/agents/a1/pause", r#"{"code":1}"#).0,
+        200
+    );
+    // After 2 s in line the engine offers; the caller confirms with 1 alone.
+    request_callback_after(&server, "ask", 40421, 40470, "+14155550123", "1", 4500);
+    let requested = server.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "callback.requested"
+    });
+    assert_eq!(requested["number"], "+14155550123");
+    let asker = requested["call_id"].as_str().unwrap().to_owned();
+    let events = server.events();
+    let asked = position(&events, |e| {
+        e["type"] == "callback.asked" && e["call_id"] == asker.as_str()
+    });
+    assert_eq!(events[asked]["trigger"], "overflow");
+    assert_eq!(events[asked]["number_known"], true);
+    let key = position(&events, |e| {
+        e["type"] == "dtmf" && e["call_id"] == asker.as_str()
+    });
+    assert!(asked < key, "the offer came before the caller's key");
+    // The question (if it was rendered before the key: it is dropped once answered).
+    if let Some(q) = events.iter().find(|e| {
+        e["type"] == "ivr.say"
+            && e["call_id"] == asker.as_str()
+            && e["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("We will call you back on"))
+    }) {
+        assert!(
+            q["text"].as_str().unwrap().starts_with(
+                "All our agents are still busy. We can call you back instead. We will call you back on 4 1 5"
+            ),
+            "{q}"
+        );
+    }
+    let (_, list) = http(40425, "GET", "/api/v1/callbacks", "");
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let (_, queues) = http(40425, "GET", "/api/v1/queues", "");
+    assert_eq!(
+        queues[0]["waiting"], 1,
+        "the callback keeps the caller's place: {queues}"
+    );
 }

@@ -413,6 +413,17 @@ fn customer_failure(a: &Attempt) -> bool {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type")]
 pub enum CallbackEvent {
+    /// The request dialogue started with a waiting caller.
+    #[serde(rename = "callback.asked")]
+    Asked {
+        /// ACD entry.
+        entry: u64,
+        /// `key` (the caller pressed the callback key) or `overflow` (the queue's overflow
+        /// rule `offer_callback`).
+        trigger: &'static str,
+        /// The caller's number is known (else it is asked to key one in).
+        number_known: bool,
+    },
     /// A caller asked for a callback and it was stored; the entry keeps its place.
     #[serde(rename = "callback.requested")]
     Requested {
@@ -511,6 +522,8 @@ struct Ask {
     enqueued_wall: DateTime<Utc>,
     context: serde_json::Value,
     call_id: Arc<str>,
+    /// Said before the first question (the overflow offer).
+    intro: Option<String>,
 }
 
 /// A callback the engine knows (in the ACD, or out of it until `wake_at`).
@@ -797,16 +810,25 @@ impl CallApp {
             }
             return true;
         }
+        if !self.config.callbacks.key.starts_with(digit) {
+            return false;
+        }
+        self.cb_start_ask(call, false)
+    }
+
+    /// Starts the dialogue with a waiting live caller (its key, or the queue's overflow rule
+    /// `offer_callback`: then the queue need not be in `[callbacks] queues`).
+    fn cb_start_ask(&mut self, call: CallHandle, overflow: bool) -> bool {
+        if self.cb.asks.contains_key(&call) {
+            return false;
+        }
         let Some(c) = self.calls.get(&call) else {
             return false;
         };
         let Some(AcdRole::Caller { entry, .. }) = c.acd else {
             return false;
         };
-        if !self.config.callbacks.key.starts_with(digit)
-            || c.link.peer.is_some()
-            || !c.media_started
-        {
+        if c.link.peer.is_some() || !c.media_started {
             return false;
         }
         let Some(desk) = self.desk.as_ref() else {
@@ -819,7 +841,7 @@ impl CallApp {
             return false;
         }
         let queue_name = desk.queue_name(view.queue).unwrap_or_default().to_owned();
-        if !self.config.callbacks.queues.contains(&queue_name) {
+        if !overflow && !self.config.callbacks.queues.contains(&queue_name) {
             return false;
         }
         let ivr = c.ivr.as_ref();
@@ -867,6 +889,18 @@ impl CallApp {
                 enqueued_wall: Utc::now(),
                 context,
                 call_id: c.call_id.clone(),
+                intro: overflow.then(|| {
+                    "All our agents are still busy. We can call you back instead.".to_owned()
+                }),
+            },
+        );
+        let call_id = c.call_id.clone();
+        self.cb_emit(
+            &call_id,
+            CallbackEvent::Asked {
+                entry: entry.0,
+                trigger: if overflow { "overflow" } else { "key" },
+                number_known: !keying,
             },
         );
         if keying {
@@ -885,14 +919,15 @@ impl CallApp {
     }
 
     fn cb_prompt_confirm(&mut self, call: CallHandle) {
-        let Some(a) = self.cb.asks.get(&call) else {
+        let Some(a) = self.cb.asks.get_mut(&call) else {
             return;
         };
         let n = a.number.as_ref().map(|n| spoken_number(n.as_str()));
         let lang = a.language.clone();
+        let intro = a.intro.take().map(|i| format!("{i} ")).unwrap_or_default();
         let text = format!(
-            "We will call you back on {}, and you keep your place in line. Press 1 to confirm, \
-             or 2 to key in another number.",
+            "{intro}We will call you back on {}, and you keep your place in line. Press 1 to \
+             confirm, or 2 to key in another number.",
             n.unwrap_or_default()
         );
         self.cb_say(call, CB_PROMPT, text, &lang);
@@ -900,7 +935,14 @@ impl CallApp {
 
     fn cb_prompt_keying(&mut self, call: CallHandle) {
         let lang = self.cb_lang(call);
-        self.cb_say(call, CB_PROMPT, KEYING_TEXT.to_owned(), &lang);
+        let intro = self
+            .cb
+            .asks
+            .get_mut(&call)
+            .and_then(|a| a.intro.take())
+            .map(|i| format!("{i} "))
+            .unwrap_or_default();
+        self.cb_say(call, CB_PROMPT, format!("{intro}{KEYING_TEXT}"), &lang);
     }
 
     /// The caller left the dialogue (`*`): it waits on as before.
@@ -1893,6 +1935,18 @@ impl CallApp {
         if job.stage == Stage::RingingAgent {
             if let Some(id) = self.cb.queued.get(&entry).map(|q| q.id) {
                 self.cb_finish(id, "offer_cancelled", None);
+            }
+        }
+    }
+
+    /// The queue's overflow rule `offer_callback` fired for a waiting live caller.
+    pub(super) fn callback_overflow_offer(&mut self, entry: EntryId) {
+        let Some(call) = self.entries.get(&entry).copied() else {
+            return;
+        };
+        if self.cb_start_ask(call, true) {
+            if let Some(c) = self.calls.get(&call) {
+                tracing::debug!(call_id = %c.call_id, "overflow: callback offered");
             }
         }
     }
