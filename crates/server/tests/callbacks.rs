@@ -560,6 +560,17 @@ fn a_callback_keeps_its_place_calls_the_agent_first_then_the_customer_through_a_
 #[test]
 fn callbacks_survive_sigkill_in_order_and_each_number_is_dialed_once() {
     let data = test_dir("cb-restart-data");
+    // The second caller is a VIP customer: its callback goes first (class 1).
+    let csv = data.join("customers.csv");
+    std::fs::write(&csv, "phone,name,vip\n+14155550122,Ada Lovelace,yes\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_frontdoor"))
+        .args(["customers", "import"])
+        .arg(&csv)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
     let cfg = config(40125, 40110, 1);
     let mut server = start("cb-restart", 40100, (41200, 41399), &cfg, &data);
     assert_eq!(http(40125, "POST", "/api/v1/agents/a1/login", "").0, 200);
@@ -596,10 +607,12 @@ fn callbacks_survive_sigkill_in_order_and_each_number_is_dialed_once() {
             .collect()
     };
     let before = order(&before);
+    // Line order: the VIP first, then the others in the order they queued.
+    let line = ["+14155550122", "+14155550121", "+14155550123"];
     assert_eq!(
         before.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(),
-        numbers,
-        "line order is request order"
+        line,
+        "VIP first, then request order"
     );
     // SIGKILL: no shutdown path runs.
     server.child.kill().unwrap();
@@ -658,7 +671,7 @@ fn callbacks_survive_sigkill_in_order_and_each_number_is_dialed_once() {
                 .to_owned()
         })
         .collect();
-    assert_eq!(dialed, numbers, "each number once, in order");
+    assert_eq!(dialed, line, "each number once, in line order");
     let events = server.events();
     let served: Vec<i64> = of_type(&events, "callback.outcome")
         .iter()
@@ -666,6 +679,14 @@ fn callbacks_survive_sigkill_in_order_and_each_number_is_dialed_once() {
         .map(|e| e["callback_id"].as_i64().unwrap())
         .collect();
     assert_eq!(served, before.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+    // The agent heard who it was: the VIP by name.
+    assert!(
+        events.iter().any(|e| e["type"] == "ivr.say"
+            && e["text"].as_str().is_some_and(
+                |t| t.starts_with("Callback for Ada Lovelace, VIP, about card payment")
+            )),
+        "the whisper names the VIP"
+    );
     for (id, _) in &before {
         let (_, one) = http(40125, "GET", &format!("/api/v1/callbacks/{id}"), "");
         assert_eq!(one["state"], "served", "{one}");
