@@ -561,6 +561,7 @@ impl Config {
                 "[sip] realm must be non-empty, without quotes, backslashes or newlines".into(),
             );
         }
+        crate::calls::callbacks::check_config(self)?;
         if self.screenpop.url.is_some() && self.screenpop.secret.is_empty() {
             return Err("[screenpop] url needs a secret".into());
         }

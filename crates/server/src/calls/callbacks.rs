@@ -122,6 +122,64 @@ impl OutboundSection {
     }
 }
 
+/// Checks `[callbacks]` and `[outbound]` (called by the config loader).
+pub fn check_config(config: &crate::config::Config) -> Result<(), String> {
+    let cb = &config.callbacks;
+    let mut key = cb.key.chars();
+    if !matches!(
+        (key.next(), key.next()),
+        (Some('0'..='9' | '*' | '#'), None)
+    ) {
+        return Err(format!(
+            "[callbacks] key must be one key (0-9, * or #), not {:?}",
+            cb.key
+        ));
+    }
+    let queues: Vec<&str> = config
+        .acd
+        .as_ref()
+        .map(|a| a.queues.iter().map(|q| q.name.as_str()).collect())
+        .unwrap_or_default();
+    for q in cb.queues.iter().chain(&cb.customer_first) {
+        if !queues.contains(&q.as_str()) {
+            return Err(format!(
+                "[callbacks] names queue {q:?}, which is not an [[acd.queues]] name"
+            ));
+        }
+    }
+    let out = &config.outbound;
+    if let Some(uri) = &out.uri {
+        if out.target("+1").is_none()
+            || frontdoor_sip::message::uri_socket_addr(&format!(
+                "sip:x@{}",
+                uri.trim()
+                    .trim_start_matches("sip:")
+                    .rsplit('@')
+                    .next()
+                    .unwrap_or("")
+            ))
+            .is_none()
+        {
+            return Err(format!(
+                "[outbound] uri {uri:?} must be sip:HOST:PORT with an IP-literal host"
+            ));
+        }
+    } else if !cb.queues.is_empty() {
+        return Err("[callbacks] queues need an [outbound] uri to call customers back".into());
+    }
+    if !out
+        .caller_id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '+')
+    {
+        return Err(format!(
+            "[outbound] caller_id {:?} must be digits (and +) or letters",
+            out.caller_id
+        ));
+    }
+    Ok(())
+}
+
 /// Work for the store thread.
 #[derive(Debug)]
 pub enum StoreOp {
@@ -1452,7 +1510,11 @@ impl CallApp {
             peer,
             ring,
             presentation,
-            out.caller_id.clone(),
+            if out.caller_id.is_empty() {
+                "frontdoor".to_owned()
+            } else {
+                out.caller_id.clone()
+            },
         ) {
             Ok(leg) => {
                 if !out.username.is_empty() {
@@ -2118,6 +2180,42 @@ mod tests {
         );
         assert_eq!(o.target("12;evil=1"), None);
         assert_eq!(OutboundSection::default().target("+1"), None);
+    }
+
+    #[test]
+    fn bad_callback_configs_are_refused_with_a_reason() {
+        let base = "[acd]\n[[acd.queues]]\nid = 1\nname = \"general\"\n";
+        let ok = format!(
+            "{base}[callbacks]\nqueues = [\"general\"]\n[outbound]\nuri = \"sip:127.0.0.1:5070\"\n\
+             caller_id = \"+15550100\"\n"
+        );
+        crate::config::Config::parse(&ok, "t").unwrap();
+        for (bad, why) in [
+            ("[callbacks]\nkey = \"12\"\n", "one key"),
+            ("[callbacks]\nkey = \"x\"\n", "one key"),
+            (
+                "[callbacks]\nqueues = [\"nope\"]\n",
+                "not an [[acd.queues]]",
+            ),
+            (
+                "[callbacks]\nqueues = [\"general\"]\n",
+                "need an [outbound] uri",
+            ),
+            (
+                "[outbound]\nuri = \"sip:carrier.example:5060\"\n",
+                "IP-literal",
+            ),
+            (
+                "[outbound]\nuri = \"sip:127.0.0.1:5070\"\ncaller_id = \"1>\"\n",
+                "caller_id",
+            ),
+            ("[callbacks]\nsurprise = 1\n", "unknown field"),
+        ] {
+            let e = crate::config::Config::parse(&format!("{base}{bad}"), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]
