@@ -4,6 +4,9 @@
 //! - no entry is lost or duplicated,
 //! - no agent takes an entry while an eligible entry ahead of it in the order waits
 //!   (checked at every offer; this covers callbacks never overtaking entries ahead),
+//! - a callback the host takes out for its retry delay (or a reschedule) and puts back, as
+//!   the server does, comes back with its original enqueue time and class: its place, and no
+//!   better one, so with the offer check above it never overtakes an entry ahead of it,
 //! - idle agents never coexist with entries they could take.
 #![allow(clippy::unwrap_used)]
 
@@ -39,6 +42,9 @@ enum Op {
     TimedOut(u8),
     End(u8),
     CallbackFailed(u8),
+    /// The server's retry delay / reschedule: a waiting callback leaves (`Abandon`) and is
+    /// enqueued again later with its original enqueue time, class and attempts.
+    RetryLater(u8, u8),
     WrapUpEnded(u8),
     SetCode(u8),
     Advance(u16),
@@ -60,6 +66,7 @@ fn op() -> impl PropStrategy<Value = Op> {
         1 => (0..6u8).prop_map(Op::TimedOut),
         3 => (0..6u8).prop_map(Op::End),
         1 => (0..6u8).prop_map(Op::CallbackFailed),
+        2 => (any::<u8>(), 0..40u8).prop_map(|(i, d)| Op::RetryLater(i, d)),
         1 => (0..6u8).prop_map(Op::WrapUpEnded),
         1 => (0..6u8).prop_map(Op::SetCode),
         3 => (0..400u16).prop_map(Op::Advance),
@@ -133,6 +140,8 @@ struct Model {
     now: f64,
     next_entry: u64,
     live: BTreeSet<u64>,
+    /// Callbacks out of the queue for their retry delay: (back at, entry, view).
+    parked: Vec<(f64, EntryId, EntryView)>,
 }
 
 impl Model {
@@ -149,13 +158,67 @@ impl Model {
         }
     }
 
+    /// Puts parked callbacks whose delay passed back at their original place.
+    fn unpark(&mut self) {
+        let now = self.now;
+        let due: Vec<_> = self.parked.iter().filter(|p| p.0 <= now).cloned().collect();
+        self.parked.retain(|p| p.0 > now);
+        for (_, entry, view) in due {
+            let attempts = match view.kind {
+                EntryKind::Callback { attempts } => attempts,
+                EntryKind::Live => 0,
+            };
+            let actions = self.h.ev(
+                now,
+                Event::Enqueue(Enqueue {
+                    entry,
+                    queue: view.queue,
+                    class: view.class,
+                    kind: EntryKind::Callback { attempts },
+                    requirements: None,
+                    enqueued_at: Some(view.enqueued_at),
+                }),
+            );
+            assert!(self.live.insert(entry.0), "{entry} came back twice");
+            self.account(&actions);
+            if let Some(back) = self.h.acd.entry(entry) {
+                assert_eq!(back.enqueued_at, view.enqueued_at, "kept its enqueue time");
+                assert!(back.class >= view.class, "kept its class");
+            }
+        }
+    }
+
     fn apply(&mut self, op: &Op) {
+        if let Op::RetryLater(i, delay) = *op {
+            let entry = self.pick(i);
+            let Some(view) = self.h.acd.entry(entry) else {
+                return;
+            };
+            if !matches!(view.kind, EntryKind::Callback { .. })
+                || view.status != EntryStatus::Waiting
+            {
+                return;
+            }
+            let actions = self.h.ev(self.now, Event::Abandon { entry });
+            self.live.remove(&entry.0);
+            self.account(&actions);
+            self.parked
+                .push((self.now + f64::from(delay) / 2.0, entry, view));
+            return;
+        }
+        if let Op::Advance(ds) = *op {
+            // Timers first (as the server's clock runs them), then the callbacks due back.
+            self.now += f64::from(ds) / 10.0;
+            let (_, actions) = self.h.try_ev_all(self.now, Event::Tick);
+            self.account(&actions);
+            self.unpark();
+            let engine: BTreeSet<u64> = self.h.acd.entries().map(|e| e.0).collect();
+            assert_eq!(engine, self.live, "entries lost or duplicated after {op:?}");
+            return;
+        }
         let now = self.now;
         let ev = match *op {
-            Op::Advance(ds) => {
-                self.now += f64::from(ds) / 10.0;
-                Event::Tick
-            }
+            Op::Advance(_) | Op::RetryLater(..) => return,
             Op::Enqueue {
                 queue,
                 class,
@@ -275,7 +338,15 @@ impl Model {
                 self.live.remove(&e.0);
             }
         }
-        for a in &actions {
+        self.account(&actions);
+        let engine: BTreeSet<u64> = self.h.acd.entries().map(|e| e.0).collect();
+        assert_eq!(engine, self.live, "entries lost or duplicated after {op:?}");
+    }
+}
+
+impl Model {
+    fn account(&mut self, actions: &[Action]) {
+        for a in actions {
             match a {
                 Action::Voicemail { entry } | Action::CallbackExhausted { entry } => {
                     assert!(self.live.remove(&entry.0), "{entry} left twice");
@@ -286,8 +357,6 @@ impl Model {
                 _ => {}
             }
         }
-        let engine: BTreeSet<u64> = self.h.acd.entries().map(|e| e.0).collect();
-        assert_eq!(engine, self.live, "entries lost or duplicated after {op:?}");
     }
 }
 
@@ -295,7 +364,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
     #[test]
     fn invariants_hold(strategies in (0..4u8, 0..4u8), ops in proptest::collection::vec(op(), 1..200)) {
-        let mut m = Model { h: H::new(config(strategies)), now: 0.0, next_entry: 0, live: BTreeSet::new() };
+        let mut m = Model { h: H::new(config(strategies)), now: 0.0, next_entry: 0, live: BTreeSet::new(), parked: Vec::new() };
         for op in &ops {
             m.apply(op);
         }

@@ -17,6 +17,10 @@
 //! | POST | `/api/v1/agents/{id}/wrapup` | `{"code": N, "end": bool}` | `AgentView` |
 //! | GET | `/api/v1/queues` | | `[QueueView]` |
 //! | GET | `/api/v1/events` | WebSocket | one text message per event (same JSON as `--events`) |
+//! | GET | `/api/v1/callbacks` | | pending callbacks in line order (`[Callback]`) |
+//! | GET | `/api/v1/callbacks/{id}` | | one callback with its `attempt_log` |
+//! | DELETE | `/api/v1/callbacks/{id}` | | cancel a waiting callback (it leaves the queue) |
+//! | POST | `/api/v1/callbacks/{id}/reschedule` | `{"not_before": RFC 3339 or null}` | the callback |
 //!
 //! Errors are `{"error": "..."}` with 400 (bad body), 401 (key), 404 (unknown agent), 409
 //! (transition refused), 503 (ACD not running).
@@ -36,6 +40,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::calls::callbacks::{ApiError as CbError, ApiRequest as CbRequest};
 use crate::desk::{AgentOp, DeskError, DeskRequest};
 
 /// How long a handler waits for the SIP task.
@@ -72,6 +77,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/agents/{id}/{op}", post(agent_op))
         .route("/api/v1/queues", get(queues))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/callbacks", get(callbacks_list))
+        .route(
+            "/api/v1/callbacks/{id}",
+            get(callback_get).delete(callback_cancel),
+        )
+        .route(
+            "/api/v1/callbacks/{id}/reschedule",
+            post(callback_reschedule),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
         .with_state(state)
 }
@@ -213,6 +227,75 @@ async fn agent_op(
         }
         Err(r) => r,
     }
+}
+
+async fn callbacks_list(State(state): State<ApiState>) -> Response {
+    match ask(&state, |r| DeskRequest::Callbacks(CbRequest::List(r))).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(r) => r,
+    }
+}
+
+async fn callback_get(State(state): State<ApiState>, Path(id): Path<i64>) -> Response {
+    match ask(&state, |reply| {
+        DeskRequest::Callbacks(CbRequest::Get { id, reply })
+    })
+    .await
+    {
+        Ok(Ok(Some(v))) => Json(v).into_response(),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("no callback {id}")),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(r) => r,
+    }
+}
+
+fn callback_answer(
+    r: Result<Result<frontdoor_store::callbacks::Callback, CbError>, Response>,
+) -> Response {
+    match r {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e @ CbError::Unknown(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Ok(Err(e @ CbError::Conflict(_))) => error(StatusCode::CONFLICT, e.to_string()),
+        Ok(Err(e @ CbError::Store(_))) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(r) => r,
+    }
+}
+
+async fn callback_cancel(State(state): State<ApiState>, Path(id): Path<i64>) -> Response {
+    callback_answer(
+        ask(&state, |reply| {
+            DeskRequest::Callbacks(CbRequest::Cancel { id, reply })
+        })
+        .await,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RescheduleBody {
+    not_before: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+async fn callback_reschedule(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Response {
+    let body: RescheduleBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+    };
+    callback_answer(
+        ask(&state, |reply| {
+            DeskRequest::Callbacks(CbRequest::Reschedule {
+                id,
+                not_before: body.not_before,
+                reply,
+            })
+        })
+        .await,
+    )
 }
 
 async fn events(State(state): State<ApiState>, ws: WebSocketUpgrade) -> Response {

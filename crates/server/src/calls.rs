@@ -14,6 +14,8 @@
 //! up on the store thread while the call rings, then a `frontdoor_ivr::Call` interpreter
 //! drives the call (see [`CallApp::handle_note`]); the call record is written at the end.
 
+pub mod callbacks;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -341,6 +343,8 @@ pub struct CallApp {
     /// Incoming calls authenticated as feature codes whose state change succeeded, with the
     /// confirmation they are answered with (`calls/features.rs`).
     feature_calls: HashMap<CallHandle, &'static str>,
+    /// Callbacks that keep their place (`calls/callbacks.rs`).
+    cb: callbacks::Callbacks,
 }
 
 impl CallApp {
@@ -375,6 +379,7 @@ impl CallApp {
             .as_ref()
             .map_or_else(|| ivr.recordings.join("calls"), PathBuf::from);
         Self {
+            cb: callbacks::Callbacks::default(),
             desk: None,
             forks: HashMap::new(),
             feature_calls: HashMap::new(),
@@ -437,7 +442,8 @@ impl CallApp {
         let d = self.originate.as_ref().and_then(|o| o.hangup_at);
         let e = self.desk.as_ref().and_then(Desk::next_deadline);
         let f = self.queue_timers.peek().map(|Reverse((at, _))| *at);
-        [a, b, c, d, e, f].into_iter().flatten().min()
+        let g = self.cb.next_timer();
+        [a, b, c, d, e, f, g].into_iter().flatten().min()
     }
 
     /// Installs the screen-pop webhook.
@@ -448,10 +454,15 @@ impl CallApp {
     /// Installs the ACD (from [`Desk::from_config`]).
     pub fn set_desk(&mut self, desk: Desk) {
         self.desk = Some(desk);
+        self.callback_prerender();
     }
 
     /// Answers an agent API request (the actions it causes run in [`Self::run_desk`]).
     pub fn serve_desk(&mut self, now: Instant, req: DeskRequest) {
+        if let DeskRequest::Callbacks(r) = req {
+            self.callback_api(r);
+            return;
+        }
         match self.desk.as_mut() {
             Some(d) => d.serve(now, req),
             None => {
@@ -537,6 +548,7 @@ impl CallApp {
         if let Some(d) = self.desk.as_mut() {
             d.handle_timeout(now);
         }
+        self.callback_timers(now);
         while let Some(Reverse((at, handle))) = self.queue_timers.peek().copied() {
             if at > now {
                 break;
@@ -785,6 +797,8 @@ impl CallApp {
                             .map_or(0, |a| millis(now.saturating_duration_since(a))),
                     },
                 );
+                self.callback_call_gone(call);
+                self.callback_leg_ended(now, ua, call, &c, &cause);
                 let acd_took_it = c
                     .acd
                     .is_some_and(|role| self.acd_call_ended(now, call, &c, role, &cause));
@@ -1115,6 +1129,9 @@ impl CallApp {
                     },
                 );
                 if mode == Mode::Ivr {
+                    if self.callback_dtmf(now, CallHandle(key), digit) {
+                        return;
+                    }
                     self.feed(now, ua, CallHandle(key), IvrInput::Dtmf(digit));
                 } else if mode == Mode::Digits {
                     let name = match digit {
@@ -1167,6 +1184,10 @@ impl CallApp {
             }
             Note::PromptDone { key, id } => {
                 let call = CallHandle(key);
+                if callbacks::is_callback_playback(id) {
+                    self.callback_prompt_done(now, ua, call, id);
+                    return;
+                }
                 let Some(c) = self.calls.get_mut(&call) else {
                     return;
                 };
@@ -1275,6 +1296,35 @@ impl CallApp {
         ring_timeout: Duration,
         presentation: Presentation,
     ) -> Result<CallHandle, (u16, &'static str)> {
+        let from_user = peer
+            .and_then(|p| self.calls.get(&p))
+            .map(|c| c.link.from_user.clone())
+            .unwrap_or_default();
+        self.dial_as(
+            now,
+            ua,
+            target,
+            mode,
+            peer,
+            ring_timeout,
+            presentation,
+            from_user,
+        )
+    }
+
+    /// [`Self::dial`] with the From user part given.
+    #[allow(clippy::too_many_arguments)]
+    fn dial_as(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        target: &str,
+        mode: Mode,
+        peer: Option<CallHandle>,
+        ring_timeout: Duration,
+        presentation: Presentation,
+        from_user: String,
+    ) -> Result<CallHandle, (u16, &'static str)> {
         let Some(destination) = uri_socket_addr(target) else {
             return Err((502, "invalid_target"));
         };
@@ -1292,10 +1342,6 @@ impl CallApp {
             ptime_ms: 20,
             direction: Direction::SendRecv,
         };
-        let from_user = peer
-            .and_then(|p| self.calls.get(&p))
-            .map(|c| c.link.from_user.clone())
-            .unwrap_or_default();
         let leg =
             match ua.invite_presented(now, target, destination, &from_user, &local, presentation) {
                 Ok(h) => h,
@@ -1441,6 +1487,9 @@ impl CallApp {
     fn leg_up(&mut self, now: Instant, ua: &mut UserAgent, call: CallHandle) {
         // An agent's phone answered an offer: its other phones stop ringing.
         self.fork_won(now, ua, call);
+        if self.callback_leg_up(now, ua, call) {
+            return;
+        }
         let Some(c) = self.calls.get(&call) else {
             return;
         };
@@ -1491,6 +1540,7 @@ impl CallApp {
         for (leg, caller) in [(a, b), (b, a)] {
             self.agent_answered(now, ua, leg, caller);
         }
+        self.callback_bridged(a, b);
         let (Some(ca), Some(cb)) = (self.calls.get(&a), self.calls.get(&b)) else {
             return;
         };
@@ -1736,6 +1786,7 @@ impl CallApp {
                 self.events
                     .emit(None, EventBody::DialplanRejected { diagnostics });
             }
+            AppNote::Store(StoreReply::Callback(done)) => self.callback_store(now, ua, done),
             AppNote::Store(StoreReply::Recognised { key, profile }) => {
                 self.recognised(now, ua, CallHandle(key), *profile);
             }
@@ -1795,11 +1846,16 @@ impl CallApp {
                         self.feature_rendered(handle, &key, &result);
                         continue;
                     }
+                    if callbacks::is_callback_playback(id) {
+                        self.callback_rendered(now, ua, handle, id, &key, language, &result);
+                        continue;
+                    }
                     if id == DRIVER_ANNOUNCE {
                         // A position announcement: only while the caller still waits.
                         let waiting = matches!(c.acd, Some(AcdRole::Caller { .. }))
                             && c.link.peer.is_none()
-                            && c.media_started;
+                            && c.media_started
+                            && !self.cb.asking(handle);
                         if let (true, Ok((prompt, source))) = (waiting, &result) {
                             self.events.emit(
                                 Some(&call_id),
@@ -2420,18 +2476,13 @@ impl CallApp {
                 queue,
                 kind: EntryKind::Live,
             } => self.offer(now, ua, agents, entry, agent, queue),
-            AcdAction::Offer { entry, agent, .. } => {
-                // Queued callbacks are not created by this engine yet.
-                tracing::warn!(?entry, "offer of a callback: refused");
-                if let Some(d) = self.desk.as_mut() {
-                    let _ = d.handle(now, AcdEvent::OfferRefused { agent, entry });
-                }
-            }
+            AcdAction::Offer { entry, agent, .. } => self.offer_callback(now, agents, entry, agent),
             AcdAction::CancelOffer {
                 entry,
                 agent,
                 reason,
             } => {
+                self.callback_offer_cancelled(now, ua, entry);
                 let legs: Vec<CallHandle> = self
                     .calls
                     .iter()
@@ -2485,6 +2536,7 @@ impl CallApp {
                 );
             }
             AcdAction::Voicemail { entry } | AcdAction::CallbackExhausted { entry } => {
+                self.callback_exhausted(entry);
                 // Overflow sends the caller on: the `enqueue` step fails (its `on_failure`).
                 if let Some(call) = self.entries.remove(&entry) {
                     if let Some(c) = self.calls.get_mut(&call) {
@@ -2516,10 +2568,8 @@ impl CallApp {
                     },
                 );
             }
-            AcdAction::OfferCallback { .. }
-            | AcdAction::Promoted { .. }
-            | AcdAction::Widened { .. }
-            | AcdAction::Moved { .. } => {}
+            AcdAction::OfferCallback { entry } => self.callback_overflow_offer(entry),
+            AcdAction::Promoted { .. } | AcdAction::Widened { .. } | AcdAction::Moved { .. } => {}
         }
     }
 
@@ -2532,7 +2582,7 @@ impl CallApp {
         let Some(c) = self.calls.get(&call) else {
             return;
         };
-        if c.link.peer.is_some() || !c.media_started {
+        if c.link.peer.is_some() || !c.media_started || self.cb.asking(call) {
             return;
         }
         let language = self
@@ -2552,6 +2602,9 @@ impl CallApp {
             if let Some(m) = minutes {
                 let unit = if m == 1 { "minute" } else { "minutes" };
                 t.push_str(&format!(" The estimated wait is about {m} {unit}."));
+            }
+            if let Some(hint) = self.callback_hint(call, &language) {
+                t.push_str(&hint);
             }
             t
         };

@@ -78,6 +78,10 @@ pub struct Config {
     pub screenpop: ScreenPopSection,
     /// Speech recognition in calls (speech steps of the dialplans).
     pub speech: SpeechSection,
+    /// Callbacks that keep their place (docs/callbacks.md).
+    pub callbacks: crate::calls::callbacks::CallbacksSection,
+    /// The carrier trunk callbacks are dialed through.
+    pub outbound: crate::calls::callbacks::OutboundSection,
 }
 
 /// `[screenpop]`: each ACD offer is POSTed to `url`, signed with HMAC-SHA256 (`secret`).
@@ -589,6 +593,7 @@ impl Config {
                 "[sip] realm must be non-empty, without quotes, backslashes or newlines".into(),
             );
         }
+        crate::calls::callbacks::check_config(self)?;
         if self.screenpop.url.is_some() && self.screenpop.secret.is_empty() {
             return Err("[screenpop] url needs a secret".into());
         }

@@ -104,6 +104,8 @@ pub enum DeskRequest {
         /// The agent afterwards.
         reply: oneshot::Sender<Result<AgentView, DeskError>>,
     },
+    /// The callbacks API (served by the call side, `calls/callbacks.rs`).
+    Callbacks(crate::calls::callbacks::ApiRequest),
 }
 
 /// The desk.
@@ -224,6 +226,11 @@ impl Desk {
 
     fn time(&self, now: Instant) -> Time {
         Time::from_duration(now.saturating_duration_since(self.epoch))
+    }
+
+    /// The core's time of `at` (0 before the desk's epoch).
+    pub fn time_at(&self, at: Instant) -> Time {
+        self.time(at)
     }
 
     /// The queue a dialplan names.
@@ -351,6 +358,8 @@ impl Desk {
             DeskRequest::Agent { name, op, reply } => {
                 let _ = reply.send(self.agent_op(now, &name, op));
             }
+            // Answered by the call side before it reaches the desk.
+            DeskRequest::Callbacks(_) => {}
         }
     }
 

@@ -277,11 +277,34 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         prompts,
         ivr,
     );
+    // Callbacks waiting from before (even a SIGKILL): interrupted attempts are recovered and
+    // the pending ones rejoin their queues at their original enqueue times. The desk's clock
+    // starts before the oldest so their times keep their order.
+    let pending = if config.acd.is_some() {
+        frontdoor_store::SqliteStore::open(&data_dir.join(DB_FILE))
+            .map_err(|e| e.to_string())
+            .and_then(|s| crate::calls::callbacks::load_pending(&s))
+            .map_err(|e| ServeError::Ivr(format!("callbacks: {e}")))?
+    } else {
+        Vec::new()
+    };
+    let now = Instant::now();
+    let epoch = pending
+        .iter()
+        .map(|(c, _)| c.enqueued_at)
+        .min()
+        .and_then(|t| (chrono::Utc::now() - t).to_std().ok())
+        .and_then(|age| now.checked_sub(age + Duration::from_secs(1)))
+        .unwrap_or(now);
     // The ACD (`[acd]`) with its agents; `auto_login` agents are logged in now.
-    match crate::desk::Desk::from_config(&config, Instant::now()) {
+    match crate::desk::Desk::from_config(&config, epoch) {
         Ok(Some(desk)) => app.set_desk(desk),
         Ok(None) => {}
         Err(e) => return Err(ServeError::Agents(e)),
+    }
+    if !pending.is_empty() {
+        tracing::info!(callbacks = pending.len(), "pending callbacks back in line");
+        app.restore_callbacks(Instant::now(), pending);
     }
     // The screen-pop webhook: deliveries run on this runtime, outcomes become events.
     if let Some(url) = &config.screenpop.url {

@@ -599,6 +599,10 @@ pub enum EventBody {
     /// `ivr.route`, `ivr.gather`, `ivr.recorded`, `ivr.ended`), as `frontdoor-ivr` serialises it.
     #[serde(untagged)]
     Ivr(frontdoor_ivr::IvrEvent),
+    /// `callback.requested`, `callback.queued`, `callback.attempt`, `callback.outcome`
+    /// (docs/callbacks.md).
+    #[serde(untagged)]
+    Callback(crate::calls::callbacks::CallbackEvent),
 }
 
 /// One event as queued: the body plus the envelope fields taken at emission.

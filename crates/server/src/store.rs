@@ -38,6 +38,8 @@ pub enum StoreRequest {
         /// Samples.
         pcm: Vec<i16>,
     },
+    /// A callback operation (crates/server/src/calls/callbacks.rs).
+    Callback(crate::calls::callbacks::StoreOp),
 }
 
 /// What the store thread reports.
@@ -72,6 +74,8 @@ pub enum StoreReply {
         /// Error, if the write failed.
         error: Option<String>,
     },
+    /// A callback operation finished.
+    Callback(crate::calls::callbacks::StoreDone),
 }
 
 /// Handle of the store thread; dropping the sender side ends it after the queued work.
@@ -159,6 +163,11 @@ fn run(store: SqliteStore, region: Region, rx: Receiver<StoreRequest>, reply: im
                     outcome: record.outcome.clone(),
                     error,
                 });
+            }
+            StoreRequest::Callback(op) => {
+                if let Some(done) = crate::calls::callbacks::run_op(&store, op) {
+                    reply(StoreReply::Callback(done));
+                }
             }
             StoreRequest::WriteWav { key, path, pcm } => {
                 let duration = Duration::from_micros(pcm.len() as u64 * 125);
