@@ -70,7 +70,7 @@ const DRIVER_NOTICE: u64 = u64::MAX - 1;
 /// Playback id of the ACD's position announcements (the interpreter is not told).
 const DRIVER_ANNOUNCE: u64 = u64::MAX - 2;
 /// Playback id of a feature code's spoken confirmation (`calls/features.rs`).
-const DRIVER_FEATURE: u64 = u64::MAX - 3;
+const DRIVER_FEATURE: u64 = u64::MAX - 16;
 
 /// What the helper threads (store, speech, dialplan reload) report to the SIP task.
 #[derive(Debug)]

@@ -35,6 +35,7 @@ use super::*;
 
 /// Playback id of the request dialogue's prompts (their end is not awaited).
 pub(super) const CB_PROMPT: u64 = u64::MAX - 3;
+const _: () = assert!(CB_PROMPT != super::DRIVER_FEATURE && CB_HOLD != super::DRIVER_FEATURE);
 /// Playback id of the last prompt to a caller who asked: the engine hangs up after it.
 pub(super) const CB_BYE: u64 = u64::MAX - 4;
 /// Playback id of the whisper to the agent: the customer is dialed after it.
