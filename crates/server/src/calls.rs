@@ -1091,6 +1091,48 @@ impl CallApp {
         self.try_bridge(call);
     }
 
+    /// Plays a rendered text to `call` under the driver's playback `id`, with its `ivr.say`
+    /// event (feature confirmations, position announcements, the callback dialogue).
+    fn say_rendered(
+        &mut self,
+        call: CallHandle,
+        id: u64,
+        (voice, text): &crate::tts::Key,
+        language: &str,
+        cache: &'static str,
+        prompt: Prompt,
+    ) {
+        if let Some(c) = self.calls.get(&call) {
+            self.events.emit(
+                Some(&c.call_id),
+                EventBody::IvrSay {
+                    id,
+                    text: text.clone(),
+                    language: language.to_owned(),
+                    voice: voice.clone(),
+                    cache,
+                    wait_ms: 0,
+                },
+            );
+        }
+        self.media.send(Command::Play(call.0, id, vec![prompt]));
+    }
+
+    /// Says `text` to `call` under the driver's playback `id`: at once when cached, otherwise
+    /// once the TTS threads have rendered it (the rendered note comes back with `id`).
+    fn say_driver(&mut self, call: CallHandle, id: u64, text: String, language: &str) {
+        let key = (self.tts.voice(language), text);
+        if let Some(p) = self.tts.cached(&key.0, &key.1) {
+            self.say_rendered(call, id, &key, language, "memory", p);
+            return;
+        }
+        let waiters = self.tts_waiting.entry(key.clone()).or_default();
+        if waiters.is_empty() {
+            self.tts_pool.request(key);
+        }
+        waiters.push((call.0, id, language.to_owned()));
+    }
+
     fn prompt(&self, name: &str) -> Option<Prompt> {
         self.prompts.get(name).cloned()
     }
@@ -1857,22 +1899,14 @@ impl CallApp {
                             && c.media_started
                             && !self.cb.asking(handle);
                         if let (true, Ok((prompt, source))) = (waiting, &result) {
-                            self.events.emit(
-                                Some(&call_id),
-                                EventBody::IvrSay {
-                                    id,
-                                    text: key.1.clone(),
-                                    language,
-                                    voice: key.0.clone(),
-                                    cache: source.as_str(),
-                                    wait_ms: 0,
-                                },
-                            );
-                            self.media.send(Command::Play(
-                                call,
+                            self.say_rendered(
+                                handle,
                                 DRIVER_ANNOUNCE,
-                                vec![prompt.clone()],
-                            ));
+                                &key,
+                                &language,
+                                source.as_str(),
+                                prompt.clone(),
+                            );
                         }
                         continue;
                     }

@@ -716,35 +716,6 @@ impl CallApp {
         ))
     }
 
-    /// Says `text` to `call` (rendered by the TTS threads when not cached) with playback `id`.
-    fn cb_say(&mut self, call: CallHandle, id: u64, text: String, language: &str) {
-        let voice = self.tts.voice(language);
-        let call_id = self.calls.get(&call).map(|c| c.call_id.clone());
-        if let Some(p) = self.tts.cached(&voice, &text) {
-            if let Some(call_id) = &call_id {
-                self.events.emit(
-                    Some(call_id),
-                    EventBody::IvrSay {
-                        id,
-                        text,
-                        language: language.to_owned(),
-                        voice,
-                        cache: "memory",
-                        wait_ms: 0,
-                    },
-                );
-            }
-            self.media.send(Command::Play(call.0, id, vec![p]));
-            return;
-        }
-        let key = (voice, text);
-        let waiters = self.tts_waiting.entry(key.clone()).or_default();
-        if waiters.is_empty() {
-            self.tts_pool.request(key);
-        }
-        waiters.push((call.0, id, language.to_owned()));
-    }
-
     /// A text of this module was rendered for `call`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn callback_rendered(
@@ -781,19 +752,7 @@ impl CallApp {
         let call_id = c.call_id.clone();
         match result {
             Ok((prompt, source)) if c.media_started => {
-                self.events.emit(
-                    Some(&call_id),
-                    EventBody::IvrSay {
-                        id,
-                        text: key.1.clone(),
-                        language,
-                        voice: key.0.clone(),
-                        cache: source.as_str(),
-                        wait_ms: 0,
-                    },
-                );
-                self.media
-                    .send(Command::Play(call.0, id, vec![prompt.clone()]));
+                self.say_rendered(call, id, key, &language, source.as_str(), prompt.clone());
             }
             _ => {
                 tracing::warn!(%call_id, "callback prompt not rendered; going on without it");
@@ -845,7 +804,7 @@ impl CallApp {
                                     a.step = AskStep::Keying(String::new());
                                 }
                                 let lang = self.cb_lang(call);
-                                self.cb_say(
+                                self.say_driver(
                                     call,
                                     CB_PROMPT,
                                     "Sorry, that number is not valid. Please key it in again, \
@@ -989,7 +948,7 @@ impl CallApp {
              confirm, or 2 to key in another number.",
             n.unwrap_or_default()
         );
-        self.cb_say(call, CB_PROMPT, text, &lang);
+        self.say_driver(call, CB_PROMPT, text, &lang);
     }
 
     fn cb_prompt_keying(&mut self, call: CallHandle) {
@@ -1001,7 +960,7 @@ impl CallApp {
             .and_then(|a| a.intro.take())
             .map(|i| format!("{i} "))
             .unwrap_or_default();
-        self.cb_say(call, CB_PROMPT, format!("{intro}{KEYING_TEXT}"), &lang);
+        self.say_driver(call, CB_PROMPT, format!("{intro}{KEYING_TEXT}"), &lang);
     }
 
     /// The caller left the dialogue (`*`): it waits on as before.
@@ -1085,7 +1044,7 @@ impl CallApp {
             Err(e) => {
                 tracing::error!(call_id = %ask.call_id, error = %e, "cannot store the callback request");
                 self.cb.asks.remove(&call);
-                self.cb_say(
+                self.say_driver(
                     call,
                     CB_PROMPT,
                     "Sorry, we could not take your callback request. Please stay on the line."
@@ -1179,7 +1138,7 @@ impl CallApp {
             None => "as soon as an agent is free".to_owned(),
         };
         self.media.send(Command::SetIdle(call.0, None));
-        self.cb_say(
+        self.say_driver(
             call,
             CB_BYE,
             format!("Thank you. We will call you back {when}. Goodbye."),
@@ -1631,7 +1590,7 @@ impl CallApp {
                     leg_call_id: self.calls.get(&leg).map(|c| c.call_id.to_string()),
                 },
             );
-            self.cb_say(leg, CB_WHISPER, text, "en");
+            self.say_driver(leg, CB_WHISPER, text, "en");
             return true;
         }
         if job.customer_first && job.customer_leg == Some(leg) && job.stage == Stage::CustomerFirst
@@ -1641,7 +1600,7 @@ impl CallApp {
             }
             self.media
                 .send(Command::SetIdle(leg.0, self.prompt("hold")));
-            self.cb_say(leg, CB_HOLD, HOLD_TEXT.to_owned(), "en");
+            self.say_driver(leg, CB_HOLD, HOLD_TEXT.to_owned(), "en");
             self.cb_ring_agent(now, ua, entry);
             return true;
         }

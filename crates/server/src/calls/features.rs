@@ -85,19 +85,7 @@ impl CallApp {
         let Some(text) = self.feature_calls.get(&call).copied() else {
             return;
         };
-        let voice = self.tts.voice("en");
-        if let Some(p) = self.tts.cached(&voice, text) {
-            self.say_feature(call, text, &voice, "memory");
-            self.media
-                .send(Command::Play(call.0, DRIVER_FEATURE, vec![p]));
-            return;
-        }
-        let key = (voice, text.to_owned());
-        let waiters = self.tts_waiting.entry(key.clone()).or_default();
-        if waiters.is_empty() {
-            self.tts_pool.request(key);
-        }
-        waiters.push((call.0, DRIVER_FEATURE, "en".to_owned()));
+        self.say_driver(call, DRIVER_FEATURE, text.to_owned(), "en");
     }
 
     /// The confirmation rendered (or failed: a tone instead); `PromptDone` hangs up.
@@ -107,34 +95,18 @@ impl CallApp {
         key: &crate::tts::Key,
         result: &Result<(Prompt, crate::tts::Source), String>,
     ) {
-        let prompt = match result {
+        match result {
             Ok((p, source)) => {
-                self.say_feature(call, &key.1, &key.0, source.as_str());
-                p.clone()
+                self.say_rendered(call, DRIVER_FEATURE, key, "en", source.as_str(), p.clone());
             }
             Err(e) => {
                 tracing::warn!(error = %e, text = %key.1, "feature confirmation: speech failed, a tone instead");
-                self.beep.clone()
+                self.media.send(Command::Play(
+                    call.0,
+                    DRIVER_FEATURE,
+                    vec![self.beep.clone()],
+                ));
             }
-        };
-        self.media
-            .send(Command::Play(call.0, DRIVER_FEATURE, vec![prompt]));
-    }
-
-    fn say_feature(&self, call: CallHandle, text: &str, voice: &str, cache: &'static str) {
-        let Some(c) = self.calls.get(&call) else {
-            return;
-        };
-        self.events.emit(
-            Some(&c.call_id),
-            EventBody::IvrSay {
-                id: DRIVER_FEATURE,
-                text: text.to_owned(),
-                language: "en".to_owned(),
-                voice: voice.to_owned(),
-                cache,
-                wait_ms: 0,
-            },
-        );
+        }
     }
 }
