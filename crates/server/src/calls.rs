@@ -55,7 +55,7 @@ use crate::recording::{RecordMsg, RecordWriter, recording_path};
 use crate::screenpop::ScreenPop;
 use crate::speech::{RecognizerPool, SpeechDone, SpeechJob};
 use crate::store::{StoreReply, StoreRequest, StoreThread, caller_info};
-use crate::tts::{Rendered, Tts, TtsPool};
+use crate::tts::{Part, Rendered, Tts, TtsPool};
 use frontdoor_acd::{
     Action as AcdAction, AgentId, CancelReason, EntryId, EntryKind, EntryStatus, Event as AcdEvent,
 };
@@ -162,6 +162,8 @@ struct IvrCall {
     playing: Option<u64>,
     /// Say waiting for speech to render: (playback id, since).
     rendering: Option<(u64, Instant)>,
+    /// Say being synthesised chunk by chunk whose first chunk plays: more chunks follow.
+    streaming: Option<u64>,
     /// Deadline last pushed onto the timer heap.
     timer_at: Option<Instant>,
     /// Input to feed when the driver's notice (`DRIVER_NOTICE`) has played.
@@ -1247,6 +1249,11 @@ impl CallApp {
                         if ivr.playing == Some(id) {
                             ivr.playing = None;
                         }
+                        if ivr.streaming == Some(id) {
+                            // The chunks played so far are out; the next one is still being
+                            // synthesised: the say goes on when it comes.
+                            return;
+                        }
                         if id == DRIVER_NOTICE {
                             after = ivr.after_notice.take();
                         }
@@ -1876,7 +1883,16 @@ impl CallApp {
                 );
             }
             AppNote::Recognized(done) => self.recognized(now, ua, *done),
-            AppNote::Rendered(Rendered { key, result }) => {
+            AppNote::Rendered(Rendered {
+                key,
+                result,
+                part: Part::Chunk { index, last },
+            }) => self.rendered_chunk(now, ua, &key, index, last, result),
+            AppNote::Rendered(Rendered {
+                key,
+                result,
+                part: Part::Whole,
+            }) => {
                 let waiters = self.tts_waiting.remove(&key).unwrap_or_default();
                 for (call, id, language) in waiters {
                     let handle = CallHandle(call);
@@ -2105,6 +2121,7 @@ impl CallApp {
                     plans: pending.plans,
                     playing: None,
                     rendering: None,
+                    streaming: None,
                     timer_at: None,
                     after_notice: None,
                     turn: 0,
@@ -2245,6 +2262,9 @@ impl CallApp {
                 if let Some(ivr) = self.calls.get_mut(&call).and_then(|c| c.ivr.as_mut()) {
                     if ivr.rendering.is_some_and(|(r, _)| r == id.0) {
                         ivr.rendering = None;
+                    }
+                    if ivr.streaming == Some(id.0) {
+                        ivr.streaming = None;
                     }
                     if ivr.playing == Some(id.0) {
                         ivr.playing = None;
@@ -3052,8 +3072,78 @@ impl CallApp {
         }
         if c.media_started {
             self.media.send(Command::Play(call.0, id, vec![prompt]));
+        } else if let Some((_, queued)) = c.pending_play.as_mut().filter(|(p, _)| *p == id) {
+            queued.push(prompt); // the next chunk of a say
         } else {
             c.pending_play = Some((id, vec![prompt]));
+        }
+    }
+
+    /// One chunk of a text synthesised chunk by chunk ([`Tts::render_streamed`]) for the
+    /// calls waiting for it: the first starts the say (`ivr.say`, its `wait_ms` the time to
+    /// the first audio), the others are queued behind it. The driver's own texts (feature
+    /// confirmations, announcements, the callback dialogue) wait for the whole text.
+    fn rendered_chunk(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        key: &crate::tts::Key,
+        index: usize,
+        last: bool,
+        result: Result<(Prompt, crate::tts::Source), String>,
+    ) {
+        let Some(waiters) = self.tts_waiting.get(key).cloned() else {
+            return;
+        };
+        for (call, id, language) in waiters {
+            if id == DRIVER_FEATURE || id == DRIVER_ANNOUNCE || callbacks::is_callback_playback(id)
+            {
+                continue;
+            }
+            let handle = CallHandle(call);
+            let Some(c) = self.calls.get_mut(&handle) else {
+                continue;
+            };
+            let call_id = c.call_id.clone();
+            let Some(ivr) = c.ivr.as_mut() else { continue };
+            if index == 0 {
+                let (Some((_, since)), Ok((prompt, source))) =
+                    (ivr.rendering.filter(|(w, _)| *w == id), &result)
+                else {
+                    continue; // stopped (barge-in) while rendering, or not this say
+                };
+                ivr.rendering = None;
+                ivr.streaming = (!last).then_some(id);
+                self.events.emit(
+                    Some(&call_id),
+                    EventBody::IvrSay {
+                        id,
+                        text: key.1.clone(),
+                        language,
+                        voice: key.0.clone(),
+                        cache: source.as_str(),
+                        wait_ms: millis(now.saturating_duration_since(since)),
+                    },
+                );
+                self.play_ivr(handle, id, prompt.clone());
+                continue;
+            }
+            if ivr.streaming != Some(id) {
+                continue; // stopped, or the say started from the whole text
+            }
+            if last {
+                ivr.streaming = None;
+            }
+            let played_out = ivr.playing != Some(id);
+            match &result {
+                Ok((prompt, _)) => self.play_ivr(handle, id, prompt.clone()),
+                Err(e) => {
+                    tracing::error!(call_id = %call_id, error = %e, "speech failed; the rest of the prompt is skipped");
+                    if played_out {
+                        self.feed(now, ua, handle, IvrInput::PromptFinished(PlaybackId(id)));
+                    }
+                }
+            }
         }
     }
 

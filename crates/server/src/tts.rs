@@ -331,6 +331,12 @@ impl Tts {
                 None => (self.espeak(voice, text)?, Source::Rendered),
             },
         };
+        self.remember(voice, text, &prompt, pinned);
+        Ok((prompt, source))
+    }
+
+    /// Keeps `prompt` for (voice, text) in the memory cache.
+    fn remember(&self, voice: &str, text: &str, prompt: &Prompt, pinned: bool) {
         let mut memory = self.memory();
         if !pinned && memory.values().filter(|(_, pin)| !pin).count() >= MAX_DYNAMIC {
             memory.retain(|_, (_, pin)| *pin);
@@ -338,7 +344,70 @@ impl Tts {
         let key = (voice.to_owned(), text.to_owned());
         let pin = pinned || memory.get(&key).is_some_and(|(_, pin)| *pin);
         memory.insert(key, (prompt.clone(), pin));
-        Ok((prompt, source))
+    }
+
+    /// Renders a text with variables for a call that waits for it, handing out audio as early
+    /// as possible: a text that is not cached and has several chunks
+    /// ([`frontdoor_speech::split_chunks`]) is synthesised by piper chunk by chunk, each chunk
+    /// handed to `emit` as [`Part::Chunk`] as soon as it is ready (the caller hears the first
+    /// while the rest is synthesised), then the whole text, cached in memory and on disk, as
+    /// [`Part::Whole`]. Everything else comes as one [`Part::Whole`] ([`Tts::render_dynamic`]).
+    /// Once a chunk was handed out, a chunk with `last: true` always follows (an `Err` one if
+    /// piper failed on the rest).
+    pub fn render_streamed(
+        &self,
+        voice: &str,
+        text: &str,
+        mut emit: impl FnMut(Part, Result<(Prompt, Source), String>),
+    ) {
+        if let Some(name) = voice.strip_prefix(PIPER_PREFIX) {
+            let parts = frontdoor_speech::split_chunks(text);
+            if parts.len() > 1 && self.cached(voice, text).is_none() {
+                if let (None, Ok(synth)) = (self.on_disk(voice, text), self.piper.get(name)) {
+                    let path = self.cache_path(voice, text);
+                    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("tts");
+                    let mut all: Vec<i16> = Vec::new();
+                    for (index, part) in parts.iter().enumerate() {
+                        let last = index + 1 == parts.len();
+                        let pcm = {
+                            let mut s = synth
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            frontdoor_speech::Synthesizer::synthesize(&mut *s, part, 8000)
+                        };
+                        match pcm {
+                            Ok(pcm) if !pcm.is_empty() => {
+                                let chunk = Prompt::from_pcm(&format!("{stem}-{index}"), &pcm);
+                                all.extend_from_slice(&pcm);
+                                emit(Part::Chunk { index, last }, Ok((chunk, Source::Rendered)));
+                            }
+                            failed => {
+                                let why = match failed {
+                                    Err(e) => format!("piper voice {name} failed on {part:?}: {e}"),
+                                    Ok(_) => {
+                                        format!("piper voice {name} produced no audio for {part:?}")
+                                    }
+                                };
+                                tracing::warn!("{why}; the rest of the text is not spoken");
+                                if index > 0 {
+                                    emit(Part::Chunk { index, last: true }, Err(why));
+                                    return;
+                                }
+                                // Nothing handed out yet: the whole text, with the fallback.
+                                emit(Part::Whole, self.render_dynamic(voice, text));
+                                return;
+                            }
+                        }
+                    }
+                    self.keep_on_disk(&path, &all);
+                    let whole = Prompt::from_pcm(stem, &all);
+                    self.remember(voice, text, &whole, false);
+                    emit(Part::Whole, Ok((whole, Source::Rendered)));
+                    return;
+                }
+            }
+        }
+        emit(Part::Whole, self.render_dynamic(voice, text));
     }
 
     /// The disk cache's prompt for (voice, text), if any.
@@ -479,13 +548,30 @@ fn read_cached(path: &Path, data: &[u8]) -> Option<Prompt> {
     Some(Prompt::from_pcm(name, &pcm))
 }
 
-/// A finished render for the SIP task.
+/// What a [`Rendered`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Chunk `index` of a text synthesised chunk by chunk; a [`Part::Whole`] follows the
+    /// last one unless it failed.
+    Chunk {
+        /// 0 for the first chunk.
+        index: usize,
+        /// No more chunks follow.
+        last: bool,
+    },
+    /// The whole text (now in the cache).
+    Whole,
+}
+
+/// A finished render (or one chunk of it) for the SIP task.
 #[derive(Debug)]
 pub struct Rendered {
     /// Voice and text.
     pub key: Key,
     /// The prompt, or why not.
     pub result: Result<(Prompt, Source), String>,
+    /// A chunk or the whole text.
+    pub part: Part,
 }
 
 /// Threads that render texts with `{variables}` on demand.
@@ -521,8 +607,13 @@ impl TtsPool {
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .recv();
                         let Ok(key) = next else { return };
-                        let result = tts.render_dynamic(&key.0, &key.1);
-                        done(Rendered { key, result });
+                        tts.render_streamed(&key.0, &key.1, |part, result| {
+                            done(Rendered {
+                                key: key.clone(),
+                                result,
+                                part,
+                            });
+                        });
                     }
                 })?;
         }
@@ -600,6 +691,58 @@ mod tests {
         let (q, src) = again.render(&voice, "Thank you for calling.").unwrap();
         assert_eq!(src, Source::Disk);
         assert_eq!(q.samples(), p.samples());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn piper_streams_a_long_text_chunk_by_chunk_then_caches_the_whole() {
+        let dir = std::env::temp_dir().join(format!("fd-tts-stream-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let tts = Tts::new(&IvrSection::default(), dir.clone());
+        let voice = tts.voice("en");
+        tts.piper_voice("en_US-joe-medium")
+            .unwrap_or_else(|e| panic!("piper voice: {e}"));
+        let text = "Your current balance is four hundred and twenty two dollars. Thank you.";
+        let want = frontdoor_speech::split_chunks(text);
+        assert!(want.len() >= 3, "{want:?}");
+        let mut got: Vec<(Part, Prompt)> = Vec::new();
+        tts.render_streamed(&voice, text, |part, result| {
+            got.push((part, result.unwrap().0));
+        });
+        let parts: Vec<Part> = got.iter().map(|(p, _)| *p).collect();
+        let mut expected: Vec<Part> = (0..want.len())
+            .map(|index| Part::Chunk {
+                index,
+                last: index + 1 == want.len(),
+            })
+            .collect();
+        expected.push(Part::Whole);
+        assert_eq!(parts, expected);
+        // The whole is the chunks one after the other, and it is what the caches hold.
+        let chunk_samples: usize = got[..want.len()].iter().map(|(_, p)| p.samples()).sum();
+        let whole = &got[want.len()].1;
+        assert_eq!(whole.samples(), chunk_samples);
+        assert!(
+            whole.duration() > Duration::from_secs(2),
+            "{:?}",
+            whole.duration()
+        );
+        assert_eq!(tts.cached(&voice, text).unwrap().samples(), chunk_samples);
+        let again = Tts::new(&IvrSection::default(), dir.clone());
+        let (q, src) = again.render_dynamic(&voice, text).unwrap();
+        assert_eq!((src, q.samples()), (Source::Disk, chunk_samples));
+        // Cached now: one whole part, no chunks.
+        let mut second = Vec::new();
+        tts.render_streamed(&voice, text, |part, result| {
+            second.push((part, result.unwrap().1));
+        });
+        assert_eq!(second, vec![(Part::Whole, Source::Memory)]);
+        // A text of one chunk is rendered whole.
+        let mut short = Vec::new();
+        tts.render_streamed(&voice, "Thank you.", |part, result| {
+            short.push((part, result.unwrap().1));
+        });
+        assert_eq!(short, vec![(Part::Whole, Source::Rendered)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

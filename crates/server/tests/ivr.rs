@@ -858,3 +858,127 @@ fn enqueue_fails_without_an_acd_configured_and_an_unanswered_transfer_goes_to_on
         assert_eq!(end["cause"], "local_bye", "the IVR hung up");
     }
 }
+
+const STREAMED: &str = r#"
+name = "streamed"
+
+[[route]]
+default = true
+flow = "talk"
+
+[flows.talk]
+start = "answer"
+
+[flows.talk.steps.answer]
+verb = "answer"
+next = "long"
+
+[flows.talk.steps.long]
+verb = "say"
+text = "Hello caller {caller.number}. Thank you for calling Frontdoor Bank today. Your call is important to us, and an adviser will be with you very shortly."
+next = "done"
+
+[flows.talk.steps.done]
+verb = "gather"
+say = "That is all."
+max_digits = 1
+timeout = 20
+next = "done"
+"#;
+
+/// A text with variables that is not cached is synthesised by piper chunk by chunk: the call
+/// hears the first chunk as soon as it is ready and the rest follows without a gap in the
+/// flow. The next step starts only once the WHOLE text has played (the chunks are queued
+/// behind each other, a prompt end between two chunks does not end the say), and the whole
+/// text is cached afterwards.
+#[test]
+fn a_long_dynamic_say_starts_with_its_first_chunk_and_plays_whole() {
+    let dir = test_dir("ivr-streamed-plans");
+    std::fs::write(dir.join("streamed.toml"), STREAMED).unwrap();
+    let server = Server::start_with(
+        "ivr-streamed",
+        25097,
+        (38900, 38999),
+        "[ivr]\npiper_preload = true\n",
+        Dirs {
+            dialplans: dir.clone(),
+            data: None,
+        },
+    );
+    // A caller number of this run only: the text cannot be in the shared speech cache yet.
+    let caller = format!(
+        "+1555{:07}",
+        (std::process::id() as u64 * 7919 + u64::from(Instant::now().elapsed().subsec_nanos()))
+            % 10_000_000
+    );
+    call(
+        &server,
+        "streamed",
+        25197,
+        26270,
+        &caller,
+        "100",
+        &[],
+        16_000,
+    );
+    server.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "store.call_recorded"
+    });
+    let events = server.events();
+    let said: Vec<&serde_json::Value> = of_type(&events, "ivr.say");
+    let long = said
+        .iter()
+        .find(|e| e["text"].as_str().unwrap().starts_with("Hello caller"))
+        .unwrap_or_else(|| panic!("{said:?}"));
+    assert_eq!(long["voice"], "piper:en_US-joe-medium");
+    assert_eq!(long["cache"], "rendered");
+    let done = said
+        .iter()
+        .find(|e| e["text"] == "That is all.")
+        .unwrap_or_else(|| panic!("{said:?}"));
+    let ts = |e: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(e["ts"].as_str().unwrap()).unwrap()
+    };
+    // The whole text is cached now: its length is what the caller had to hear.
+    let whole = frontdoor_speech::split_chunks(long["text"].as_str().unwrap());
+    assert!(whole.len() >= 4, "{whole:?}");
+    // The newest piper render in the shared cache is this text (written when its last chunk
+    // was synthesised).
+    let (cached, written) = std::fs::read_dir(common::tts_cache())
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            let meta = e.metadata().unwrap();
+            let written = meta.modified().unwrap();
+            (name.starts_with("piper_en_US-joe-medium-")
+                && written.elapsed().unwrap() < Duration::from_secs(120))
+            .then(|| (meta.len(), written))
+        })
+        .max_by_key(|(len, _)| *len)
+        .unwrap();
+    // 16-bit 8 kHz WAV: bytes / 16 per millisecond.
+    let whole_ms = (cached.saturating_sub(44) / 16) as i64;
+    assert!(
+        whole_ms > 6_000,
+        "the longest fresh render is {whole_ms} ms"
+    );
+    let played_ms = (ts(done) - ts(long)).num_milliseconds();
+    assert!(
+        played_ms >= whole_ms - 300,
+        "the next step started {played_ms} ms after the say began; the whole text lasts {whole_ms} ms"
+    );
+    // Streaming: the say began before the whole text existed (it is written to the cache
+    // when the last chunk is ready).
+    let written = chrono::DateTime::<chrono::Utc>::from(written);
+    let lead_ms = (written - ts(long).with_timezone(&chrono::Utc)).num_milliseconds();
+    eprintln!(
+        "first audio after {} ms; whole text {whole_ms} ms, cached {lead_ms} ms after the say began, next step after {played_ms} ms",
+        long["wait_ms"]
+    );
+    assert!(
+        lead_ms > 0,
+        "the whole text was ready {} ms before the say began",
+        -lead_ms
+    );
+}
