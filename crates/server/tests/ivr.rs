@@ -953,7 +953,7 @@ fn a_long_dynamic_say_starts_with_its_first_chunk_and_plays_whole() {
             let written = meta.modified().unwrap();
             (name.starts_with("piper_en_US-joe-medium-")
                 && written.elapsed().unwrap() < Duration::from_secs(120))
-            .then(|| (meta.len(), written))
+            .then_some((meta.len(), written))
         })
         .max_by_key(|(len, _)| *len)
         .unwrap();
