@@ -47,10 +47,15 @@ fn with_tts_cache(config: &str) -> String {
     } else {
         "piper_preload = false\n"
     };
-    let line = format!(
-        "tts_cache = {:?}\n{preload}",
-        tts_cache().display().to_string()
-    );
+    // A test may keep its own cache (`tts_cache` in its own `[ivr]`).
+    let line = if config.contains("tts_cache") {
+        preload.to_owned()
+    } else {
+        format!(
+            "tts_cache = {:?}\n{preload}",
+            tts_cache().display().to_string()
+        )
+    };
     if config.contains("[ivr]\n") {
         config.replacen("[ivr]\n", &format!("[ivr]\n{line}"), 1)
     } else {
