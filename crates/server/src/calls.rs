@@ -2731,18 +2731,7 @@ impl CallApp {
             );
         // Every registered contact rings at once (forking); the first to answer wins.
         let placed = self.ring_contacts(now, ua, caller, &contacts, ring, &pop);
-        if let Some(w) = &self.webhook {
-            // Never waits: a full queue drops the pop (and says so).
-            if !w.send(&pop) {
-                self.events.emit(
-                    call_id.as_ref(),
-                    EventBody::ScreenPopFailed {
-                        attempts: 0,
-                        error: "webhook queue full".to_owned(),
-                    },
-                );
-            }
-        }
+        self.send_pop(call_id.as_ref(), &pop);
         let leg_call_ids: Vec<String> = placed
             .as_deref()
             .unwrap_or_default()
@@ -2795,6 +2784,22 @@ impl CallApp {
                 if let Some(d) = self.desk.as_mut() {
                     let _ = d.handle(now, AcdEvent::OfferRefused { agent, entry });
                 }
+            }
+        }
+    }
+
+    /// Hands a screen pop to the webhook, if one is configured. Never waits: a full queue
+    /// drops the pop (and says so on the event stream).
+    fn send_pop(&self, call_id: Option<&Arc<str>>, pop: &ScreenPop) {
+        if let Some(w) = &self.webhook {
+            if !w.send(pop) {
+                self.events.emit(
+                    call_id,
+                    EventBody::ScreenPopFailed {
+                        attempts: 0,
+                        error: "webhook queue full".to_owned(),
+                    },
+                );
             }
         }
     }

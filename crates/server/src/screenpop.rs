@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::sync::mpsc;
 
@@ -26,7 +26,8 @@ pub const TIMESTAMP_HEADER: &str = "x-frontdoor-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-frontdoor-signature";
 
 /// What the agent sees when a call is offered.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct ScreenPop {
     /// SIP Call-ID of the caller's leg.
     pub call_id: String,
@@ -61,7 +62,8 @@ pub struct ScreenPop {
 }
 
 /// Digits one IVR step collected.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct PopDigits {
     /// Step name.
     pub step: String,
@@ -72,7 +74,8 @@ pub struct PopDigits {
 }
 
 /// The recognised customer, as shown to agents.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct CustomerView {
     /// Phone number (the store's key, E.164).
     pub number: String,

@@ -508,6 +508,22 @@ fn a_callback_keeps_its_place_calls_the_agent_first_then_the_customer_through_a_
         .as_str()
         .unwrap()
         .to_owned();
+    // The agent's screen pop for the callback: the asking call's context, flagged.
+    let cb_offer =
+        &events[ev(&|e| e["type"] == "acd.offered" && e["entry"].as_u64() == Some(cb_entry))];
+    assert!(claimed < ev(&|e| e["type"] == "acd.offered" && e["entry"].as_u64() == Some(cb_entry)));
+    assert_eq!(cb_offer["leg_call_id"], agent_leg_id.as_str());
+    let pop = &cb_offer["screen_pop"];
+    assert_eq!(pop["callback"], true, "{pop}");
+    assert_eq!(pop["agent"], "a1");
+    assert_eq!(pop["queue"], "general");
+    assert_eq!(pop["caller_number"], "+14155550123");
+    assert_eq!(pop["call_id"], asker.as_str(), "the call that asked");
+    assert!(
+        pop["ivr_path"].as_array().is_some_and(|p| !p.is_empty()),
+        "{pop}"
+    );
+    assert_eq!(events[live_offered]["screen_pop"]["callback"], false);
     let said = events
         .iter()
         .find(|e| e["type"] == "ivr.say" && e["call_id"] == agent_leg_id.as_str())

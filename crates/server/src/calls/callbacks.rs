@@ -877,12 +877,21 @@ impl CallApp {
         let path = ivr
             .map(|i| i.call.summary().path.clone())
             .unwrap_or_default();
+        // What the agent's screen pop will show when the callback is offered (kept with the
+        // request, so it survives a restart).
+        let since = match c.acd {
+            Some(AcdRole::Caller { since, .. }) => since,
+            _ => return false,
+        };
+        let pop =
+            serde_json::to_value(self.screen_pop(call, "", view.queue, since)).unwrap_or_default();
         let context = serde_json::json!({
             "name": name,
             "vip": vip,
             "reason": reason,
             "ivr_path": path,
             "caller": c.link.from_user,
+            "pop": pop,
         });
         let language = self
             .announce_lang
@@ -1366,10 +1375,10 @@ impl CallApp {
             .get("name")
             .and_then(|v| v.as_str())
             .map_or_else(|| q.number.clone(), str::to_owned);
-        let presentation = Presentation {
-            display_name: crate::screenpop::sip_display_name(&format!("Callback {name}"), 40),
-            headers: Vec::new(),
-        };
+        let pop = callback_pop(&q, &job.agent_name, Utc::now());
+        let mut presentation = self.presentation(&pop);
+        presentation.display_name =
+            crate::screenpop::sip_display_name(&format!("Callback {name}"), 40);
         let ring = self
             .config
             .acd
@@ -1397,6 +1406,21 @@ impl CallApp {
                     p.link.peer = Some(leg);
                 }
                 let leg_call_id = self.calls.get(&leg).map(|c| c.call_id.to_string());
+                // The agent's screen pop, as for a live caller: the webhook and the
+                // `acd.offered` event (with `callback: true`).
+                self.send_pop(Some(&q.call_id), &pop);
+                self.events.emit(
+                    Some(&q.call_id),
+                    EventBody::AcdOffered {
+                        entry: entry.0,
+                        agent: job.agent_name.clone(),
+                        contact: Some(job.contact.clone()),
+                        leg_call_id: leg_call_id.clone(),
+                        contacts: vec![job.contact.clone()],
+                        leg_call_ids: leg_call_id.iter().cloned().collect(),
+                        screen_pop: Box::new(pop),
+                    },
+                );
                 if let Some(j) = self.cb.jobs.get_mut(&entry) {
                     j.agent_leg = Some(leg);
                     if !j.customer_first {
@@ -2244,4 +2268,34 @@ mod tests {
         let pending = load_pending(&store).unwrap();
         assert!(pending.is_empty());
     }
+}
+
+/// The agent's screen pop for callback `q`: the context of the call that asked for it (kept
+/// with the request), with the number to call, the time since the request and
+/// `callback: true`.
+fn callback_pop(q: &Queued, agent: &str, now: DateTime<Utc>) -> ScreenPop {
+    let mut pop: ScreenPop = q
+        .context
+        .get("pop")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    pop.agent = agent.to_owned();
+    if pop.call_id.is_empty() {
+        pop.call_id = q.call_id.to_string();
+    }
+    if pop.queue.is_empty() {
+        pop.queue = q.queue_name.clone();
+    }
+    pop.caller_number = Some(q.number.clone());
+    if pop.ivr_path.is_empty() {
+        pop.ivr_path = q
+            .context
+            .get("ivr_path")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+    }
+    pop.waited_s = u64::try_from((now - q.enqueued_wall).num_seconds()).unwrap_or(0);
+    pop.callback = true;
+    pop
 }
