@@ -2139,6 +2139,36 @@ impl CallApp {
     }
 }
 
+/// The agent's screen pop for callback `q`: the context of the call that asked for it (kept
+/// with the request), with the number to call, the time since the request and
+/// `callback: true`.
+fn callback_pop(q: &Queued, agent: &str, now: DateTime<Utc>) -> ScreenPop {
+    let mut pop: ScreenPop = q
+        .context
+        .get("pop")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    pop.agent = agent.to_owned();
+    if pop.call_id.is_empty() {
+        pop.call_id = q.call_id.to_string();
+    }
+    if pop.queue.is_empty() {
+        pop.queue = q.queue_name.clone();
+    }
+    pop.caller_number = Some(q.number.clone());
+    if pop.ivr_path.is_empty() {
+        pop.ivr_path = q
+            .context
+            .get("ivr_path")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+    }
+    pop.waited_s = u64::try_from((now - q.enqueued_wall).num_seconds()).unwrap_or(0);
+    pop.callback = true;
+    pop
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -2268,34 +2298,4 @@ mod tests {
         let pending = load_pending(&store).unwrap();
         assert!(pending.is_empty());
     }
-}
-
-/// The agent's screen pop for callback `q`: the context of the call that asked for it (kept
-/// with the request), with the number to call, the time since the request and
-/// `callback: true`.
-fn callback_pop(q: &Queued, agent: &str, now: DateTime<Utc>) -> ScreenPop {
-    let mut pop: ScreenPop = q
-        .context
-        .get("pop")
-        .cloned()
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default();
-    pop.agent = agent.to_owned();
-    if pop.call_id.is_empty() {
-        pop.call_id = q.call_id.to_string();
-    }
-    if pop.queue.is_empty() {
-        pop.queue = q.queue_name.clone();
-    }
-    pop.caller_number = Some(q.number.clone());
-    if pop.ivr_path.is_empty() {
-        pop.ivr_path = q
-            .context
-            .get("ivr_path")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default();
-    }
-    pop.waited_s = u64::try_from((now - q.enqueued_wall).num_seconds()).unwrap_or(0);
-    pop.callback = true;
-    pop
 }
