@@ -27,8 +27,8 @@
 # SIPp and the engine hold thousands of sockets).
 #
 # Printed: calls attempted / bridged / failed (SIPp's and the event stream's view), bridges/s
-# over the steady window (from 10 s after the first call to the end of the arrivals: mean and
-# the slowest second), agent count, ports, the engine's CPU % of one core over the run (from
+# over the steady window (from 10 s to DURATION_S after the first bridge: mean, median, the
+# slowest and fastest second, each second's count), agent count, ports, the engine's CPU % of one core over the run (from
 # /proc/PID/stat), its RSS, the load average, and INVITE→bridge latency p50/p90/p99
 # (`call.received` → `acd.answered` of the same Call-ID in the --events stream; includes the
 # greeting and the agents' 2 s ring). Exit status non-zero when any call failed or was not
@@ -230,8 +230,9 @@ for line in open(path):
     elif t == "acd.refused":
         refused[e.get("reason")] = refused.get(e.get("reason"), 0) + 1
 lat = sorted(answered[c] - received[c] for c in answered if c in received)
-first = min(received.values()) if received else 0.0
-# steady window: from 10 s after the first call to the end of the arrivals
+first = min(answered.values()) if answered else 0.0
+# steady window: from 10 s after the first bridge to DURATION_S after it (the arrivals last
+# DURATION_S; bridges follow them by the greeting and the 2 s ring)
 w0, w1 = first + 10.0, first + duration
 per_s = {}
 for c, t in answered.items():
@@ -245,8 +246,10 @@ print(f"  bridged        : {len(answered)}/{calls} callers bridged to an agent (
       f"{counts.get('bridge.bridged', 0)} bridge.bridged events, acd.enqueued {counts.get('acd.enqueued', 0)}, "
       f"acd.refused {refused or 0}, acd.abandoned {abandoned or 0}")
 if rates:
-    print(f"  bridges/s      : {sum(rates) / len(rates):.1f} mean over the steady window ({secs} s from 10 s after the first call), "
-          f"slowest second {min(rates)}, fastest {max(rates)}")
+    srt = sorted(rates)
+    print(f"  bridges/s      : {sum(rates) / len(rates):.1f} mean over the steady window ({secs} s from 10 s after the first bridge), "
+          f"per second: median {srt[len(srt) // 2]}, slowest {srt[0]}, fastest {srt[-1]}, {sum(1 for r in rates if r < 0.9 * calls / duration)} s under 90 % of RATE")
+    print("  per second     : " + " ".join(str(r) for r in rates))
 print(f"  INVITE->bridge : p50 {pct(50):.0f} ms, p90 {pct(90):.0f} ms, p99 {pct(99):.0f} ms, max {lat[-1] * 1000 if lat else float('nan'):.0f} ms "
       f"(call.received -> acd.answered; greeting + 2 s ring included)")
 print(f"BRIDGED={len(answered)}")
