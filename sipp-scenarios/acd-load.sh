@@ -32,7 +32,7 @@
 # /proc/PID/stat), its RSS, the load average, and INVITE→bridge latency p50/p90/p99
 # (`call.received` → `acd.answered` of the same Call-ID in the --events stream; includes the
 # greeting and the agents' 2 s ring). Exit status non-zero when any call failed or was not
-# bridged. Environment: PORT, RTP_PORTS, SERVER_CPU, SIPP_CPU, HOLD_S, WRAP_S, UAS_PROCS,
+# bridged. The report is also written to $OUT/report.txt. Environment: PORT, RTP_PORTS, SERVER_CPU, SIPP_CPU, HOLD_S, WRAP_S, UAS_PROCS,
 # AGENT_PORT, OUT, FRONTDOOR_BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +54,7 @@ OUT=${OUT:-sipp-scenarios/out/acd-load-$RATE-$$}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 SCEN=$(pwd)/sipp-scenarios
+exec > >(tee "$OUT/report.txt") 2>&1
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ -z "${FRONTDOOR_BIN:-}" ]; then
