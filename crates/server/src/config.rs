@@ -898,7 +898,10 @@ mod tests {
             parse_port_ranges("44100-47999, 61000-65000").unwrap(),
             vec![(44100, 47999), (61000, 65000)]
         );
-        assert_eq!(parse_port_ranges("10000-59999").unwrap(), vec![(10000, 59999)]);
+        assert_eq!(
+            parse_port_ranges("10000-59999").unwrap(),
+            vec![(10000, 59999)]
+        );
         assert!(parse_port_ranges("44100-47999,").is_err());
         assert!(parse_port_ranges("44100-47999,5-10").is_err());
     }

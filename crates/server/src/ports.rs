@@ -50,10 +50,7 @@ impl PortPool {
 
     /// Returns a port taken with [`allocate`](Self::allocate).
     pub fn release(&mut self, port: u16) {
-        let ours = self
-            .ranges
-            .iter()
-            .any(|&(lo, hi)| port >= lo && port < hi);
+        let ours = self.ranges.iter().any(|&(lo, hi)| port >= lo && port < hi);
         if !ours || port % 2 != 0 || self.in_use == 0 {
             return;
         }
