@@ -2479,6 +2479,20 @@ impl CallApp {
     /// The caller's `enqueue` `timeout` expired while it still waits: it leaves the queue and
     /// the step fails (its `on_failure`).
     fn queue_timeout(&mut self, now: Instant, ua: &mut UserAgent, call: CallHandle) {
+        self.leave_queue(now, ua, call, "timeout");
+    }
+
+    /// The caller leaves the queue while waiting or ringing at an agent (`acd.abandoned` with
+    /// `reason`: `timeout`, or `engine` when the engine could not ring the agent, e.g. no RTP
+    /// port free); the ACD frees the agent without counting a no-answer, and the step fails
+    /// (its `on_failure`).
+    fn leave_queue(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        call: CallHandle,
+        reason: &'static str,
+    ) {
         let Some((entry, since, call_id)) = self.calls.get(&call).and_then(|c| match c.acd {
             Some(AcdRole::Caller { entry, since }) => Some((entry, since, c.call_id.clone())),
             _ => None,
@@ -2505,12 +2519,12 @@ impl CallApp {
             Some(&call_id),
             EventBody::AcdAbandoned {
                 entry: entry.0,
-                reason: "timeout",
+                reason,
                 waited_ms: millis(now.saturating_duration_since(since)),
             },
         );
         let failed = QueueOutcome::Failed {
-            reason: "timeout".to_owned(),
+            reason: reason.to_owned(),
         };
         self.feed(now, ua, call, IvrInput::QueueResult(failed));
     }
@@ -2767,6 +2781,9 @@ impl CallApp {
                 }
                 self.forks.insert(entry, legs);
             }
+            // The engine could not place the agent's leg (no RTP port free, call limit): not
+            // the agent's refusal. The caller leaves the queue; the agent stays available.
+            Err("no_rtp_port" | "max_calls") => self.leave_queue(now, ua, caller, "engine"),
             Err(reason) => {
                 self.events.emit(
                     call_id.as_ref(),

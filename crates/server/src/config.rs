@@ -254,7 +254,7 @@ pub struct MediaSection {
     /// Address written into SDP `c=` and `Contact` (for NAT and real deployments). Defaults to
     /// the SIP listening address.
     pub public_address: Option<IpAddr>,
-    /// RTP port range `LO-HI`; one even port per call leg.
+    /// RTP port ranges `LO-HI` or `LO-HI,LO-HI,...`; one even port per call leg.
     pub rtp_ports: String,
     /// Latch to the source the caller's RTP really comes from (NAT), after several
     /// consecutive in-sequence packets from it; otherwise send only to the SDP address.
@@ -707,6 +707,12 @@ impl Config {
     }
 }
 
+/// Parses `LO-HI[,LO-HI...]` into inclusive port ranges (several ranges let the RTP ports
+/// go around the OS's ephemeral range or ports that other services use).
+pub fn parse_port_ranges(s: &str) -> Result<Vec<(u16, u16)>, ConfigError> {
+    s.split(',').map(parse_port_range).collect()
+}
+
 /// Parses `LO-HI` into an inclusive port range.
 pub fn parse_port_range(s: &str) -> Result<(u16, u16), ConfigError> {
     let bad = || ConfigError::PortRange(s.to_owned());
@@ -888,5 +894,15 @@ mod tests {
         assert!(parse_port_range("20000-10000").is_err());
         assert!(parse_port_range("abc").is_err());
         assert!(parse_port_range("10000-70000").is_err());
+        assert_eq!(
+            parse_port_ranges("44100-47999, 61000-65000").unwrap(),
+            vec![(44100, 47999), (61000, 65000)]
+        );
+        assert_eq!(
+            parse_port_ranges("10000-59999").unwrap(),
+            vec![(10000, 59999)]
+        );
+        assert!(parse_port_ranges("44100-47999,").is_err());
+        assert!(parse_port_ranges("44100-47999,5-10").is_err());
     }
 }

@@ -69,8 +69,8 @@ pub struct ServeOptions {
     pub sip: SocketAddr,
     /// The configuration.
     pub config: Arc<Config>,
-    /// RTP port range.
-    pub rtp_ports: (u16, u16),
+    /// RTP port ranges (inclusive), used in this order.
+    pub rtp_ports: Vec<(u16, u16)>,
     /// Where events go.
     pub events: EventSink,
     /// Prompts, decoded and pre-encoded.
@@ -271,7 +271,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         config.clone(),
         public_ip,
         local.ip(),
-        PortPool::new(rtp_ports.0, rtp_ports.1),
+        PortPool::with_ranges(&rtp_ports),
         events.clone(),
         media,
         prompts,
@@ -362,7 +362,11 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         None,
         EventBody::ServerStarted {
             sip: local.to_string(),
-            rtp_ports: format!("{}-{}", rtp_ports.0, rtp_ports.1),
+            rtp_ports: rtp_ports
+                .iter()
+                .map(|(lo, hi)| format!("{lo}-{hi}"))
+                .collect::<Vec<_>>()
+                .join(","),
             version: env!("CARGO_PKG_VERSION"),
         },
     );

@@ -269,7 +269,7 @@ pub enum EventBody {
     AcdAbandoned {
         /// ACD entry id.
         entry: u64,
-        /// `hung_up` or `timeout`.
+        /// `hung_up`, `timeout` or `engine` (the engine could not ring the agent).
         reason: &'static str,
         /// Time in the queue.
         waited_ms: u64,

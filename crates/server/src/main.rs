@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use frontdoor::calls::{Originate, OriginateAction};
-use frontdoor::config::{Config, parse_port_range};
+use frontdoor::config::{Config, parse_port_ranges};
 use frontdoor::driver::{ServeOptions, serve};
 use frontdoor::events::{EventSink, EventTarget};
 use frontdoor::tts::Tts;
@@ -40,7 +40,7 @@ enum Command {
         /// Write the event stream (JSON lines) to this file; `-` for stdout.
         #[arg(long)]
         events: Option<String>,
-        /// RTP port range LO-HI (overrides the config file).
+        /// RTP port ranges LO-HI[,LO-HI...] (overrides the config file).
         #[arg(long)]
         rtp_ports: Option<String>,
         /// Directory of prompt audio files (overrides the config file).
@@ -80,7 +80,7 @@ enum Command {
         /// Where events go: `-` (stdout, the default) or a file.
         #[arg(long, default_value = "-")]
         events: String,
-        /// RTP port range `LO-HI`.
+        /// RTP port ranges `LO-HI[,LO-HI...]`.
         #[arg(long)]
         rtp_ports: Option<String>,
         /// Prompt directory.
@@ -440,7 +440,7 @@ fn run_serve(
         .as_deref()
         .unwrap_or(&config.media.rtp_ports)
         .to_owned();
-    let rtp_ports = parse_port_range(&range)?;
+    let rtp_ports = parse_port_ranges(&range)?;
     // The agent API's WebSocket gets a live copy of the event stream.
     let event_feed = config
         .api
