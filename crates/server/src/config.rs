@@ -154,6 +154,15 @@ pub struct SpeechSection {
     pub queue: usize,
     /// The ggml Whisper model; default `<models>/ggml-tiny.en.bin` (`FRONTDOOR_MODELS_DIR`).
     pub model: Option<String>,
+    /// Recognise the utterance so far after this much silence inside it (the result stands
+    /// if the caller says nothing more before the step's end silence); 0 = off. Default 200.
+    pub speculate_ms: u64,
+    /// Bias the decoder with the step's wording (Whisper's initial prompt); default true.
+    /// Big prompts make every decode several times slower (docs/speech-in-calls.md, Latency).
+    pub prompt: bool,
+    /// Decode once per recogniser thread at start, so the first caller does not pay for
+    /// paging the model in; default true.
+    pub warm_up: bool,
 }
 
 impl Default for SpeechSection {
@@ -162,6 +171,21 @@ impl Default for SpeechSection {
             workers: 1,
             queue: 16,
             model: None,
+            speculate_ms: 200,
+            prompt: true,
+            warm_up: true,
+        }
+    }
+}
+
+impl SpeechSection {
+    /// The recogniser pool's settings.
+    pub fn pool(&self) -> crate::speech::PoolConfig {
+        crate::speech::PoolConfig {
+            workers: self.workers,
+            queue: self.queue,
+            prompt: self.prompt,
+            warm_up: self.warm_up,
         }
     }
 }

@@ -215,6 +215,9 @@ pub enum EventBody {
         decode_ms: u64,
         /// Audio recognised, ms.
         audio_ms: u32,
+        /// Recognised at a pause before the end of speech (`[speech] speculate_ms`); the
+        /// caller said nothing more, so that result stands for the utterance.
+        speculative: bool,
         /// The turn was over (a key, a hang-up): the result was dropped.
         stale: bool,
         /// The recogniser failed (the turn got "no match").
