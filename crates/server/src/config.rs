@@ -148,7 +148,8 @@ impl std::fmt::Debug for ApiSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpeechSection {
-    /// Recogniser threads (one Whisper decoder each, one shared model); default 1.
+    /// Recogniser threads (one Whisper decoder each, one shared model); default 2 (one
+    /// decode per core of the 2-core box; docs/speech-in-calls.md, Latency).
     pub workers: usize,
     /// Utterances that may wait for a recogniser; one more is answered "no match" at once.
     pub queue: usize,
@@ -168,7 +169,7 @@ pub struct SpeechSection {
 impl Default for SpeechSection {
     fn default() -> Self {
         Self {
-            workers: 1,
+            workers: 2,
             queue: 16,
             model: None,
             speculate_ms: 200,
