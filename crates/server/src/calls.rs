@@ -2003,6 +2003,7 @@ impl CallApp {
             return; // the turn was dropped meanwhile
         };
         let turn = ivr.turn;
+        let speculations = ivr.spec.take_started();
         let refused = match ivr.spec.ended(decided) {
             speech_turns::AtEnd::Use(done) => {
                 self.events.emit(
@@ -2010,6 +2011,7 @@ impl CallApp {
                     EventBody::SpeechEnded {
                         step,
                         speech_ms,
+                        speculations,
                         refused: None,
                     },
                 );
@@ -2039,6 +2041,7 @@ impl CallApp {
             EventBody::SpeechEnded {
                 step,
                 speech_ms,
+                speculations,
                 refused,
             },
         );

@@ -193,6 +193,9 @@ pub enum EventBody {
         step: String,
         /// Speech length (onset to the last speech frame), ms.
         speech_ms: u64,
+        /// Speculative recognitions started at pauses of this utterance (all but the last
+        /// were given up when the caller went on).
+        speculations: u32,
         /// Why it was not recognised.
         #[serde(skip_serializing_if = "Option::is_none")]
         refused: Option<&'static str>,

@@ -22,6 +22,8 @@ pub struct Speculation {
     state: State,
     /// Last speculation number handed out (numbers start at 1; 0 means "the ended utterance").
     last: u64,
+    /// Speculations started since [`Speculation::take_started`] (for the `speech.ended` event).
+    started: u32,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +65,11 @@ impl Speculation {
     /// A new speech turn (or the turn was dropped): forget any speculation, cancelling one
     /// that has not started decoding.
     pub fn reset(&mut self) {
+        self.forget();
+        self.started = 0;
+    }
+
+    fn forget(&mut self) {
         if let State::InFlight { cancel, .. } = &self.state {
             cancel.store(true, Ordering::Relaxed);
         }
@@ -72,8 +79,9 @@ impl Speculation {
     /// `SpeechPaused`: a new speculation replaces any earlier one. Returns its number and
     /// the flag that cancels it, for the job.
     pub fn paused(&mut self) -> (u64, Arc<AtomicBool>) {
-        self.reset();
+        self.forget();
         self.last += 1;
+        self.started += 1;
         let cancel = Arc::new(AtomicBool::new(false));
         self.state = State::InFlight {
             spec: self.last,
@@ -91,7 +99,7 @@ impl Speculation {
 
     /// `SpeechResumed`: the caller goes on, the utterance so far is not the utterance.
     pub fn resumed(&mut self) {
-        self.reset();
+        self.forget();
     }
 
     /// `SpeechEnded` decided at `decided`.
@@ -128,6 +136,11 @@ impl Speculation {
                 Arrived::Discard(done)
             }
         }
+    }
+
+    /// Speculations started (refused ones included) since the last call.
+    pub fn take_started(&mut self) -> u32 {
+        std::mem::take(&mut self.started)
     }
 
     /// Whether a speculation is in flight, done or awaited.
@@ -228,6 +241,8 @@ mod tests {
             s.arrived(done(second, "I lost my card")),
             Arrived::Kept
         ));
+        assert_eq!(s.take_started(), 2);
+        assert_eq!(s.take_started(), 0);
         match s.ended(Instant::now()) {
             AtEnd::Use(d) => assert_eq!(transcript(&d), "I lost my card"),
             other => panic!("{other:?}"),
@@ -258,6 +273,7 @@ mod tests {
         let (spec, cancel) = s.paused();
         s.reset();
         assert!(cancel.load(Ordering::Relaxed));
+        assert_eq!(s.take_started(), 0, "a new turn counts afresh");
         assert!(matches!(s.arrived(done(spec, "x")), Arrived::Discard(_)));
         assert!(matches!(s.ended(Instant::now()), AtEnd::Recognize));
     }
