@@ -907,6 +907,23 @@ mod tests {
     }
 
     #[test]
+    fn speech_section() {
+        let d = Config::parse("", "x").unwrap().speech;
+        assert_eq!((d.workers, d.queue, d.speculate_ms), (2, 16, 200));
+        assert!(d.prompt && d.warm_up && d.model.is_none());
+        let c = Config::parse(
+            "[speech]\nworkers = 1\nqueue = 4\nspeculate_ms = 0\nprompt = false\nwarm_up = false\n",
+            "x",
+        )
+        .unwrap();
+        let pool = c.speech.pool();
+        assert_eq!((pool.workers, pool.queue), (1, 4));
+        assert!(!pool.prompt && !pool.warm_up);
+        assert_eq!(c.speech.speculate_ms, 0);
+        assert!(Config::parse("[speech]\nspeculate = 200\n", "x").is_err());
+    }
+
+    #[test]
     fn port_ranges() {
         assert_eq!(parse_port_range("10000-59999").unwrap(), (10000, 59999));
         assert!(parse_port_range("5-10").is_err());

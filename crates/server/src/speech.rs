@@ -47,7 +47,8 @@ pub struct SpeechJob {
     pub pcm: Vec<i16>,
     /// What the step expects.
     pub expect: Arc<Expectation>,
-    /// When the endpointer decided the end of speech (media worker clock).
+    /// When the endpointer decided the end of speech (media worker clock); for a speculative
+    /// job, when the SIP task saw the pause (the end is not known yet).
     pub decided: Instant,
     /// When the job was queued.
     pub queued: Instant,
