@@ -468,8 +468,9 @@ impl MediaSession {
         self.speech.as_ref().is_some_and(|t| !t.vad.is_done())
     }
 
-    /// The utterance of the last [`VadEvent::SpeechEnded`] (8 kHz mono PCM, with pre-roll);
-    /// empty if none or already taken.
+    /// The utterance of the last [`VadEvent::SpeechEnded`] (8 kHz mono PCM, with pre-roll), or
+    /// after a [`VadEvent::SpeechPaused`] the utterance up to that pause (a copy, for a
+    /// speculative recognition); empty if none or already taken.
     pub fn take_utterance(&mut self) -> Vec<i16> {
         self.speech
             .as_deref_mut()
@@ -516,8 +517,11 @@ impl MediaSession {
             return;
         }
         if let Some(ev) = turn.vad.push_analyzed(pos, frame, stats, Some(echo_db)) {
-            if matches!(ev, VadEvent::SpeechEnded { .. }) {
-                turn.utterance = turn.vad.take_utterance();
+            match ev {
+                VadEvent::SpeechEnded { .. } => turn.utterance = turn.vad.take_utterance(),
+                // a copy (the endpointer goes on collecting), once per pause
+                VadEvent::SpeechPaused { .. } => turn.utterance = turn.vad.utterance_so_far(),
+                _ => {}
             }
             self.events.push_back(MediaEvent::Vad(ev));
         }

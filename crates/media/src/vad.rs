@@ -178,6 +178,10 @@ pub struct VadConfig {
     pub echo_margin_db: f32,
     /// Noise-floor rise per frame, dB (default 0.05 = 2.5 dB/s at 20 ms).
     pub floor_rise_db: f32,
+    /// Silence inside an utterance after which [`VadEvent::SpeechPaused`] is reported (the
+    /// utterance so far may then be recognised speculatively); zero (the default) = off. Off
+    /// as well when not shorter than [`VadConfig::end_silence`].
+    pub speculate: Duration,
 }
 
 impl Default for VadConfig {
@@ -194,6 +198,7 @@ impl Default for VadConfig {
             min_db: -50.0,
             echo_margin_db: 6.0,
             floor_rise_db: 0.05,
+            speculate: Duration::ZERO,
         }
     }
 }
@@ -209,6 +214,9 @@ impl VadConfig {
         self.pre_roll = clamp(self.pre_roll, 0, 1_000);
         self.tail = self.tail.min(self.end_silence);
         self.start_frames = self.start_frames.clamp(1, 10);
+        if self.speculate >= self.end_silence {
+            self.speculate = Duration::ZERO;
+        }
         self
     }
 }
@@ -241,6 +249,20 @@ pub enum VadEvent {
         /// Position of the frame that decided it (`end` + trailing silence, or the limit).
         decided_at: u64,
     },
+    /// [`VadConfig::speculate`] of silence inside the utterance: it may be over. The audio up
+    /// to now is [`Endpointer::utterance_so_far`] (the same samples `take_utterance` gives
+    /// if the utterance ends at this pause and `speculate` ≥ [`VadConfig::tail`]).
+    SpeechPaused {
+        /// Position of the frame that decided the pause.
+        at: u64,
+        /// End of the last speech frame.
+        end: u64,
+    },
+    /// Speech again after a [`VadEvent::SpeechPaused`]: the utterance goes on.
+    SpeechResumed {
+        /// Start of the frame with speech.
+        at: u64,
+    },
     /// No speech within [`VadConfig::no_input`] of arming.
     NoInput {
         /// Position where the timer ran out.
@@ -258,6 +280,7 @@ enum Phase {
         start: u64,
         last_end: u64,
         silence: u64,
+        paused: bool,
     },
     Done,
 }
@@ -338,6 +361,19 @@ impl Endpointer {
         std::mem::take(&mut self.utterance)
     }
 
+    /// A copy of the utterance up to now, cut like [`Endpointer::take_utterance`] cuts it at
+    /// the end (trailing silence beyond [`VadConfig::tail`] left out); empty outside speech.
+    /// For a speculative recognition at [`VadEvent::SpeechPaused`] (once per pause, off the
+    /// per-frame path).
+    pub fn utterance_so_far(&self) -> Vec<i16> {
+        let Phase::Speech { silence, .. } = self.phase else {
+            return Vec::new();
+        };
+        let drop = silence.saturating_sub(samples_of(self.cfg.tail)) as usize;
+        let keep = self.utterance.len().saturating_sub(drop);
+        self.utterance.get(..keep).unwrap_or_default().to_vec()
+    }
+
     /// Feed one frame starting at sample position `pos`.
     pub fn push(&mut self, pos: u64, pcm: &[i16]) -> Option<VadEvent> {
         let stats = FrameStats::of(pcm);
@@ -389,6 +425,7 @@ impl Endpointer {
                             start: onset,
                             last_end: end,
                             silence: 0,
+                            paused: false,
                         };
                         return Some(VadEvent::SpeechStarted { at: onset });
                     }
@@ -408,6 +445,7 @@ impl Endpointer {
                 start,
                 last_end,
                 silence,
+                paused,
             } => {
                 let speech = !stats.tonal
                     && stats.db >= self.cfg.min_db
@@ -439,12 +477,25 @@ impl Endpointer {
                         decided_at: end,
                     });
                 }
+                let speculate = samples_of(self.cfg.speculate);
+                let (paused, event) = if speech && paused {
+                    (false, Some(VadEvent::SpeechResumed { at: pos }))
+                } else if !speech && !paused && speculate > 0 && silence >= speculate {
+                    let ev = VadEvent::SpeechPaused {
+                        at: end,
+                        end: last_end,
+                    };
+                    (true, Some(ev))
+                } else {
+                    (paused, None)
+                };
                 self.phase = Phase::Speech {
                     start,
                     last_end,
                     silence,
+                    paused,
                 };
-                None
+                event
             }
         }
     }
@@ -585,6 +636,95 @@ pub(crate) mod tests {
             .position(|f| to_db(power(f)) > -40.0)
             .unwrap();
         (offset + i * 160) as u64
+    }
+
+    /// Line noise at −60 dBFS with loud noise bursts (the "speech") at −20 dBFS: `(start, len)`
+    /// in ms.
+    fn bursts(total_ms: usize, spans: &[(usize, usize)]) -> Vec<i16> {
+        let mut pcm = noise(total_ms * 8, -60.0, 7);
+        for (i, &(at, len)) in spans.iter().enumerate() {
+            mix(&mut pcm, &noise(len * 8, -20.0, 100 + i as u64), at * 8);
+        }
+        pcm
+    }
+
+    /// Feeds `pcm` frame by frame; at each `SpeechPaused` takes a copy of the utterance so far.
+    fn run_speculating(ep: &mut Endpointer, pcm: &[i16]) -> (Vec<VadEvent>, Vec<Vec<i16>>) {
+        let mut events = Vec::new();
+        let mut copies = Vec::new();
+        for (i, f) in pcm.chunks(160).enumerate() {
+            if let Some(e) = ep.push(i as u64 * 160, f) {
+                if matches!(e, VadEvent::SpeechPaused { .. }) {
+                    copies.push(ep.utterance_so_far());
+                }
+                events.push(e);
+            }
+        }
+        (events, copies)
+    }
+
+    fn speculating(ms: u64) -> VadConfig {
+        VadConfig {
+            speculate: Duration::from_millis(ms),
+            ..VadConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_pause_is_reported_and_speech_after_it_resumes_the_utterance() {
+        // speech 1 s, a 400 ms gap (a pause, not the end), speech 600 ms, then silence
+        let pcm = bursts(4_000, &[(500, 1_000), (1_900, 600)]);
+        let mut ep = Endpointer::new(speculating(200));
+        let (events, mut copies) = run_speculating(&mut ep, &pcm);
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|e| match e {
+                VadEvent::SpeechStarted { .. } => "started",
+                VadEvent::SpeechPaused { .. } => "paused",
+                VadEvent::SpeechResumed { .. } => "resumed",
+                VadEvent::SpeechEnded { .. } => "ended",
+                VadEvent::NoInput { .. } => "no_input",
+            })
+            .collect();
+        assert_eq!(kinds, ["started", "paused", "resumed", "paused", "ended"]);
+        // the first pause is 200 ms after the first burst's end, the resume at the second
+        let VadEvent::SpeechPaused { at, end } = events[1] else {
+            unreachable!()
+        };
+        assert!((1_480 * 8..=1_520 * 8).contains(&end), "end {end}");
+        assert_eq!(at - end, 200 * 8, "paused after exactly 200 ms of silence");
+        let VadEvent::SpeechResumed { at } = events[2] else {
+            unreachable!()
+        };
+        assert!((1_880 * 8..=1_920 * 8).contains(&at), "resumed at {at}");
+        // the copy at the first pause is the first burst only; the one at the last pause is
+        // exactly the utterance the end gives (so a speculative result stands for it)
+        assert!(copies[0].len() < copies[1].len());
+        let last = copies.pop().unwrap();
+        assert_eq!(ep.take_utterance(), last);
+        assert!(!last.is_empty());
+    }
+
+    #[test]
+    fn speculation_is_off_by_default_and_when_not_shorter_than_the_end_silence() {
+        let pcm = bursts(4_000, &[(500, 1_000), (1_900, 600)]);
+        for cfg in [VadConfig::default(), speculating(800), speculating(1_000)] {
+            let mut ep = Endpointer::new(cfg);
+            let (events, copies) = run_speculating(&mut ep, &pcm);
+            assert!(copies.is_empty(), "{cfg:?}: {events:?}");
+            assert_eq!(events.len(), 2, "{events:?}");
+            assert!(matches!(events[1], VadEvent::SpeechEnded { .. }));
+        }
+        assert_eq!(
+            Endpointer::new(speculating(800)).config().speculate,
+            Duration::ZERO
+        );
+        // outside speech there is nothing so far
+        assert!(
+            Endpointer::new(speculating(200))
+                .utterance_so_far()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! worker) → the recognition result fed to the interpreter (the routing decision), with N
 //! SIPp callers saying "I lost my card" at the same moment after the greeting.
 //!
-//! `cargo bench --profile dev -p frontdoor --bench speech_calls` (rounds of 1, 2, 4 and 10 callers;
-//! `SPEECH_BENCH_CALLS=10` for one round of 10; `SPEECH_BENCH_WORKERS` recogniser threads,
-//! default 1). Prints p50/p95/max of end-of-speech → result, queue wait and decode time per
-//! round. Needs sipp and the models of `scripts/models/fetch`.
+//! `cargo bench --profile dev -p frontdoor --bench speech_calls`: rounds of 1, 2, 4, 6, 8, 10
+//! and 12 callers, once with Whisper's initial prompt and once without (a server each).
+//! `SPEECH_BENCH_CALLS=10` (or `4,10`) for those rounds only; `SPEECH_BENCH_WORKERS`
+//! recogniser threads (default 2); `SPEECH_BENCH_PROMPT=on|off` for one prompt setting;
+//! `SPEECH_BENCH_SPECULATE_MS` (default 200, 0 = no speculative recognition). Prints
+//! p50/p95/max of end-of-speech → result, the queue wait and decode time per round and how
+//! many results were speculative. Needs sipp and the models of `scripts/models/fetch`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/common/mod.rs"]
@@ -45,15 +48,31 @@ fn espeak_data_env() {
     }
 }
 
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?}: not understood")),
+        Err(_) => default,
+    }
+}
+
 fn main() {
     espeak_data_env();
-    let workers: usize = std::env::var("SPEECH_BENCH_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let workers: usize = env_or("SPEECH_BENCH_WORKERS", 2);
+    let speculate: u64 = env_or("SPEECH_BENCH_SPECULATE_MS", 200);
     let rounds: Vec<u32> = match std::env::var("SPEECH_BENCH_CALLS") {
-        Ok(v) => vec![v.parse().expect("SPEECH_BENCH_CALLS: a number")],
-        Err(_) => vec![1, 2, 4, 10],
+        Ok(v) => v
+            .split(',')
+            .map(|n| n.trim().parse().expect("SPEECH_BENCH_CALLS: numbers"))
+            .collect(),
+        Err(_) => vec![1, 2, 4, 6, 8, 10, 12],
+    };
+    let prompts: Vec<bool> = match std::env::var("SPEECH_BENCH_PROMPT").as_deref() {
+        Ok("on") => vec![true],
+        Ok("off") => vec![false],
+        Ok(v) => panic!("SPEECH_BENCH_PROMPT={v:?}: on or off"),
+        Err(_) => vec![true, false],
     };
     let model = repo_root().join("models/ggml-tiny.en.bin");
     assert!(
@@ -61,91 +80,105 @@ fn main() {
         "{} missing: run scripts/models/fetch",
         model.display()
     );
-    let config = format!(
-        "[speech]\nworkers = {workers}\nqueue = 64\nmodel = {:?}\n",
-        model.display().to_string()
-    );
     // The greeting of the speech front door takes ~5 s: speak at 8.5 s, after it.
     let pcm = speech_audio::line_pcm(12_000, &[(8_500, "I lost my card.")]);
-    let server = Server::start("speech-bench", 25370, (27300, 27349), &config);
-    speech_audio::write_line_pcap(&server.dir.join("bench.pcap"), &pcm);
     let template = std::fs::read_to_string(scenario("ivr-dtmf.xml")).unwrap();
-    println!(
-        "speech turns, {workers} recogniser thread(s), tiny.en; one utterance per call \
-         (\"I lost my card.\", ~1.2 s), all callers speaking at once"
-    );
-    println!(
-        "{:>5} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8}",
-        "calls", "p50 ms", "p95 ms", "max ms", "queue p95", "queue max", "decode p50", "routed"
-    );
-    let mut seen = 0usize;
-    for n in rounds {
-        let n_s = n.to_string();
-        // The callers stay on the line until every turn can have been recognised (a result
-        // for a call that hung up is dropped unreported).
-        let xml = template
-            .replace("__CALLER__", "bench")
-            .replace("__PCAP__", "bench.pcap")
-            .replace("__PAUSE_MS__", &(11_000 + 2_000 * n).to_string());
-        let sf = server.dir.join(format!("bench-{n}.xml"));
-        std::fs::write(&sf, xml).unwrap();
-        sipp(
-            &server,
-            25390,
-            27280,
-            &[
-                "-sf",
-                sf.to_str().unwrap(),
-                "-s",
-                "speech",
-                "-m",
-                &n_s,
-                "-l",
-                &n_s,
-                "-r",
-                "1000",
-            ],
+    for (i, prompt) in prompts.into_iter().enumerate() {
+        let config = format!(
+            "[speech]\nworkers = {workers}\nqueue = 64\nspeculate_ms = {speculate}\n\
+             prompt = {prompt}\nmodel = {:?}\n",
+            model.display().to_string()
         );
-        let total = seen + n as usize;
-        server.wait_count(Duration::from_secs(60), total, |e| {
-            e["type"] == "speech.recognized"
-        });
-        let events = server.events();
-        let rec: Vec<&serde_json::Value> = of_type(&events, "speech.recognized")
-            .into_iter()
-            .skip(seen)
-            .collect();
-        seen = total;
-        let mut end: Vec<u64> = rec
-            .iter()
-            .map(|e| e["end_to_result_ms"].as_u64().unwrap())
-            .collect();
-        let mut queue: Vec<u64> = rec
-            .iter()
-            .map(|e| e["queue_ms"].as_u64().unwrap())
-            .collect();
-        let mut decode: Vec<u64> = rec
-            .iter()
-            .map(|e| e["decode_ms"].as_u64().unwrap())
-            .collect();
-        end.sort_unstable();
-        queue.sort_unstable();
-        decode.sort_unstable();
-        let routed = rec
-            .iter()
-            .filter(|e| e["meaning"]["value"] == "lost_card")
-            .count();
+        let sip = 30_370 + u16::try_from(i).unwrap();
+        let server = Server::start("speech-bench", sip, (30_400, 30_459), &config);
+        speech_audio::write_line_pcap(&server.dir.join("bench.pcap"), &pcm);
         println!(
-            "{:>5} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>5}/{}",
-            n,
-            percentile(&end, 50.0),
-            percentile(&end, 95.0),
-            end.last().copied().unwrap_or(0),
-            percentile(&queue, 95.0),
-            queue.last().copied().unwrap_or(0),
-            percentile(&decode, 50.0),
-            routed,
-            rec.len()
+            "speech turns, {workers} recogniser thread(s), tiny.en, initial prompt {}, \
+             speculate_ms {speculate}; one utterance per call (\"I lost my card.\", ~1.2 s), \
+             all callers speaking at once; load average {}",
+            if prompt { "on" } else { "off" },
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
         );
+        println!(
+            "{:>5} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10} {:>11} {:>8}",
+            "calls",
+            "p50 ms",
+            "p95 ms",
+            "max ms",
+            "queue p95",
+            "queue max",
+            "decode p50",
+            "speculative",
+            "routed"
+        );
+        let mut seen = 0usize;
+        for &n in &rounds {
+            let n_s = n.to_string();
+            // The callers stay on the line until every turn can have been recognised (a
+            // result for a call that hung up is dropped unreported).
+            let xml = template
+                .replace("__CALLER__", "bench")
+                .replace("__PCAP__", "bench.pcap")
+                .replace("__PAUSE_MS__", &(11_000 + 2_000 * n).to_string());
+            let sf = server.dir.join(format!("bench-{n}.xml"));
+            std::fs::write(&sf, xml).unwrap();
+            sipp(
+                &server,
+                30_390,
+                30_300,
+                &[
+                    "-sf",
+                    sf.to_str().unwrap(),
+                    "-s",
+                    "speech",
+                    "-m",
+                    &n_s,
+                    "-l",
+                    &n_s,
+                    "-r",
+                    "1000",
+                ],
+            );
+            let total = seen + n as usize;
+            server.wait_count(Duration::from_secs(60), total, |e| {
+                e["type"] == "speech.recognized"
+            });
+            let events = server.events();
+            let rec: Vec<&serde_json::Value> = of_type(&events, "speech.recognized")
+                .into_iter()
+                .skip(seen)
+                .collect();
+            seen = total;
+            let field = |name: &str| {
+                let mut v: Vec<u64> = rec.iter().map(|e| e[name].as_u64().unwrap()).collect();
+                v.sort_unstable();
+                v
+            };
+            let end = field("end_to_result_ms");
+            let queue = field("queue_ms");
+            let decode = field("decode_ms");
+            let speculative = rec.iter().filter(|e| e["speculative"] == true).count();
+            let routed = rec
+                .iter()
+                .filter(|e| e["meaning"]["value"] == "lost_card")
+                .count();
+            println!(
+                "{:>5} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10} {:>9}/{} {:>5}/{}",
+                n,
+                percentile(&end, 50.0),
+                percentile(&end, 95.0),
+                end.last().copied().unwrap_or(0),
+                percentile(&queue, 95.0),
+                queue.last().copied().unwrap_or(0),
+                percentile(&decode, 50.0),
+                speculative,
+                rec.len(),
+                routed,
+                rec.len()
+            );
+        }
+        drop(server);
     }
 }

@@ -62,6 +62,7 @@ use frontdoor_acd::{
 
 mod agent_phone;
 mod features;
+pub mod speech_turns;
 
 /// Playback id of the driver's own prompts (the interpreter's ids are small).
 const DRIVER_PLAYBACK: u64 = u64::MAX;
@@ -173,6 +174,8 @@ struct IvrCall {
     turn: u64,
     /// The running speech turn: its step and what the recogniser listens for.
     listening: Option<(String, Arc<Expectation>)>,
+    /// Speculative recognition of the running turn (`calls/speech_turns.rs`).
+    spec: speech_turns::Speculation,
 }
 
 #[derive(Debug)]
@@ -1289,6 +1292,13 @@ impl CallApp {
                     self.feed(now, ua, call, IvrInput::SpeechNoInput);
                 }
             }
+            Note::SpeechPaused { key, pcm } => self.speech_paused(now, key, pcm),
+            Note::SpeechResumed { key } => {
+                let call = CallHandle(key);
+                if let Some(ivr) = self.calls.get_mut(&call).and_then(|c| c.ivr.as_mut()) {
+                    ivr.spec.resumed();
+                }
+            }
             Note::Utterance {
                 key,
                 pcm,
@@ -1965,11 +1975,18 @@ impl CallApp {
         let Some(ivr) = c.ivr.as_mut() else { return };
         ivr.turn += 1;
         ivr.listening = Some((req.step.clone(), Arc::new(crate::speech::expectation(req))));
+        ivr.spec.reset();
         let cfg = ListenConfig {
             vad: VadConfig {
                 end_silence: req.end_silence,
                 max_utterance: req.max_speech,
                 no_input: req.no_input,
+                // without a recogniser there is nothing to speculate with
+                speculate: if self.asr.is_some() {
+                    Duration::from_millis(self.config.speech.speculate_ms)
+                } else {
+                    Duration::ZERO
+                },
                 ..VadConfig::default()
             },
             barge_in: req.barge_in.then(BargeInConfig::default),
@@ -2001,23 +2018,46 @@ impl CallApp {
         let Some((step, expect)) = ivr.listening.take() else {
             return; // the turn was dropped meanwhile
         };
-        let job = SpeechJob {
-            key,
-            turn: ivr.turn,
-            pcm,
-            expect,
-            decided,
-            queued: now,
-        };
-        let refused = match self.asr.as_ref() {
-            Some(pool) => pool.submit(job).err().map(|_| "queue_full"),
-            None => Some("no_recognizer"),
+        let turn = ivr.turn;
+        let speculations = ivr.spec.take_started();
+        let refused = match ivr.spec.ended(decided) {
+            speech_turns::AtEnd::Use(done) => {
+                self.events.emit(
+                    Some(&call_id),
+                    EventBody::SpeechEnded {
+                        step,
+                        speech_ms,
+                        speculations,
+                        refused: None,
+                    },
+                );
+                self.recognized_at(now, ua, *done, decided, true);
+                return;
+            }
+            speech_turns::AtEnd::Await => None,
+            speech_turns::AtEnd::Recognize => {
+                let job = SpeechJob {
+                    key,
+                    turn,
+                    pcm,
+                    expect,
+                    decided,
+                    queued: now,
+                    spec: 0,
+                    cancel: None,
+                };
+                match self.asr.as_ref() {
+                    Some(pool) => pool.submit(job).err().map(|_| "queue_full"),
+                    None => Some("no_recognizer"),
+                }
+            }
         };
         self.events.emit(
             Some(&call_id),
             EventBody::SpeechEnded {
                 step,
                 speech_ms,
+                speculations,
                 refused,
             },
         );
@@ -2031,8 +2071,74 @@ impl CallApp {
         }
     }
 
-    /// A recognition came back: feed it to the call's interpreter if its turn is still on.
+    /// `SpeechPaused`: recognise the utterance so far while the caller may still go on
+    /// (skipped when the pool is busy).
+    fn speech_paused(&mut self, now: Instant, key: u64, pcm: Vec<i16>) {
+        let Some(pool) = self.asr.as_ref() else {
+            return;
+        };
+        let Some(ivr) = self
+            .calls
+            .get_mut(&CallHandle(key))
+            .and_then(|c| c.ivr.as_mut())
+        else {
+            return;
+        };
+        let Some((_, expect)) = ivr.listening.as_ref() else {
+            return;
+        };
+        let (spec, cancel) = ivr.spec.paused();
+        let job = SpeechJob {
+            key,
+            turn: ivr.turn,
+            pcm,
+            expect: expect.clone(),
+            decided: now,
+            queued: now,
+            spec,
+            cancel: Some(cancel),
+        };
+        if pool.submit_speculative(job).is_err() {
+            ivr.spec.refused(spec);
+        }
+    }
+
+    /// A recognition came back: a speculative one goes through the turn's speculation, an
+    /// ended utterance's is fed at once.
     fn recognized(&mut self, now: Instant, ua: &mut UserAgent, done: SpeechDone) {
+        if done.spec == 0 {
+            let decided = done.decided;
+            self.recognized_at(now, ua, done, decided, false);
+            return;
+        }
+        let Some(ivr) = self
+            .calls
+            .get_mut(&CallHandle(done.key))
+            .and_then(|c| c.ivr.as_mut())
+        else {
+            return;
+        };
+        if ivr.turn != done.turn {
+            return; // a speculation of a turn that is over: nobody waits for it
+        }
+        match ivr.spec.arrived(done) {
+            speech_turns::Arrived::Kept | speech_turns::Arrived::Discard(_) => {}
+            speech_turns::Arrived::Use(done, decided) => {
+                self.recognized_at(now, ua, *done, decided, true);
+            }
+        }
+    }
+
+    /// Feeds a recognition of an ended utterance (decided at `decided`) to the call's
+    /// interpreter if its turn is still on; `speculative`: recognised at a pause before the end.
+    fn recognized_at(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        done: SpeechDone,
+        decided: Instant,
+        speculative: bool,
+    ) {
         let call = CallHandle(done.key);
         let Some(c) = self.calls.get(&call) else {
             return;
@@ -2069,10 +2175,11 @@ impl CallApp {
                 transcript,
                 meaning,
                 confidence: (f64::from(confidence) * 1000.0).round() / 1000.0,
-                end_to_result_ms: millis(now.saturating_duration_since(done.decided)),
+                end_to_result_ms: millis(now.saturating_duration_since(decided)),
                 queue_ms: millis(done.queue_wait),
                 decode_ms: millis(done.decode),
                 audio_ms: done.audio_ms,
+                speculative,
                 stale: !current,
                 error,
             },
@@ -2126,6 +2233,7 @@ impl CallApp {
                     after_notice: None,
                     turn: 0,
                     listening: None,
+                    spec: speech_turns::Speculation::default(),
                 }));
                 self.drive(now, ua, call);
             }
@@ -2289,6 +2397,7 @@ impl CallApp {
                 if let Some(ivr) = c.ivr.as_mut() {
                     ivr.turn += 1;
                     ivr.listening = None;
+                    ivr.spec.reset();
                 }
                 if c.media_started {
                     self.media.send(Command::StopListening(call.0));

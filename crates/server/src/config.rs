@@ -148,20 +148,45 @@ impl std::fmt::Debug for ApiSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpeechSection {
-    /// Recogniser threads (one Whisper decoder each, one shared model); default 1.
+    /// Recogniser threads (one Whisper decoder each, one shared model); default 2 (one
+    /// decode per core of the 2-core box; docs/speech-in-calls.md, Latency).
     pub workers: usize,
     /// Utterances that may wait for a recogniser; one more is answered "no match" at once.
     pub queue: usize,
     /// The ggml Whisper model; default `<models>/ggml-tiny.en.bin` (`FRONTDOOR_MODELS_DIR`).
     pub model: Option<String>,
+    /// Recognise the utterance so far after this much silence inside it (the result stands
+    /// if the caller says nothing more before the step's end silence); 0 = off. Default 200.
+    pub speculate_ms: u64,
+    /// Bias the decoder with the step's wording (Whisper's initial prompt); default true.
+    /// Big prompts make every decode several times slower (docs/speech-in-calls.md, Latency).
+    pub prompt: bool,
+    /// Decode once per recogniser thread at start, so the first caller does not pay for
+    /// paging the model in; default true.
+    pub warm_up: bool,
 }
 
 impl Default for SpeechSection {
     fn default() -> Self {
         Self {
-            workers: 1,
+            workers: 2,
             queue: 16,
             model: None,
+            speculate_ms: 200,
+            prompt: true,
+            warm_up: true,
+        }
+    }
+}
+
+impl SpeechSection {
+    /// The recogniser pool's settings.
+    pub fn pool(&self) -> crate::speech::PoolConfig {
+        crate::speech::PoolConfig {
+            workers: self.workers,
+            queue: self.queue,
+            prompt: self.prompt,
+            warm_up: self.warm_up,
         }
     }
 }
@@ -885,6 +910,23 @@ mod tests {
         let c = Config::parse("[recording]\nenabled = true\n", "x").unwrap();
         assert!(c.recording.records("anything") && c.recording.mask_dtmf);
         assert!(Config::parse("[recording]\nmask = true\n", "x").is_err());
+    }
+
+    #[test]
+    fn speech_section() {
+        let d = Config::parse("", "x").unwrap().speech;
+        assert_eq!((d.workers, d.queue, d.speculate_ms), (2, 16, 200));
+        assert!(d.prompt && d.warm_up && d.model.is_none());
+        let c = Config::parse(
+            "[speech]\nworkers = 1\nqueue = 4\nspeculate_ms = 0\nprompt = false\nwarm_up = false\n",
+            "x",
+        )
+        .unwrap();
+        let pool = c.speech.pool();
+        assert_eq!((pool.workers, pool.queue), (1, 4));
+        assert!(!pool.prompt && !pool.warm_up);
+        assert_eq!(c.speech.speculate_ms, 0);
+        assert!(Config::parse("[speech]\nspeculate = 200\n", "x").is_err());
     }
 
     #[test]

@@ -107,14 +107,9 @@ fn start_recognizers(
         .map_err(|e| tracing::warn!("{e}"))
         .ok()?;
     let tx = app_tx.clone();
-    crate::speech::RecognizerPool::start(
-        &model,
-        config.speech.workers,
-        config.speech.queue,
-        move |d| {
-            let _ = tx.send(AppNote::Recognized(Box::new(d)));
-        },
-    )
+    crate::speech::RecognizerPool::start(&model, config.speech.pool(), move |d| {
+        let _ = tx.send(AppNote::Recognized(Box::new(d)));
+    })
     .map_err(|e| tracing::warn!("speech recognition is off: {e}; speech steps fall back to keys"))
     .ok()
 }

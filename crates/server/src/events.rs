@@ -193,6 +193,9 @@ pub enum EventBody {
         step: String,
         /// Speech length (onset to the last speech frame), ms.
         speech_ms: u64,
+        /// Speculative recognitions started at pauses of this utterance (all but the last
+        /// were given up when the caller went on).
+        speculations: u32,
         /// Why it was not recognised.
         #[serde(skip_serializing_if = "Option::is_none")]
         refused: Option<&'static str>,
@@ -215,6 +218,9 @@ pub enum EventBody {
         decode_ms: u64,
         /// Audio recognised, ms.
         audio_ms: u32,
+        /// Recognised at a pause before the end of speech (`[speech] speculate_ms`); the
+        /// caller said nothing more, so that result stands for the utterance.
+        speculative: bool,
         /// The turn was over (a key, a hang-up): the result was dropped.
         stale: bool,
         /// The recogniser failed (the turn got "no match").

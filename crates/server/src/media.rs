@@ -203,6 +203,19 @@ pub enum Note {
         /// Leg.
         key: LegKey,
     },
+    /// The caller paused inside an utterance (`speculate` of silence): the utterance so far,
+    /// for a speculative recognition.
+    SpeechPaused {
+        /// Leg.
+        key: LegKey,
+        /// 8 kHz mono PCM up to the pause (a copy; the endpointer goes on).
+        pcm: Vec<i16>,
+    },
+    /// Speech again after [`Note::SpeechPaused`].
+    SpeechResumed {
+        /// Leg.
+        key: LegKey,
+    },
     /// The endpointer ended an utterance: the audio for the recogniser.
     Utterance {
         /// Leg.
@@ -1255,6 +1268,11 @@ fn drain_events(leg: &mut Leg, notes: &UnboundedSender<Note>) {
                 barge_in: false,
             },
             MediaEvent::Vad(VadEvent::NoInput { .. }) => Note::SpeechNoInput { key: leg.key },
+            MediaEvent::Vad(VadEvent::SpeechPaused { .. }) => Note::SpeechPaused {
+                key: leg.key,
+                pcm: leg.session.take_utterance(),
+            },
+            MediaEvent::Vad(VadEvent::SpeechResumed { .. }) => Note::SpeechResumed { key: leg.key },
             MediaEvent::Vad(VadEvent::SpeechEnded { start, end, .. }) => Note::Utterance {
                 key: leg.key,
                 // moved, not copied: the recogniser pool gets it through the SIP task

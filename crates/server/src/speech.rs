@@ -7,15 +7,34 @@
 //! caller's turn is answered "no match" (the caller hears "sorry" and can use keys) instead of
 //! waiting behind the backlog. Results go back to the SIP task as [`SpeechDone`] notes; the SIP
 //! task drops results of a turn that is no longer current. See docs/speech-in-calls.md.
+//!
+//! Speculative jobs (the utterance up to a pause, `spec` > 0, see `calls/speech_turns.rs`)
+//! go through the same queue but only while it is at most half full, so they never take the
+//! room of an utterance that has ended; one cancelled before a thread takes it is skipped.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use frontdoor_ivr::{ListenRequest, SpeechMeaning, SpeechResult};
 use frontdoor_speech::{
-    Expectation, Interpretation, Outcome, Recognizer, WhisperModel, WhisperRecognizer,
+    Expectation, Interpretation, Outcome, Recognizer, WhisperConfig, WhisperModel,
+    WhisperRecognizer,
 };
+
+/// Settings of the pool (`[speech]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Recogniser threads.
+    pub workers: usize,
+    /// Jobs that may wait.
+    pub queue: usize,
+    /// Bias the decoder with the expectation's wording (Whisper's initial prompt).
+    pub prompt: bool,
+    /// Decode once per thread at start (pages the model in before the first caller).
+    pub warm_up: bool,
+}
 
 /// One utterance to recognise.
 #[derive(Debug)]
@@ -28,10 +47,15 @@ pub struct SpeechJob {
     pub pcm: Vec<i16>,
     /// What the step expects.
     pub expect: Arc<Expectation>,
-    /// When the endpointer decided the end of speech (media worker clock).
+    /// When the endpointer decided the end of speech (media worker clock); for a speculative
+    /// job, when the SIP task saw the pause (the end is not known yet).
     pub decided: Instant,
     /// When the job was queued.
     pub queued: Instant,
+    /// 0: the utterance has ended; otherwise the speculation number of an utterance so far.
+    pub spec: u64,
+    /// Set when a speculation was given up before it ran: the job is skipped.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// A finished recognition, for the SIP task.
@@ -41,6 +65,8 @@ pub struct SpeechDone {
     pub key: u64,
     /// The turn it was for.
     pub turn: u64,
+    /// The job's speculation number (0: the ended utterance).
+    pub spec: u64,
     /// What the recogniser made of it (`Err`: the engine failed; the turn gets "no match").
     pub result: Result<SpeechResult, String>,
     /// `true` when the result is an input of its own (`Outcome::NoInput`: blank transcript).
@@ -60,33 +86,55 @@ pub struct SpeechDone {
 pub struct RecognizerPool {
     tx: SyncSender<SpeechJob>,
     workers: usize,
+    queue: usize,
+    /// Jobs queued and not yet taken by a thread.
+    queued: Arc<AtomicUsize>,
 }
 
 impl RecognizerPool {
-    /// Starts `workers` threads over `model` with a queue of `queue` jobs; each result goes
-    /// to `done`. Fails when a thread or a recogniser cannot be created.
+    /// Starts `cfg.workers` threads over `model` with a queue of `cfg.queue` jobs; each result
+    /// goes to `done`. Fails when a thread or a recogniser cannot be created.
     pub fn start(
         model: &WhisperModel,
-        workers: usize,
-        queue: usize,
+        cfg: PoolConfig,
         done: impl Fn(SpeechDone) + Send + Sync + 'static,
     ) -> Result<Self, String> {
-        let (tx, rx) = sync_channel::<SpeechJob>(queue.max(1));
+        let queue = cfg.queue.max(1);
+        let (tx, rx) = sync_channel::<SpeechJob>(queue);
         let rx = Arc::new(Mutex::new(rx));
         let done = Arc::new(done);
-        let workers = workers.max(1);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let workers = cfg.workers.max(1);
+        let whisper = WhisperConfig {
+            use_prompt: cfg.prompt,
+            ..WhisperConfig::default()
+        };
         for i in 0..workers {
             // Created here, so a model whatever.cpp cannot run fails the start, not a call.
-            let recognizer = WhisperRecognizer::new(model)
+            let mut recognizer = WhisperRecognizer::with_config(model, whisper.clone())
                 .map_err(|e| format!("cannot create a speech recogniser: {e}"))?;
             let rx = rx.clone();
             let done = done.clone();
+            let queued = queued.clone();
+            let warm_up = cfg.warm_up;
             std::thread::Builder::new()
                 .name(format!("asr-{i}"))
-                .spawn(move || run(recognizer, &rx, &*done))
+                .spawn(move || {
+                    if warm_up {
+                        // one second of silence through encoder and decoder: the model's pages
+                        // and the scratch buffers are in memory before the first caller
+                        let _ = recognizer.transcribe(&[0.0; 16_000], 1_000, "");
+                    }
+                    run(recognizer, &rx, &queued, &*done);
+                })
                 .map_err(|e| format!("cannot start a recogniser thread: {e}"))?;
         }
-        Ok(Self { tx, workers })
+        Ok(Self {
+            tx,
+            workers,
+            queue,
+            queued,
+        })
     }
 
     /// Recogniser threads.
@@ -97,20 +145,42 @@ impl RecognizerPool {
     /// Queues a job without ever blocking; `Err` gives it back when the queue is full (or the
     /// pool is gone).
     pub fn submit(&self, job: SpeechJob) -> Result<(), SpeechJob> {
-        self.tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(j) | TrySendError::Disconnected(j) => j,
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.try_send(job).map_err(|e| {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            match e {
+                TrySendError::Full(j) | TrySendError::Disconnected(j) => j,
+            }
         })
+    }
+
+    /// Queues a speculative job only while the queue is at most half full (ended utterances
+    /// keep their room); `Err` gives it back.
+    pub fn submit_speculative(&self, job: SpeechJob) -> Result<(), SpeechJob> {
+        if self.queued.load(Ordering::Relaxed) * 2 >= self.queue {
+            return Err(job);
+        }
+        self.submit(job)
     }
 }
 
 fn run(
     mut recognizer: WhisperRecognizer,
     rx: &Mutex<Receiver<SpeechJob>>,
+    queued: &AtomicUsize,
     done: &(dyn Fn(SpeechDone) + Send + Sync),
 ) {
     loop {
         let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(job) = next else { return };
+        queued.fetch_sub(1, Ordering::Relaxed);
+        if job
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            continue; // a speculation given up before it ran
+        }
         let start = Instant::now();
         let queue_wait = start.saturating_duration_since(job.queued);
         let audio_ms = u32::try_from(job.pcm.len() / 8).unwrap_or(u32::MAX);
@@ -126,6 +196,7 @@ fn run(
         done(SpeechDone {
             key: job.key,
             turn: job.turn,
+            spec: job.spec,
             result,
             no_input,
             decided: job.decided,

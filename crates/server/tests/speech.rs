@@ -212,3 +212,162 @@ fn without_a_recognition_model_the_server_runs_and_speech_turns_fall_back() {
         "no clear warning in the log:\n{log}"
     );
 }
+
+/// The speech front door's greeting (`dialplans/hotline.toml`, `speech_main`) and its voice.
+const GREETING: &str =
+    "Tell me in a few words what you're calling about. You can also press 0 for an agent.";
+const VOICE: &str = "piper:en_US-joe-medium";
+
+/// The engine's own rendering of `text` (its TTS disk cache, `<tts_cache>/VOICE-HASH.wav`,
+/// written by the server's loader before the dialplan is used), as the PCM it sends.
+fn engine_prompt(voice: &str, text: &str) -> Vec<i16> {
+    // the cache key of crates/server/src/tts.rs: FNV-1a 64 over voice, speed (0), text
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in [voice, "0", text] {
+        for b in p.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    let safe: String = voice
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = common::tts_cache().join(format!("{safe}-{h:016x}.wav"));
+    let prompt = frontdoor_media::prompt::Prompt::load(&path)
+        .unwrap_or_else(|e| panic!("the engine's greeting {}: {e}", path.display()));
+    let codec = frontdoor_media::g711::G711::Pcmu;
+    codec.decode(prompt.encoded(codec))
+}
+
+fn millis_between(a: &Value, b: &Value) -> i64 {
+    let t = |e: &Value| {
+        chrono::DateTime::parse_from_rfc3339(e["ts"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    t(b) - t(a)
+}
+
+#[test]
+fn the_prompts_own_echo_does_not_barge_in_and_the_prompt_plays_to_its_end() {
+    let server = Server::start("speech-echo", 30010, (30100, 30159), &config());
+    let greeting = engine_prompt(VOICE, GREETING);
+    let greeting_ms = greeting.len() as i64 / 8;
+    assert!(greeting_ms > 3_000, "greeting of {greeting_ms} ms");
+    // (ERL dB, delay ms): the caller's line returns the greeting this much quieter and later
+    // (plus the network and the engine's jitter buffer), over -60 dBFS line noise, until
+    // the no-input time (6 s) has passed after the greeting.
+    let paths: [(f32, u32); 4] = [(12.0, 40), (18.0, 60), (24.0, 80), (30.0, 100)];
+    // Control: the same greeting returned as loud as it was sent (0 dB: no telephone line
+    // is that bad) is far above the echo estimate and does barge in, so the echo of the
+    // other callers does reach the engine in step with its prompt.
+    let control: (f32, u32) = (0.0, 40);
+    let total_ms = greeting_ms as u32 + 7_500;
+    let lines: Vec<(String, Vec<i16>)> = paths
+        .iter()
+        .chain([&control])
+        .map(|&(erl, delay_ms)| {
+            let mut pcm = line_pcm(total_ms, &[]);
+            let gain = 10f32.powf(-erl / 20.0);
+            let at = (delay_ms * 8) as usize;
+            for (x, s) in pcm.iter_mut().skip(at).zip(&greeting) {
+                *x = x.saturating_add((f32::from(*s) * gain) as i16);
+            }
+            (format!("echo{erl}"), pcm)
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for (i, (tag, pcm)) in lines.iter().enumerate() {
+            let i = u16::try_from(i).unwrap();
+            let server = &server;
+            s.spawn(move || call(server, tag, 30020 + 2 * i, 30200 + 20 * i, pcm, 500));
+        }
+    });
+    server.wait_count(Duration::from_secs(20), 5, |e| e["type"] == "call.ended");
+    let all = server.events();
+    let ev = call_events(&all, &lines[4].0);
+    assert!(
+        !of_type(&ev, "speech.barge_in").is_empty(),
+        "the 0 dB control did not barge in: {ev:#?}"
+    );
+    for ((erl, delay), (tag, _)) in paths.iter().zip(&lines) {
+        let ev = call_events(&all, tag);
+        let what = format!("ERL {erl} dB, {delay} ms: {ev:#?}\n{}", server.log());
+        assert!(
+            of_type(&ev, "speech.barge_in").is_empty(),
+            "barge-in: {what}"
+        );
+        assert!(of_type(&ev, "speech.ended").is_empty(), "speech: {what}");
+        let said = of_type(&ev, "ivr.say");
+        let greeted = said
+            .iter()
+            .find(|e| e["text"] == GREETING)
+            .unwrap_or_else(|| panic!("no greeting: {what}"));
+        assert_eq!(greeted["voice"], VOICE, "{what}");
+        // The no-input timer starts when the prompt has ended: nothing said for 6 s after
+        // a greeting that played to its end.
+        let turn = of_type(&ev, "ivr.speech");
+        let no_input = turn
+            .iter()
+            .find(|t| t["step"] == "speech_main" && t["decision"] == "no_input")
+            .unwrap_or_else(|| panic!("no no-input decision: {what}"));
+        let ms = millis_between(greeted, no_input);
+        assert!(
+            (greeting_ms + 6_000 - 300..=greeting_ms + 6_000 + 1_500).contains(&ms),
+            "no input {ms} ms after the greeting started (greeting {greeting_ms} ms + 6 s): \
+             the greeting did not play to its end? {what}"
+        );
+    }
+}
+
+#[test]
+fn a_caller_answers_did_you_say_by_voice_and_is_routed() {
+    // "I have a problem with my card" scores between reject and accept for lost_card (see
+    // the first test): the engine asks "Did you say lost card?" (about 11 s after the answer)
+    // and the caller says yes. It hangs up during the next step's question (the flow would
+    // hang up itself after a second answer).
+    let pcm = line_pcm(
+        17_000,
+        &[(8_500, "I have a problem with my card."), (14_000, "Yes.")],
+    );
+    let server = Server::start("speech-confirm", 30011, (30160, 30199), &config());
+    call(&server, "confirmer", 30030, 30280, &pcm, 1_000);
+    server.wait_count(Duration::from_secs(20), 1, |e| e["type"] == "call.ended");
+    let all = server.events();
+    let ev = call_events(&all, "confirmer");
+    let what = format!("{ev:#?}\n{}", server.log());
+    let turn = of_type(&ev, "ivr.speech");
+    let decisions: Vec<&str> = turn
+        .iter()
+        .filter(|t| t["step"] == "speech_main")
+        .map(|t| t["decision"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(decisions, ["confirm", "confirmed"], "{what}");
+    let asked = of_type(&ev, "ivr.say");
+    assert!(
+        asked.iter().any(|e| e["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Did you say lost card")),
+        "no confirmation question: {what}"
+    );
+    // the answer was heard as speech, not keys
+    assert!(of_type(&ev, "dtmf").is_empty(), "{what}");
+    let rec = of_type(&ev, "speech.recognized");
+    assert!(
+        rec.iter().any(|r| r["meaning"]["kind"] == "yes"),
+        "no spoken yes: {what}"
+    );
+    assert!(
+        steps(&ev).contains(&"confirm_lost_card".to_owned()),
+        "not routed: {:?}\n{what}",
+        steps(&ev)
+    );
+}
