@@ -78,6 +78,7 @@ const SPEECH_KEYS: &[&str] = &[
     "dtmf_play",
     "dtmf_prompt",
     "keep_digits",
+    "training",
 ];
 const DTMF_KEYS: &str = "0123456789*#ABCD";
 
@@ -759,6 +760,20 @@ fn speech_settings(
     }
     if let Some(k) = opt_bool(cx, t, "keep_digits") {
         spec.keep_digits = k;
+    }
+    if let Some((file, span)) = opt_str(cx, t, "training") {
+        let path = cx.file.parent().unwrap_or(Path::new(".")).join(&file);
+        if path.is_file() {
+            spec.training = Some(path);
+        } else {
+            cx.err(
+                &span,
+                K::InvalidValue,
+                format!("step `{id}`: training file {} not found", path.display()),
+                "`training` names intent training data relative to the dialplan file (docs/speech.md)"
+                    .to_owned(),
+            );
+        }
     }
     if !input.contains(&InputKind::Dtmf) {
         if let Some((span, _)) = find(t, "input") {
