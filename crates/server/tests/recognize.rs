@@ -481,8 +481,10 @@ const DEV_ACCURACY_FLOOR: f64 = 0.93;
 /// v2 (development data since round 3) accuracy floor: measured 46/48 = 95.8 % after the
 /// round-3 tuning (41/48 = 85.4 % as round 2's held-out figure); one utterance below.
 const DEV_V2_ACCURACY_FLOOR: f64 = 0.93;
-/// Held-out v5 accuracy floor: set from the one measurement after the round-5 tuning.
-const HELDOUT_V5_ACCURACY_FLOOR: f64 = 0.0;
+/// Held-out v5 accuracy floor: measured ONCE, after the round-5 tuning was committed (1f29dd2):
+/// 78/84 = 92.9 % (6 rejected, none wrong; 1/30 out-of-domain accepted, false accepts 1/114 =
+/// 0.9 %). The floor is one utterance below the measurement (77/84 = 91.7 %).
+const HELDOUT_V5_ACCURACY_FLOOR: f64 = 0.91;
 /// v4 (development data since round 5) accuracy floor.
 const DEV_V4_ACCURACY_FLOOR: f64 = 0.5;
 /// False accepts (a wrong intent, or any intent for an out-of-domain sentence) over all
