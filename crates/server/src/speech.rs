@@ -192,7 +192,9 @@ pub fn expectation(req: &ListenRequest) -> Expectation {
             &frontdoor_speech::models_dir(),
         ) {
             Ok(c) => expect = expect.classifier(c),
-            Err(e) => tracing::warn!(error = %e, "intent classifier unavailable; using the phrase matcher"),
+            Err(e) => {
+                tracing::warn!(error = %e, "intent classifier unavailable; using the phrase matcher")
+            }
         }
     }
     expect.reject_below(req.reject_below)

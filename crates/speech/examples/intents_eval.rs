@@ -16,21 +16,21 @@ fn main() {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
     let (training, plan, fixtures) = (&args[0], &args[1], &args[2..]);
     let plan: toml::Table = toml::from_str(&std::fs::read_to_string(plan).unwrap()).unwrap();
-    let intents: Vec<(String, Vec<String>)> = plan["flows"]["speech"]["steps"]["speech_main"]
-        ["intents"]
-        .as_table()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| {
-            let phrases = v["phrases"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p.as_str().unwrap().to_owned())
-                .collect();
-            (k.clone(), phrases)
-        })
-        .collect();
+    let intents: Vec<(String, Vec<String>)> =
+        plan["flows"]["speech"]["steps"]["speech_main"]["intents"]
+            .as_table()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                let phrases = v["phrases"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_str().unwrap().to_owned())
+                    .collect();
+                (k.clone(), phrases)
+            })
+            .collect();
     let t = Instant::now();
     let c = shared_classifier(training, &intents, Path::new("models")).unwrap();
     println!("load + train {:.0} ms", t.elapsed().as_secs_f64() * 1000.0);
@@ -66,7 +66,10 @@ fn main() {
                 }
             }
             if !(best == want && (want == NONE || *p >= 0.6)) {
-                println!("  {want:<10} {text:<60} -> {best} {p:.2}  ({:?})", &scores[1]);
+                println!(
+                    "  {want:<10} {text:<60} -> {best} {p:.2}  ({:?})",
+                    &scores[1]
+                );
             }
         }
         for (i, th) in thresholds.iter().enumerate() {

@@ -112,8 +112,14 @@ impl Embedder {
             ranks.entry(key).or_insert(rank as u32);
         }
         let (dim, table) = read_safetensors_f16(&weights_path, &weights)?;
-        if vocab.values().any(|&id| (id as usize + 1) * dim > table.len()) {
-            return Err(corrupt(&weights_path, "fewer rows than the tokenizer's vocabulary"));
+        if vocab
+            .values()
+            .any(|&id| (id as usize + 1) * dim > table.len())
+        {
+            return Err(corrupt(
+                &weights_path,
+                "fewer rows than the tokenizer's vocabulary",
+            ));
         }
         Ok(Self {
             vocab,
@@ -212,11 +218,19 @@ fn read_safetensors_f16(path: &Path, bytes: &[u8]) -> Result<(usize, Vec<f32>), 
     }
     let dims: Vec<usize> = tensor["shape"]
         .as_array()
-        .map(|a| a.iter().filter_map(|d| d.as_u64()?.try_into().ok()).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_u64()?.try_into().ok())
+                .collect()
+        })
         .unwrap_or_default();
     let offsets: Vec<usize> = tensor["data_offsets"]
         .as_array()
-        .map(|a| a.iter().filter_map(|d| d.as_u64()?.try_into().ok()).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_u64()?.try_into().ok())
+                .collect()
+        })
         .unwrap_or_default();
     let ([rows, cols], [start, end]) = (dims.as_slice(), offsets.as_slice()) else {
         return Err(corrupt(path, "want one 2-D tensor"));
@@ -233,7 +247,9 @@ fn read_safetensors_f16(path: &Path, bytes: &[u8]) -> Result<(usize, Vec<f32>), 
 }
 
 /// Callers' filler words, dropped before classification.
-const FILLERS: &[&str] = &["um", "uh", "umm", "uhm", "er", "erm", "hmm", "mm", "ah", "eh"];
+const FILLERS: &[&str] = &[
+    "um", "uh", "umm", "uhm", "er", "erm", "hmm", "mm", "ah", "eh",
+];
 
 /// Transcript clean-up shared by training and classification: lower case, contractions
 /// spelt out ("can't" -> "can not", "I'm" -> "i am"), punctuation dropped, fillers removed
@@ -287,7 +303,10 @@ pub fn clean(text: &str) -> String {
             continue;
         }
         if w == "like" {
-            let prev = i.checked_sub(1).and_then(|p| words.get(p)).map(String::as_str);
+            let prev = i
+                .checked_sub(1)
+                .and_then(|p| words.get(p))
+                .map(String::as_str);
             if !matches!(
                 prev,
                 Some("would" | "i" | "we" | "you" | "they" | "not" | "do" | "really")
@@ -619,7 +638,9 @@ pub fn shared_classifier(
     }
     let mut key: u64 = fnv(&[&models.to_string_lossy()]) as u64;
     for (c, (n, s)) in set.intents.iter().enumerate() {
-        key = key.wrapping_mul(31).wrapping_add(fnv(&[n]) as u64 + c as u64);
+        key = key
+            .wrapping_mul(31)
+            .wrapping_add(fnv(&[n]) as u64 + c as u64);
         for t in s {
             key = key.wrapping_mul(31).wrapping_add(fnv(&[t]) as u64);
         }
@@ -673,7 +694,10 @@ mod tests {
     #[test]
     fn clean_spells_out_contractions_and_drops_fillers() {
         assert_eq!(clean("Um, I can't find my card."), "i can not find my card");
-        assert_eq!(clean("I'd like, uh, like my balance"), "i would like my balance");
+        assert_eq!(
+            clean("I'd like, uh, like my balance"),
+            "i would like my balance"
+        );
         assert_eq!(clean("It's gone, I'm sure"), "it gone i am sure");
         assert_eq!(clean("She won't"), "she will not");
     }
@@ -687,7 +711,11 @@ mod tests {
         let b = Classifier::train(&s, None);
         assert_eq!(a.weights, b.weights, "same data, same weights");
         assert_eq!(a, b);
-        assert_eq!(a.classes(), ["balance", "lost_card", "none"], "file order is sorted by toml");
+        assert_eq!(
+            a.classes(),
+            ["balance", "lost_card", "none"],
+            "file order is sorted by toml"
+        );
         assert_eq!(best(&a, "I lost my card"), "lost_card");
         assert_eq!(best(&a, "what's my balance"), "balance");
         let p = a.classify("how much money is in my account");
@@ -723,7 +751,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("scripts/models/fetch"), "{err}");
-        assert!(err.contains(EMBED_TOKENIZER) || err.contains(EMBED_WEIGHTS), "{err}");
+        assert!(
+            err.contains(EMBED_TOKENIZER) || err.contains(EMBED_WEIGHTS),
+            "{err}"
+        );
         let err = Embedder::load(&dir).unwrap_err();
         assert!(matches!(err, SpeechError::ModelMissing { .. }), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
@@ -761,7 +792,10 @@ mod tests {
             e.tokenize("somebody took my wallet"),
             [18462, 3614, 590, 17042, 1026]
         );
-        assert_eq!(e.tokenize("my card was declined"), [590, 5881, 471, 4845, 1312]);
+        assert_eq!(
+            e.tokenize("my card was declined"),
+            [590, 5881, 471, 4845, 1312]
+        );
         assert_eq!(
             e.tokenize("naïve café 😀"),
             [1055, 30085, 345, 274, 28059, 29871, 243, 162, 155, 131]
