@@ -669,6 +669,7 @@ pub fn shared_classifier(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn set() -> TrainingSet {
