@@ -763,17 +763,23 @@ fn speech_settings(
     }
     if let Some((file, span)) = opt_str(cx, t, "training") {
         let path = cx.file.parent().unwrap_or(Path::new(".")).join(&file);
-        if path.is_file() {
-            spec.training = Some(path);
-        } else {
-            cx.err(
+        if !path.is_file() {
+            // A warning, not an error: the dialplan still works (the recogniser reports the
+            // missing file: `frontdoor recognize` fails naming it, live calls fall back to
+            // the phrase matcher with a logged warning).
+            cx.push(
+                Severity::Warning,
                 &span,
                 K::InvalidValue,
                 format!("step `{id}`: training file {} not found", path.display()),
-                "`training` names intent training data relative to the dialplan file (docs/speech.md)"
-                    .to_owned(),
+                Some(
+                    "`training` names intent training data relative to the dialplan file \
+                     (docs/speech.md); without it the phrase matcher scores the intents"
+                        .to_owned(),
+                ),
             );
         }
+        spec.training = Some(path);
     }
     if !input.contains(&InputKind::Dtmf) {
         if let Some((span, _)) = find(t, "input") {
