@@ -639,6 +639,21 @@ fn missing_model_names_the_fetch_script() {
     let wav = scratch("short-silence.wav");
     std::fs::write(&wav, wav_bytes(&vec![0i16; 800], 8000)).unwrap();
     let plan = hotline();
+    // a step without a classifier: the Whisper model is what is missing
+    let stderr = recognize_fails(
+        &[
+            "recognize",
+            "--dialplan",
+            plan.to_str().unwrap(),
+            "--step",
+            "account_digits",
+            wav.to_str().unwrap(),
+        ],
+        Some(&empty),
+    );
+    assert!(stderr.contains("scripts/models/fetch"), "{stderr}");
+    assert!(stderr.contains("ggml-tiny.en.bin"), "{stderr}");
+    // the speech step's intent classifier needs the word embeddings (checked first)
     let stderr = recognize_fails(
         &[
             "recognize",
@@ -651,7 +666,8 @@ fn missing_model_names_the_fetch_script() {
         Some(&empty),
     );
     assert!(stderr.contains("scripts/models/fetch"), "{stderr}");
-    assert!(stderr.contains("ggml-tiny.en.bin"), "{stderr}");
+    assert!(stderr.contains("wordllama/l2_supercat"), "{stderr}");
+    assert!(stderr.contains("intents/hotline-en.toml"), "{stderr}");
     let _ = std::fs::remove_file(wav);
     let _ = std::fs::remove_dir(empty);
 }
