@@ -319,7 +319,8 @@ pub fn clean(text: &str) -> String {
     out.join(" ")
 }
 
-fn fnv(parts: &[&str]) -> usize {
+/// FNV-1a over the parts (each ended by 0xff).
+fn fnv64(parts: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for p in parts {
         for b in p.bytes().chain(std::iter::once(0xff)) {
@@ -327,7 +328,12 @@ fn fnv(parts: &[&str]) -> usize {
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
-    (h % BUCKETS as u64) as usize
+    h
+}
+
+/// The feature bucket of the parts.
+fn fnv(parts: &[&str]) -> usize {
+    (fnv64(parts) % BUCKETS as u64) as usize
 }
 
 /// Sparse features of a cleaned text: (bucket, value), unit L2 norm, sorted by bucket.
@@ -491,7 +497,7 @@ impl Classifier {
             .flat_map(|(c, (_, s))| s.iter().map(move |t| (c, t)))
             .chain(set.none.iter().map(|t| (set.intents.len(), t)));
         for (class, text) in labelled {
-            fp = (fp ^ fnv(&[text]) as u64 ^ class as u64).wrapping_mul(0x0000_0100_0000_01b3);
+            fp = (fp ^ fnv64(&[text]) ^ class as u64).wrapping_mul(0x0000_0100_0000_01b3);
             let (sparse, dense) = this.features(text);
             samples.push(Sample {
                 sparse,
@@ -601,9 +607,18 @@ fn softmax(z: &[f32]) -> Vec<f32> {
     e.into_iter().map(|x| x / s).collect()
 }
 
-type Cache<T> = Mutex<Vec<(u64, Arc<T>)>>;
+type QuickKey = (
+    PathBuf,
+    Option<(u64, Option<std::time::SystemTime>)>,
+    Vec<(String, Vec<String>)>,
+    PathBuf,
+);
+type Cache<K> = Mutex<Vec<(K, Arc<Classifier>)>>;
 static EMBEDDERS: Mutex<Vec<(PathBuf, Arc<Embedder>)>> = Mutex::new(Vec::new());
-static CLASSIFIERS: Cache<Classifier> = Mutex::new(Vec::new());
+/// Trained classifiers by training content and models folder.
+static CLASSIFIERS: Cache<(TrainingSet, PathBuf)> = Mutex::new(Vec::new());
+/// Trained classifiers by training file (path, size, mtime), step intents and models folder.
+static SEEN: Cache<QuickKey> = Mutex::new(Vec::new());
 
 /// The embedder of a models folder, loaded once per process.
 pub fn shared_embedder(models: &Path) -> Result<Arc<Embedder>, SpeechError> {
@@ -625,6 +640,23 @@ pub fn shared_classifier(
     intents: &[(String, Vec<String>)],
     models: &Path,
 ) -> Result<Arc<Classifier>, SpeechError> {
+    // Fast path for every speech turn of a call: the same file (path, size, modification
+    // time), intents and models folder as before -> the trained classifier, without parsing.
+    let meta = std::fs::metadata(training)
+        .ok()
+        .map(|m| (m.len(), m.modified().ok()));
+    let quick: QuickKey = (
+        training.to_path_buf(),
+        meta,
+        intents.to_vec(),
+        models.to_path_buf(),
+    );
+    {
+        let seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = seen.iter().find(|(k, _)| *k == quick) {
+            return Ok(Arc::clone(c));
+        }
+    }
     let file = TrainingSet::from_file(training)?;
     let mut set = TrainingSet {
         intents: Vec::new(),
@@ -636,18 +668,8 @@ pub fn shared_classifier(
             set.add(name, more.iter().cloned());
         }
     }
-    let mut key: u64 = fnv(&[&models.to_string_lossy()]) as u64;
-    for (c, (n, s)) in set.intents.iter().enumerate() {
-        key = key
-            .wrapping_mul(31)
-            .wrapping_add(fnv(&[n]) as u64 + c as u64);
-        for t in s {
-            key = key.wrapping_mul(31).wrapping_add(fnv(&[t]) as u64);
-        }
-    }
-    for t in &set.none {
-        key = key.wrapping_mul(37).wrapping_add(fnv(&[t]) as u64);
-    }
+    // the training content (and models folder) as the key: equal data, one classifier
+    let key = (set.clone(), models.to_path_buf());
     let embedder = shared_embedder(models).map_err(|e| match e {
         SpeechError::ModelMissing { path, source } => SpeechError::Training {
             path: training.to_path_buf(),
@@ -658,12 +680,20 @@ pub fn shared_classifier(
         },
         other => other,
     })?;
-    let mut cache = CLASSIFIERS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, c)) = cache.iter().find(|(k, _)| *k == key) {
-        return Ok(Arc::clone(c));
-    }
-    let c = Arc::new(Classifier::train(&set, Some(embedder)));
-    cache.push((key, Arc::clone(&c)));
+    let c = {
+        let mut cache = CLASSIFIERS.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.iter().find(|(k, _)| *k == key) {
+            Some((_, c)) => Arc::clone(c),
+            None => {
+                let c = Arc::new(Classifier::train(&set, Some(embedder)));
+                cache.push((key, Arc::clone(&c)));
+                c
+            }
+        }
+    };
+    SEEN.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((quick, Arc::clone(&c)));
     Ok(c)
 }
 
@@ -815,5 +845,26 @@ mod tests {
         assert!(a.uses_embeddings());
         assert_eq!(best(&a, "somebody nicked my purse"), "lost_card");
         assert_eq!(best(&a, "my card got declined"), "none");
+    }
+
+    /// The hotline's training file through [`shared_classifier`]: trained once, shared by
+    /// later calls (speech turns), and fast enough for a dialplan load.
+    #[test]
+    fn the_hotline_classifier_is_trained_once_and_shared() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let training = root.join("dialplans/intents/hotline-en.toml");
+        let intents = vec![
+            ("balance".to_owned(), vec!["check my balance".to_owned()]),
+            ("lost_card".to_owned(), vec!["I lost my card".to_owned()]),
+        ];
+        let a = shared_classifier(&training, &intents, &root.join("models")).unwrap();
+        let b = shared_classifier(&training, &intents, &root.join("models")).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "trained once");
+        assert_eq!(a.classes(), ["balance", "lost_card", "none"]);
+        assert_eq!(best(&a, "somebody took my wallet on the bus"), "lost_card");
+        assert_eq!(best(&a, "my card was declined in the shop"), "none");
+        let other = vec![("balance".to_owned(), vec!["check my balance".to_owned()])];
+        let c = shared_classifier(&training, &other, &root.join("models")).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c), "other intents, another classifier");
     }
 }
