@@ -154,6 +154,8 @@ pub struct ListenRequest {
     pub language: String,
     /// A confirmation ("did you say ...?") turn.
     pub confirmation: bool,
+    /// Training data of the step's intent classifier (`training`), when it has one.
+    pub training: Option<std::path::PathBuf>,
 }
 
 /// What the interpreter made of a speech result.
@@ -1231,11 +1233,13 @@ impl Call {
             reject_below: sp.spec.reject,
             language: self.lang(),
             confirmation: sp.confirming.is_some(),
+            training: None,
         };
         if sp.confirming.is_some() {
             req.yes_no = true;
             return req;
         }
+        req.training.clone_from(&sp.spec.training);
         for i in &sp.spec.intents {
             req.intents.push(ListenIntent {
                 name: i.name.clone(),

@@ -78,6 +78,7 @@ const SPEECH_KEYS: &[&str] = &[
     "dtmf_play",
     "dtmf_prompt",
     "keep_digits",
+    "training",
 ];
 const DTMF_KEYS: &str = "0123456789*#ABCD";
 
@@ -759,6 +760,26 @@ fn speech_settings(
     }
     if let Some(k) = opt_bool(cx, t, "keep_digits") {
         spec.keep_digits = k;
+    }
+    if let Some((file, span)) = opt_str(cx, t, "training") {
+        let path = cx.file.parent().unwrap_or(Path::new(".")).join(&file);
+        if !path.is_file() {
+            // A warning, not an error: the dialplan still works (the recogniser reports the
+            // missing file: `frontdoor recognize` fails naming it, live calls fall back to
+            // the phrase matcher with a logged warning).
+            cx.push(
+                Severity::Warning,
+                &span,
+                K::InvalidValue,
+                format!("step `{id}`: training file {} not found", path.display()),
+                Some(
+                    "`training` names intent training data relative to the dialplan file \
+                     (docs/speech.md); without it the phrase matcher scores the intents"
+                        .to_owned(),
+                ),
+            );
+        }
+        spec.training = Some(path);
     }
     if !input.contains(&InputKind::Dtmf) {
         if let Some((span, _)) = find(t, "input") {

@@ -223,6 +223,9 @@ pub struct SpeechSpec {
     pub dtmf_prompt: Vec<Prompt>,
     /// Keep spoken digit strings in transcripts (`keep_digits`, default false: redacted).
     pub keep_digits: bool,
+    /// Training data of the step's intent classifier (`training`, a TOML file relative to the
+    /// dialplan; see docs/speech.md): resolved path, checked to exist at load.
+    pub training: Option<std::path::PathBuf>,
 }
 
 impl Default for SpeechSpec {
@@ -241,6 +244,7 @@ impl Default for SpeechSpec {
             retries: None,
             dtmf_prompt: Vec::new(),
             keep_digits: false,
+            training: None,
         }
     }
 }

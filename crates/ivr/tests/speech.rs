@@ -705,3 +705,41 @@ fn hotline_lost_card_confirmation_by_voice_and_account_digits_by_voice() {
         "{json}"
     );
 }
+
+#[test]
+fn training_data_is_resolved_next_to_the_dialplan_and_reaches_the_listen_request() {
+    let dir = std::env::temp_dir().join(format!("ivr-training-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("intents")).unwrap();
+    std::fs::write(dir.join("intents/bank.toml"), "[intents]\n").unwrap();
+    let src = menu("training = \"intents/bank.toml\"");
+    let p = match check_str(&dir.join("plan.toml"), &src, None) {
+        Ok(l) => l.plan,
+        Err(d) => panic!("{d:?}"),
+    };
+    let mut h = H::new(p);
+    let a = h.actions();
+    let r = listen(&a).unwrap();
+    assert_eq!(r.training, Some(dir.join("intents/bank.toml")));
+    // a missing file is a load warning naming it (the recogniser reports it again)
+    let loaded = match check_str(
+        &dir.join("plan.toml"),
+        &menu("training = \"intents/missing.toml\""),
+        None,
+    ) {
+        Ok(l) => l,
+        Err(d) => panic!("{d:?}"),
+    };
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|d| d.to_string().contains("missing.toml")),
+        "{:?}",
+        loaded.warnings
+    );
+    // without the key: none
+    let mut h = H::new(plan(&menu("")));
+    let a = h.actions();
+    assert_eq!(listen(&a).unwrap().training, None);
+    let _ = std::fs::remove_dir_all(&dir);
+}

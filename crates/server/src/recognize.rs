@@ -213,6 +213,21 @@ pub fn expectation(step: &Step) -> Result<Expectation, RecognizeError> {
         };
         expect = expect.intent(&intent.name, &phrases);
     }
+    if let Some(training) = &speech.training {
+        // the intent classifier (crates/speech/src/nlu.rs): trained once per process
+        let intents: Vec<(String, Vec<String>)> = expect
+            .intents
+            .iter()
+            .map(|i| (i.name.clone(), i.phrases.clone()))
+            .collect();
+        let classifier = frontdoor_speech::nlu::shared_classifier(
+            training,
+            &intents,
+            &frontdoor_speech::models_dir(),
+        )
+        .map_err(|e| err(e.to_string()))?;
+        expect = expect.classifier(classifier);
+    }
     let mut yes_no = false;
     for word in &speech.expect {
         match word.to_lowercase().as_str() {

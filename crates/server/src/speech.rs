@@ -249,6 +249,25 @@ pub fn expectation(req: &ListenRequest) -> Expectation {
     if req.yes_no {
         expect = expect.yes_no();
     }
+    if let Some(training) = &req.training {
+        // The step's intent classifier (trained once per process). A call must not fail on
+        // it: without it (missing embeddings, bad file) the phrase matcher scores the intents.
+        let intents: Vec<(String, Vec<String>)> = req
+            .intents
+            .iter()
+            .map(|i| (i.name.clone(), i.phrases.clone()))
+            .collect();
+        match frontdoor_speech::nlu::shared_classifier(
+            training,
+            &intents,
+            &frontdoor_speech::models_dir(),
+        ) {
+            Ok(c) => expect = expect.classifier(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "intent classifier unavailable; using the phrase matcher")
+            }
+        }
+    }
     expect.reject_below(req.reject_below)
 }
 
@@ -286,6 +305,7 @@ mod tests {
             reject_below: 0.4,
             language: "en".to_owned(),
             confirmation: false,
+            training: None,
         }
     }
 

@@ -38,6 +38,15 @@ pub enum SpeechError {
     /// The audio given cannot be processed (e.g. unsupported sample rate).
     #[error("audio: {0}")]
     Audio(String),
+    /// The intent training data cannot be used (unreadable, malformed, or its embeddings are
+    /// missing).
+    #[error("intent training data {path}: {reason}")]
+    Training {
+        /// The training file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A timed operation did not finish in time.
     #[error("{0} timed out")]
     Timeout(&'static str),

@@ -18,6 +18,7 @@ pub mod audio;
 pub mod error;
 pub mod grammar;
 pub mod model;
+pub mod nlu;
 #[cfg(feature = "piper")]
 pub mod synth;
 pub mod whisper;
