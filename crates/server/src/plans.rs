@@ -261,10 +261,12 @@ pub fn prepare(
             }
         )));
     }
+    let classifiers = warm_classifiers(&set);
     tracing::info!(
         version,
         speech = jobs.len(),
         prompts = prompts.len(),
+        classifiers,
         "dialplans ready"
     );
     Ok(Plans {
@@ -272,6 +274,40 @@ pub fn prepare(
         prompts,
         version,
     })
+}
+
+/// Trains the intent classifiers of the speech steps that have `training` (once per process
+/// and training data: [`frontdoor_speech::nlu::shared_classifier`]) here, on the loader, so
+/// that a call's first speech turn finds them trained instead of training on the SIP task.
+/// A classifier that cannot be trained (missing embeddings) is reported by the turn itself
+/// (warning; the phrase matcher scores the intents). Returns how many are ready.
+fn warm_classifiers(set: &DialplanSet) -> usize {
+    let models = frontdoor_speech::models_dir();
+    let mut ready = 0;
+    for plan in set.plans() {
+        for flow in plan.flows.values() {
+            for step in flow.steps.values() {
+                let spec = match &step.verb {
+                    Verb::Gather(g) => &g.speech,
+                    Verb::Menu(m) => &m.speech,
+                    _ => continue,
+                };
+                let Some(training) = &spec.training else {
+                    continue;
+                };
+                let intents: Vec<(String, Vec<String>)> = spec
+                    .intents
+                    .iter()
+                    .map(|i| (i.name.clone(), i.phrases.clone()))
+                    .collect();
+                match frontdoor_speech::nlu::shared_classifier(training, &intents, &models) {
+                    Ok(_) => ready += 1,
+                    Err(e) => tracing::debug!(error = %e, "intent classifier not trained at load"),
+                }
+            }
+        }
+    }
+    ready
 }
 
 /// Loads, validates and prepares the dialplans of `dir` (start-up).
@@ -390,5 +426,35 @@ mod tests {
         // Texts with variables are rendered on demand, not at load.
         assert!(!texts.iter().any(|(_, t)| t.contains("{caller.name}")));
         assert!(play_files(plan).is_empty());
+    }
+
+    /// The hotline's `speech_main` classifier is trained at load; the step's first speech
+    /// turn then gets the same classifier (no training on the SIP task).
+    #[test]
+    fn hotline_classifier_is_trained_at_load() {
+        let set =
+            DialplanSet::load(&repo().join("dialplans"), Some(&repo().join("prompts"))).unwrap();
+        assert_eq!(warm_classifiers(&set), 1);
+        let plan = set.plans().next().unwrap();
+        let step = plan
+            .flows
+            .values()
+            .flat_map(|f| f.steps.values())
+            .find_map(|s| match &s.verb {
+                Verb::Menu(m) if m.speech.training.is_some() => Some(&m.speech),
+                _ => None,
+            })
+            .unwrap();
+        let intents: Vec<(String, Vec<String>)> = step
+            .intents
+            .iter()
+            .map(|i| (i.name.clone(), i.phrases.clone()))
+            .collect();
+        let training = step.training.as_ref().unwrap();
+        let models = frontdoor_speech::models_dir();
+        let a = frontdoor_speech::nlu::shared_classifier(training, &intents, &models).unwrap();
+        let b = frontdoor_speech::nlu::shared_classifier(training, &intents, &models).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&a, &b), "trained once");
+        assert!(a.uses_embeddings());
     }
 }
