@@ -45,9 +45,8 @@ const L2: f32 = 1e-4;
 
 /// Sentence embeddings: Llama-2 BPE tokens -> mean of their vectors -> L2 normalised.
 pub struct Embedder {
-    vocab: HashMap<String, u32>,
-    /// Merge rank of "left right" (lower merges first).
-    ranks: HashMap<String, u32>,
+    /// HuggingFace `tokenizers` with the package's tokenizer JSON.
+    tokenizer: tokenizers::Tokenizer,
     dim: usize,
     /// `rows x dim`, row-major.
     table: Vec<f32>,
@@ -56,7 +55,7 @@ pub struct Embedder {
 impl std::fmt::Debug for Embedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Embedder")
-            .field("vocab", &self.vocab.len())
+            .field("vocab", &self.tokenizer.get_vocab_size(true))
             .field("dim", &self.dim)
             .finish_non_exhaustive()
     }
@@ -84,46 +83,17 @@ impl Embedder {
         let weights_path = models.join(EMBED_WEIGHTS);
         let tok = std::fs::read(&tok_path).map_err(|e| missing(&tok_path, e))?;
         let weights = std::fs::read(&weights_path).map_err(|e| missing(&weights_path, e))?;
-        let json: serde_json::Value =
-            serde_json::from_slice(&tok).map_err(|e| corrupt(&tok_path, e.to_string()))?;
-        let model = &json["model"];
-        let vocab: HashMap<String, u32> = model["vocab"]
-            .as_object()
-            .ok_or_else(|| corrupt(&tok_path, "no model.vocab"))?
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), u32::try_from(v.as_u64()?).ok()?)))
-            .collect();
-        let merges = model["merges"]
-            .as_array()
-            .ok_or_else(|| corrupt(&tok_path, "no model.merges"))?;
-        let mut ranks = HashMap::with_capacity(merges.len());
-        for (rank, m) in merges.iter().enumerate() {
-            // "left right" (tokenizers < 0.20) or ["left", "right"]
-            let key = match m {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Array(a) => match (a.first(), a.get(1)) {
-                    (Some(l), Some(r)) => {
-                        format!("{} {}", l.as_str().unwrap_or(""), r.as_str().unwrap_or(""))
-                    }
-                    _ => return Err(corrupt(&tok_path, "bad merge entry")),
-                },
-                _ => return Err(corrupt(&tok_path, "bad merge entry")),
-            };
-            ranks.entry(key).or_insert(rank as u32);
-        }
+        let tokenizer = tokenizers::Tokenizer::from_bytes(&tok)
+            .map_err(|e| corrupt(&tok_path, format!("tokenizer: {e}")))?;
         let (dim, table) = read_safetensors_f16(&weights_path, &weights)?;
-        if vocab
-            .values()
-            .any(|&id| (id as usize + 1) * dim > table.len())
-        {
+        if tokenizer.get_vocab_size(true) * dim > table.len() {
             return Err(corrupt(
                 &weights_path,
                 "fewer rows than the tokenizer's vocabulary",
             ));
         }
         Ok(Self {
-            vocab,
-            ranks,
+            tokenizer,
             dim,
             table,
         })
@@ -134,40 +104,13 @@ impl Embedder {
         self.dim
     }
 
-    /// Token ids of `text`, without special tokens (Llama-2 BPE: "▁" for spaces and in front,
-    /// merges by rank, bytes for unknown characters).
+    /// Token ids of `text`, without special tokens (the package's Llama-2 BPE: "▁" for spaces
+    /// and in front, merges by rank, bytes for unknown characters).
     pub fn tokenize(&self, text: &str) -> Vec<u32> {
-        let norm = format!("\u{2581}{}", text.replace(' ', "\u{2581}"));
-        let mut syms: Vec<String> = norm.chars().map(String::from).collect();
-        let mut key = String::new();
-        loop {
-            let mut best: Option<(u32, usize)> = None;
-            for i in 0..syms.len().saturating_sub(1) {
-                key.clear();
-                key.push_str(&syms[i]);
-                key.push(' ');
-                key.push_str(&syms[i + 1]);
-                if let Some(&r) = self.ranks.get(&key)
-                    && best.is_none_or(|(b, _)| r < b)
-                {
-                    best = Some((r, i));
-                }
-            }
-            let Some((_, i)) = best else { break };
-            let right = syms.remove(i + 1);
-            syms[i].push_str(&right);
-        }
-        let mut ids = Vec::with_capacity(syms.len());
-        for s in &syms {
-            match self.vocab.get(s) {
-                Some(&id) => ids.push(id),
-                None => ids.extend(
-                    s.bytes()
-                        .filter_map(|b| self.vocab.get(&format!("<0x{b:02X}>")).copied()),
-                ),
-            }
-        }
-        ids
+        self.tokenizer
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .unwrap_or_default()
     }
 
     /// The sentence embedding of `text` (unit length; all zeros for an empty text).
@@ -196,54 +139,30 @@ fn normalize_l2(v: &mut [f32]) {
 
 /// The single 2-D F16 tensor of a safetensors file -> (columns, values as f32).
 fn read_safetensors_f16(path: &Path, bytes: &[u8]) -> Result<(usize, Vec<f32>), SpeechError> {
-    let len = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .ok_or_else(|| corrupt(path, "shorter than a safetensors header"))?;
-    let header_end = usize::try_from(len)
-        .ok()
-        .and_then(|l| l.checked_add(8))
-        .filter(|&e| e <= bytes.len())
-        .ok_or_else(|| corrupt(path, "bad safetensors header length"))?;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..header_end])
-        .map_err(|e| corrupt(path, format!("safetensors header: {e}")))?;
-    let tensor = header
-        .as_object()
-        .and_then(|o| o.iter().find(|(k, _)| *k != "__metadata__"))
-        .map(|(_, v)| v)
-        .ok_or_else(|| corrupt(path, "no tensor"))?;
-    if tensor["dtype"] != "F16" {
-        return Err(corrupt(path, "the embedding tensor is not F16"));
-    }
-    let dims: Vec<usize> = tensor["shape"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|d| d.as_u64()?.try_into().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    let offsets: Vec<usize> = tensor["data_offsets"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|d| d.as_u64()?.try_into().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    let ([rows, cols], [start, end]) = (dims.as_slice(), offsets.as_slice()) else {
+    let file = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| corrupt(path, format!("safetensors: {e}")))?;
+    let names = file.names();
+    let [name] = names.as_slice() else {
         return Err(corrupt(path, "want one 2-D tensor"));
     };
-    let data = bytes
-        .get(header_end + start..header_end + end)
-        .filter(|d| d.len() == rows * cols * 2)
-        .ok_or_else(|| corrupt(path, "tensor data out of bounds"))?;
+    let tensor = file
+        .tensor(name)
+        .map_err(|e| corrupt(path, format!("safetensors: {e}")))?;
+    if tensor.dtype() != safetensors::Dtype::F16 {
+        return Err(corrupt(path, "the embedding tensor is not F16"));
+    }
+    let &[rows, cols] = tensor.shape() else {
+        return Err(corrupt(path, "want one 2-D tensor"));
+    };
+    let data = tensor.data();
+    if data.len() != rows * cols * 2 {
+        return Err(corrupt(path, "tensor data out of bounds"));
+    }
     let values = data
         .chunks_exact(2)
         .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
         .collect();
-    Ok((*cols, values))
+    Ok((cols, values))
 }
 
 /// Callers' filler words, dropped before classification.
