@@ -1943,17 +1943,8 @@ impl CallApp {
                     ivr.rendering = None;
                     match &result {
                         Ok((prompt, source)) => {
-                            self.events.emit(
-                                Some(&call_id),
-                                EventBody::IvrSay {
-                                    id,
-                                    text: key.1.clone(),
-                                    language,
-                                    voice: key.0.clone(),
-                                    cache: source.as_str(),
-                                    wait_ms: millis(now.saturating_duration_since(since)),
-                                },
-                            );
+                            let wait = now.saturating_duration_since(since);
+                            self.emit_ivr_say(&call_id, id, &key, language, source, wait);
                             self.play_ivr(handle, id, prompt.clone());
                         }
                         Err(e) => {
@@ -3194,6 +3185,30 @@ impl CallApp {
         }
     }
 
+    /// The `ivr.say` event of a say whose (first) audio has just been synthesised, `wait`
+    /// after the interpreter asked for it.
+    fn emit_ivr_say(
+        &self,
+        call_id: &Arc<str>,
+        id: u64,
+        (voice, text): &crate::tts::Key,
+        language: String,
+        source: &crate::tts::Source,
+        wait: Duration,
+    ) {
+        self.events.emit(
+            Some(call_id),
+            EventBody::IvrSay {
+                id,
+                text: text.clone(),
+                language,
+                voice: voice.clone(),
+                cache: source.as_str(),
+                wait_ms: millis(wait),
+            },
+        );
+    }
+
     fn play_ivr(&mut self, call: CallHandle, id: u64, prompt: Prompt) {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
@@ -3245,17 +3260,8 @@ impl CallApp {
                 };
                 ivr.rendering = None;
                 ivr.streaming = (!last).then_some(id);
-                self.events.emit(
-                    Some(&call_id),
-                    EventBody::IvrSay {
-                        id,
-                        text: key.1.clone(),
-                        language,
-                        voice: key.0.clone(),
-                        cache: source.as_str(),
-                        wait_ms: millis(now.saturating_duration_since(since)),
-                    },
-                );
+                let wait = now.saturating_duration_since(since);
+                self.emit_ivr_say(&call_id, id, key, language, source, wait);
                 self.play_ivr(handle, id, prompt.clone());
                 continue;
             }

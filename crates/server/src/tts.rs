@@ -163,6 +163,23 @@ pub struct Tts {
 /// still has them).
 const MAX_DYNAMIC: usize = 2048;
 
+/// The disk cache's file name of `text` in `voice` at `speed` (`[ivr] tts_speed`):
+/// `VOICE-HASH.wav`, the voice's name made file-safe, the hash FNV-1a 64 over the three.
+pub fn cache_file_name(voice: &str, speed: u32, text: &str) -> String {
+    let safe: String = voice
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let speed = speed.to_string();
+    format!("{safe}-{:016x}.wav", fnv64(&[voice, &speed, text]))
+}
+
 fn fnv64(parts: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for p in parts {
@@ -274,19 +291,8 @@ impl Tts {
     }
 
     fn cache_path(&self, voice: &str, text: &str) -> PathBuf {
-        let safe: String = voice
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let speed = self.speed.to_string();
         self.cache_dir
-            .join(format!("{safe}-{:016x}.wav", fnv64(&[voice, &speed, text])))
+            .join(cache_file_name(voice, self.speed, text))
     }
 
     /// The prompt for a static `text` in `voice` (kept in memory for good): memory, then

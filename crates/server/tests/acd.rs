@@ -12,37 +12,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Dirs, Server, of_type, scenario, sipp, test_dir, write_rtp_pcap};
+use common::{Dirs, Server, of_type, queue_plan, scenario, sipp, test_dir, write_rtp_pcap};
 use frontdoor_media::g711::G711;
-
-const PLAN: &str = r#"
-name = "acd-test"
-
-[[route]]
-default = true
-flow = "queue"
-
-[flows.queue]
-start = "answer"
-
-[flows.queue.steps.answer]
-verb = "answer"
-next = "q"
-
-[flows.queue.steps.q]
-verb = "enqueue"
-queue = "general"
-on_failure = "busy"
-
-[flows.queue.steps.busy]
-verb = "say"
-text = "Nobody is here."
-next = "bye"
-
-[flows.queue.steps.bye]
-verb = "hangup"
-reason = "no agent"
-"#;
 
 fn config(offer_timeout_s: f64, auto_login: bool) -> String {
     format!(
@@ -114,7 +85,7 @@ fn webhook_receiver(
 
 fn start(name: &str, sip_port: u16, rtp: (u16, u16), config: &str) -> Server {
     let plans = test_dir(&format!("{name}-plans"));
-    std::fs::write(plans.join("acd.toml"), PLAN).unwrap();
+    std::fs::write(plans.join("acd.toml"), queue_plan("acd-test")).unwrap();
     Server::start_with(
         name,
         sip_port,
@@ -433,7 +404,8 @@ fn a_waiting_caller_hears_its_position_while_an_unregistered_agent_is_skipped() 
         "wrap_up_s = 30.0\nannounce_every_s = 1.0\n",
     );
     let server = start("acd-wait", 25303, (27120, 27129), &cfg);
-    caller(&server, "wait", 25327, 27170, 3500);
+    // long enough for the first announcement to be synthesised on a loaded box
+    caller(&server, "wait", 25327, 27170, 6000);
     server.wait_event(Duration::from_secs(10), |e| e["type"] == "acd.abandoned");
     let events = server.events();
     let refused = of_type(&events, "acd.refused");

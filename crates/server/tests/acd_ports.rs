@@ -10,36 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Dirs, Server, of_type, scenario, sipp, test_dir};
-
-const PLAN: &str = r#"
-name = "acd-ports"
-
-[[route]]
-default = true
-flow = "queue"
-
-[flows.queue]
-start = "answer"
-
-[flows.queue.steps.answer]
-verb = "answer"
-next = "q"
-
-[flows.queue.steps.q]
-verb = "enqueue"
-queue = "general"
-on_failure = "busy"
-
-[flows.queue.steps.busy]
-verb = "say"
-text = "Nobody is here."
-next = "bye"
-
-[flows.queue.steps.bye]
-verb = "hangup"
-reason = "no agent"
-"#;
+use common::{Dirs, Server, of_type, queue_plan, scenario, sipp, test_dir};
 
 const CONFIG: &str = "[sip]\nauth_algorithms = [\"MD5\"]\n[acd]\noffer_timeout_s = 10.0\n\
     max_no_answer = 1\n[[acd.queues]]\nid = 1\nname = \"general\"\nwrap_up_s = 30.0\n\
@@ -49,7 +20,7 @@ const CONFIG: &str = "[sip]\nauth_algorithms = [\"MD5\"]\n[acd]\noffer_timeout_s
 #[test]
 fn no_rtp_port_for_the_agent_leg_abandons_the_caller_without_charging_the_agent() {
     let plans = test_dir("acd-ports-plans");
-    std::fs::write(plans.join("acd.toml"), PLAN).unwrap();
+    std::fs::write(plans.join("acd.toml"), queue_plan("acd-ports")).unwrap();
     // One even RTP port: the caller's leg takes it, the agent's leg finds none.
     let server = Server::start_with(
         "acd-ports",

@@ -221,25 +221,7 @@ const VOICE: &str = "piper:en_US-joe-medium";
 /// The engine's own rendering of `text` (its TTS disk cache, `<tts_cache>/VOICE-HASH.wav`,
 /// written by the server's loader before the dialplan is used), as the PCM it sends.
 fn engine_prompt(voice: &str, text: &str) -> Vec<i16> {
-    // the cache key of crates/server/src/tts.rs: FNV-1a 64 over voice, speed (0), text
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in [voice, "0", text] {
-        for b in p.bytes().chain(std::iter::once(0)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    let safe: String = voice
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let path = common::tts_cache().join(format!("{safe}-{h:016x}.wav"));
+    let path = common::tts_cache().join(frontdoor::tts::cache_file_name(voice, 0, text));
     let prompt = frontdoor_media::prompt::Prompt::load(&path)
         .unwrap_or_else(|e| panic!("the engine's greeting {}: {e}", path.display()));
     let codec = frontdoor_media::g711::G711::Pcmu;

@@ -508,3 +508,38 @@ pub fn invite_expecting_failure(server: &Server, sip_port: u16, number: &str) ->
         return status;
     }
 }
+
+/// A dialplan named `name` whose every number goes to the queue `general`: answer, then
+/// `enqueue`; when nobody can take the call, "Nobody is here." and a hang-up.
+pub fn queue_plan(name: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+
+[[route]]
+default = true
+flow = "queue"
+
+[flows.queue]
+start = "answer"
+
+[flows.queue.steps.answer]
+verb = "answer"
+next = "q"
+
+[flows.queue.steps.q]
+verb = "enqueue"
+queue = "general"
+on_failure = "busy"
+
+[flows.queue.steps.busy]
+verb = "say"
+text = "Nobody is here."
+next = "bye"
+
+[flows.queue.steps.bye]
+verb = "hangup"
+reason = "no agent"
+"#
+    )
+}
