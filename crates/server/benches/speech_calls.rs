@@ -84,9 +84,14 @@ fn main() {
     let pcm = speech_audio::line_pcm(12_000, &[(8_500, "I lost my card.")]);
     let template = std::fs::read_to_string(scenario("ivr-dtmf.xml")).unwrap();
     for (i, prompt) in prompts.into_iter().enumerate() {
+        // The callers' pcap ends after 12 s and they send no RTP while they wait for the
+        // last results: the RTP timeout (30 s by default) must outlast the longest round.
+        let wait_s = 11 + 2 * rounds.iter().max().copied().unwrap_or(1);
         let config = format!(
-            "[speech]\nworkers = {workers}\nqueue = 64\nspeculate_ms = {speculate}\n\
+            "[media]\nrtp_timeout_s = {}\n\
+             [speech]\nworkers = {workers}\nqueue = 64\nspeculate_ms = {speculate}\n\
              prompt = {prompt}\nmodel = {:?}\n",
+            wait_s + 30,
             model.display().to_string()
         );
         let sip = 30_370 + u16::try_from(i).unwrap();
