@@ -1,5 +1,6 @@
 //! [`Recognizer`] on whisper.cpp (via whisper-rs).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -106,11 +107,19 @@ impl Default for WhisperConfig {
     }
 }
 
+/// Decoder settings kept per Whisper prompt, at most this many (a dialplan has a prompt per
+/// speech step; beyond, e.g. prompts made of callers' names, they are built per clip).
+const MAX_PARAMS: usize = 256;
+
 /// A recognizer: one whisper state (scratch buffers) over a shared [`WhisperModel`].
 pub struct WhisperRecognizer {
     model: WhisperModel,
     state: WhisperState,
     config: WhisperConfig,
+    /// The decoder settings of each initial prompt seen, built once: whisper-rs hands
+    /// whisper.cpp the prompt and the language as C strings it never frees, so settings built
+    /// per clip would leak a little memory at every recognition of a long-running server.
+    params: HashMap<String, FullParams<'static, 'static>>,
 }
 
 impl std::fmt::Debug for WhisperRecognizer {
@@ -135,7 +144,47 @@ impl WhisperRecognizer {
             model: model.clone(),
             state,
             config,
+            params: HashMap::new(),
         })
+    }
+
+    /// The decoder settings for `prompt` (built on first use; see `params`).
+    fn params(&mut self, prompt: &str) -> Result<FullParams<'static, 'static>, SpeechError> {
+        if let Some(p) = self.params.get(prompt) {
+            return Ok(p.clone());
+        }
+        let cfg = &self.config;
+        // greedy, single pass: no temperature fallback (temperature_inc = 0)
+        let mut p = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        p.set_n_threads(i32::from(cfg.threads.max(1)));
+        p.set_translate(false);
+        if self.model.header.is_multilingual() {
+            p.set_language(Some(whisper_language(&cfg.language)?));
+        }
+        p.set_no_context(true);
+        p.set_single_segment(true);
+        p.set_no_timestamps(!cfg.timestamps);
+        p.set_print_special(false);
+        p.set_print_progress(false);
+        p.set_print_realtime(false);
+        p.set_print_timestamps(false);
+        p.set_suppress_blank(true);
+        p.set_suppress_nst(true);
+        p.set_temperature(0.0);
+        p.set_temperature_inc(0.0);
+        if !prompt.is_empty() {
+            if prompt.contains('\0') {
+                return Err(SpeechError::Engine {
+                    engine: "whisper",
+                    message: "a Whisper prompt with a NUL byte".into(),
+                });
+            }
+            p.set_initial_prompt(prompt);
+        }
+        if self.params.len() < MAX_PARAMS {
+            self.params.insert(prompt.to_owned(), p.clone());
+        }
+        Ok(p)
     }
 
     /// The settings.
@@ -150,25 +199,9 @@ impl WhisperRecognizer {
         speech_ms: u32,
         prompt: &str,
     ) -> Result<Transcript, SpeechError> {
+        let prompt = if self.config.use_prompt { prompt } else { "" };
+        let mut p = self.params(prompt)?;
         let cfg = &self.config;
-        // greedy, single pass: no temperature fallback (temperature_inc = 0)
-        let mut p = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
-        p.set_n_threads(i32::from(cfg.threads.max(1)));
-        p.set_translate(false);
-        if self.model.header.is_multilingual() {
-            p.set_language(Some(cfg.language.as_str()));
-        }
-        p.set_no_context(true);
-        p.set_single_segment(true);
-        p.set_no_timestamps(!cfg.timestamps);
-        p.set_print_special(false);
-        p.set_print_progress(false);
-        p.set_print_realtime(false);
-        p.set_print_timestamps(false);
-        p.set_suppress_blank(true);
-        p.set_suppress_nst(true);
-        p.set_temperature(0.0);
-        p.set_temperature_inc(0.0);
         let token_limit = cfg.max_tokens.min(4 + speech_ms.div_ceil(125));
         p.set_max_tokens(i32::try_from(token_limit).unwrap_or(48));
         let seconds = samples16k.len() as f32 / WHISPER_RATE as f32;
@@ -177,9 +210,6 @@ impl WhisperRecognizer {
             .max(cfg.min_audio_ctx)
             .min(self.model.header.n_audio_ctx);
         p.set_audio_ctx(i32::try_from(ctx).unwrap_or(1500));
-        if cfg.use_prompt && !prompt.is_empty() {
-            p.set_initial_prompt(prompt);
-        }
         self.state.full(p, samples16k).map_err(|e| engine(&e))?;
         let eot = self.model.ctx.token_eot();
         let mut text = String::new();
@@ -287,6 +317,18 @@ pub fn repetition_unit(text: &str, whole: bool) -> Option<String> {
     None
 }
 
+/// whisper.cpp's own (static) name of the language `code` ("zh"), or an error naming it.
+fn whisper_language(code: &str) -> Result<&'static str, SpeechError> {
+    (!code.contains('\0'))
+        .then(|| whisper_rs::get_lang_id(code))
+        .flatten()
+        .and_then(whisper_rs::get_lang_str)
+        .ok_or_else(|| SpeechError::Engine {
+            engine: "whisper",
+            message: format!("Whisper does not know the language {code:?}"),
+        })
+}
+
 fn engine(e: &whisper_rs::WhisperError) -> SpeechError {
     SpeechError::Engine {
         engine: "whisper",
@@ -335,7 +377,18 @@ impl Recognizer for WhisperRecognizer {
 
 #[cfg(test)]
 mod tests {
-    use super::{collapse_repeats, plausible_words, repetition_unit};
+    #![allow(clippy::unwrap_used)]
+    use super::{collapse_repeats, plausible_words, repetition_unit, whisper_language};
+
+    #[test]
+    fn languages_are_whisper_cpps_own_names() {
+        assert_eq!(whisper_language("zh").unwrap(), "zh");
+        assert_eq!(whisper_language("en").unwrap(), "en");
+        for bad in ["xx", "", "z\0h"] {
+            let e = whisper_language(bad).unwrap_err().to_string();
+            assert!(e.contains("does not know the language"), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn loops_collapse_when_too_long_for_the_speech() {

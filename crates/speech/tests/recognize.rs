@@ -68,6 +68,46 @@ fn lost_card_intent() {
 }
 
 #[test]
+fn one_recognizer_serves_steps_with_different_prompts_in_turn() {
+    // Its decoder settings are kept per Whisper prompt: each step must get its own.
+    let model = tiny_en();
+    let cases = [
+        (
+            phone_phrase("I lost my card"),
+            bank(),
+            Interpretation::Intent("lost_card".into()),
+        ),
+        (
+            phone_phrase("yes"),
+            Expectation::new().yes_no(),
+            Interpretation::Yes,
+        ),
+        (
+            phone_phrase("five nine zero seven"),
+            Expectation::new().digits(4, 4),
+            Interpretation::Digits("5907".into()),
+        ),
+        (
+            phone_phrase("I want to check my balance"),
+            bank(),
+            Interpretation::Intent("balance".into()),
+        ),
+        (
+            phone_phrase("no"),
+            Expectation::new().yes_no(),
+            Interpretation::No,
+        ),
+    ];
+    with_timeout(120, "recognition", move || {
+        let mut r = WhisperRecognizer::new(model).unwrap();
+        for (pcm, expect, want) in &cases {
+            let rec = r.recognize(pcm, 8000, expect).unwrap();
+            assert_match(&rec, want);
+        }
+    });
+}
+
+#[test]
 fn balance_intent_paraphrased() {
     let rec = recognize(
         phone_phrase("I would like to check my balance please"),
