@@ -1,9 +1,18 @@
-//! The store thread: every blocking SQLite access (caller lookups, call records) and file
-//! write (voicemail WAVs) runs here, fed by a channel, never on the SIP task. Results go back
+//! The store threads: every blocking SQLite access (caller lookups, call records) and file
+//! write (voicemail WAVs) runs on them, fed by channels, never on the SIP task. Results go back
 //! to the SIP task as [`StoreReply`]s; the call waits for its lookup, the SIP task does not.
+//!
+//! Two threads: caller lookups, which a new call waits for, have their own (`store-lookup`,
+//! on the store's read connection), so they never queue behind the writes (`store`: call
+//! records, callbacks, WAVs), whose commits, WAL checkpoints (fsync) and file writes can take
+//! seconds when the disk is busy. A lookup still sees the writes queued before it (the caller
+//! who hung up a moment ago is a returning caller) unless they take longer than
+//! [`LOOKUP_WAITS_FOR_WRITES`]; then it goes on without them.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -78,45 +87,125 @@ pub enum StoreReply {
     Callback(crate::calls::callbacks::StoreDone),
 }
 
-/// Handle of the store thread; dropping the sender side ends it after the queued work.
+/// How long a caller lookup waits for the writes queued before it.
+pub const LOOKUP_WAITS_FOR_WRITES: Duration = Duration::from_millis(250);
+
+/// Writes done by the writer thread (a count), and its change.
+#[derive(Debug, Default)]
+struct Done {
+    count: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Done {
+    fn add_one(&self) {
+        *self.count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits until `n` writes are done or `limit` has passed; whether they are.
+    fn wait_for(&self, n: u64, limit: Duration) -> bool {
+        let count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        let (count, _) = self
+            .changed
+            .wait_timeout_while(count, limit, |c| *c < n)
+            .unwrap_or_else(PoisonError::into_inner);
+        *count >= n
+    }
+}
+
+/// Handle of the store threads; dropping it ends them after the queued work.
 #[derive(Debug)]
 pub struct StoreThread {
+    /// Writes (records, callbacks, WAVs).
     tx: Option<Sender<StoreRequest>>,
-    join: Option<JoinHandle<()>>,
+    /// Caller lookups, each with the number of writes queued before it.
+    lookup_tx: Option<Sender<(StoreRequest, u64)>>,
+    /// Writes queued so far.
+    sent: AtomicU64,
+    joins: Vec<JoinHandle<()>>,
 }
 
 impl StoreThread {
-    /// Opens `db` (creating it) and starts the thread.
+    /// Opens `db` (creating it) and starts the threads.
     pub fn start(
         db: &Path,
         region: Region,
-        reply: impl Fn(StoreReply) + Send + 'static,
+        reply: impl Fn(StoreReply) + Send + Sync + 'static,
     ) -> Result<Self, String> {
-        let store = SqliteStore::open(db).map_err(|e| format!("{}: {e}", db.display()))?;
-        let (tx, rx) = channel();
-        let join = std::thread::Builder::new()
-            .name("store".into())
-            .spawn(move || run(store, region, rx, reply))
-            .map_err(|e| e.to_string())?;
+        let store = Arc::new(SqliteStore::open(db).map_err(|e| format!("{}: {e}", db.display()))?);
+        let reply = Arc::new(reply);
+        let done = Arc::new(Done::default());
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| e.to_string())
+        };
+        let (tx, rx) = channel::<StoreRequest>();
+        let writer = {
+            let (store, reply, done) = (store.clone(), reply.clone(), done.clone());
+            spawn(
+                "store",
+                Box::new(move || {
+                    while let Ok(req) = rx.recv() {
+                        serve(&store, region, req, &*reply);
+                        done.add_one();
+                    }
+                }),
+            )?
+        };
+        let (lookup_tx, lookup_rx) = channel::<(StoreRequest, u64)>();
+        let lookups = spawn(
+            "store-lookup",
+            Box::new(move || {
+                while let Ok((req, after)) = lookup_rx.recv() {
+                    if !done.wait_for(after, LOOKUP_WAITS_FOR_WRITES) {
+                        tracing::warn!(
+                            waited_ms = LOOKUP_WAITS_FOR_WRITES.as_millis(),
+                            "caller lookup without the latest writes (the store is slow)"
+                        );
+                    }
+                    serve(&store, region, req, &*reply);
+                }
+            }),
+        )?;
         Ok(Self {
             tx: Some(tx),
-            join: Some(join),
+            lookup_tx: Some(lookup_tx),
+            sent: AtomicU64::new(0),
+            joins: vec![writer, lookups],
         })
     }
 
-    /// Queues work.
+    /// Queues work: lookups on the lookup thread, the rest on the writer.
     pub fn send(&self, req: StoreRequest) {
-        if let Some(tx) = &self.tx {
-            if tx.send(req).is_err() {
-                tracing::error!("store thread is gone");
+        let sent = match req {
+            StoreRequest::Recognise { .. } => {
+                let after = self.sent.load(Ordering::Relaxed);
+                self.lookup_tx
+                    .as_ref()
+                    .map(|tx| tx.send((req, after)).is_ok())
             }
+            _ => {
+                self.sent.fetch_add(1, Ordering::Relaxed);
+                self.tx.as_ref().map(|tx| tx.send(req).is_ok())
+            }
+        };
+        if sent == Some(false) {
+            tracing::error!("store thread is gone");
         }
     }
 
-    /// Finishes the queued work and stops the thread.
+    /// Finishes the queued work and stops the threads.
     pub fn finish(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
         self.tx = None;
-        if let Some(j) = self.join.take() {
+        self.lookup_tx = None;
+        for j in self.joins.drain(..) {
             let _ = j.join();
         }
     }
@@ -124,72 +213,68 @@ impl StoreThread {
 
 impl Drop for StoreThread {
     fn drop(&mut self) {
-        self.tx = None;
-        if let Some(j) = self.join.take() {
-            let _ = j.join();
-        }
+        self.stop();
     }
 }
 
-fn run(store: SqliteStore, region: Region, rx: Receiver<StoreRequest>, reply: impl Fn(StoreReply)) {
-    while let Ok(req) = rx.recv() {
-        match req {
-            StoreRequest::Recognise { key, info } => {
-                let identity = identify(&info, region);
-                let profile = match recognise(&store, identity.clone()) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::error!(error = %e, "caller lookup failed; treating the caller as unknown");
-                        CallerProfile {
-                            identity,
-                            customer: None,
-                            previous_calls: 0,
-                            last_call: None,
-                        }
+/// Serves one request on the calling store thread.
+fn serve(store: &SqliteStore, region: Region, req: StoreRequest, reply: &dyn Fn(StoreReply)) {
+    match req {
+        StoreRequest::Recognise { key, info } => {
+            let identity = identify(&info, region);
+            let profile = match recognise(store, identity.clone()) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "caller lookup failed; treating the caller as unknown");
+                    CallerProfile {
+                        identity,
+                        customer: None,
+                        previous_calls: 0,
+                        last_call: None,
                     }
-                };
-                reply(StoreReply::Recognised {
-                    key,
-                    profile: Box::new(profile),
-                });
-            }
-            StoreRequest::Record { key, record } => {
-                let error = store.record_call(&record).err().map(|e| e.to_string());
-                if let Some(e) = &error {
-                    tracing::error!(call_id = %record.call_id.0, error = %e, "cannot write the call record");
                 }
-                reply(StoreReply::Recorded {
-                    key,
-                    outcome: record.outcome.clone(),
-                    error,
-                });
+            };
+            reply(StoreReply::Recognised {
+                key,
+                profile: Box::new(profile),
+            });
+        }
+        StoreRequest::Record { key, record } => {
+            let error = store.record_call(&record).err().map(|e| e.to_string());
+            if let Some(e) = &error {
+                tracing::error!(call_id = %record.call_id.0, error = %e, "cannot write the call record");
             }
-            StoreRequest::Callback(op) => {
-                if let Some(done) = crate::calls::callbacks::run_op(&store, op) {
-                    reply(StoreReply::Callback(done));
-                }
+            reply(StoreReply::Recorded {
+                key,
+                outcome: record.outcome.clone(),
+                error,
+            });
+        }
+        StoreRequest::Callback(op) => {
+            if let Some(done) = crate::calls::callbacks::run_op(store, op) {
+                reply(StoreReply::Callback(done));
             }
-            StoreRequest::WriteWav { key, path, pcm } => {
-                let duration = Duration::from_micros(pcm.len() as u64 * 125);
-                let bytes = wav_bytes(&pcm);
-                let len = bytes.len() as u64;
-                let error = path
-                    .parent()
-                    .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| std::fs::write(&path, bytes))
-                    .err()
-                    .map(|e| format!("{}: {e}", path.display()));
-                if let Some(e) = &error {
-                    tracing::error!(error = %e, "cannot write the recording");
-                }
-                reply(StoreReply::WavWritten {
-                    key,
-                    path,
-                    duration,
-                    bytes: len,
-                    error,
-                });
+        }
+        StoreRequest::WriteWav { key, path, pcm } => {
+            let duration = Duration::from_micros(pcm.len() as u64 * 125);
+            let bytes = wav_bytes(&pcm);
+            let len = bytes.len() as u64;
+            let error = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&path, bytes))
+                .err()
+                .map(|e| format!("{}: {e}", path.display()));
+            if let Some(e) = &error {
+                tracing::error!(error = %e, "cannot write the recording");
             }
+            reply(StoreReply::WavWritten {
+                key,
+                path,
+                duration,
+                bytes: len,
+                error,
+            });
         }
     }
 }
@@ -253,6 +338,98 @@ pub fn describe(identity: &CallerIdentity) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_caller_lookup_does_not_wait_for_a_stuck_write() {
+        let dir = std::env::temp_dir().join(format!("frontdoor-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A FIFO nobody reads: writing a WAV there blocks the writer thread until we read it.
+        let fifo = dir.join("stuck.wav");
+        let _ = std::fs::remove_file(&fifo);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let store = StoreThread::start(&dir.join("store.db"), Region::Nanp, move |r| {
+            let _ = tx.send(r);
+        })
+        .unwrap();
+        store.send(StoreRequest::WriteWav {
+            key: 1,
+            path: fifo.clone(),
+            pcm: vec![0; 8000],
+        });
+        store.send(StoreRequest::Recognise {
+            key: 2,
+            info: caller_info("sip:+14155550123@carrier", &[], false),
+        });
+        let first = rx.recv_timeout(Duration::from_secs(10));
+        // unblock the writer, whatever happened
+        let drained = std::fs::read(&fifo).unwrap();
+        match first {
+            Ok(StoreReply::Recognised { key, profile }) => {
+                assert_eq!(key, 2);
+                assert_eq!(profile.previous_calls, 0);
+            }
+            other => panic!("the lookup waited behind the write: {other:?}"),
+        }
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(StoreReply::WavWritten {
+                key, bytes, error, ..
+            }) => {
+                assert_eq!((key, error), (1, None));
+                assert_eq!(bytes, drained.len() as u64);
+            }
+            other => panic!("the write did not finish: {other:?}"),
+        }
+        store.finish();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_caller_lookup_sees_the_record_of_the_call_just_ended() {
+        let dir = std::env::temp_dir().join(format!("frontdoor-store-rec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let store = StoreThread::start(&dir.join("store.db"), Region::Nanp, move |r| {
+            let _ = tx.send(r);
+        })
+        .unwrap();
+        let number = "+14155550123";
+        for round in 0..20u32 {
+            store.send(StoreRequest::Record {
+                key: 1,
+                record: Box::new(CallRecord {
+                    call_id: frontdoor_store::CallId(format!("call-{round}")),
+                    caller: Some(frontdoor_store::E164::parse(number, Region::Nanp).unwrap()),
+                    dialed: "hotline".into(),
+                    started_at: chrono::Utc::now(),
+                    answered_at: None,
+                    ended_at: None,
+                    ivr_path: vec![],
+                    digits: vec![],
+                    outcome: "hung_up".into(),
+                }),
+            });
+            // sent right after the record, as a caller calling straight back
+            store.send(StoreRequest::Recognise {
+                key: 2,
+                info: caller_info(&format!("sip:{number}@carrier"), &[], false),
+            });
+            let previous = loop {
+                match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+                    StoreReply::Recognised { profile, .. } => break profile.previous_calls,
+                    StoreReply::Recorded { error, .. } => assert_eq!(error, None),
+                    other => panic!("{other:?}"),
+                }
+            };
+            assert_eq!(previous, u64::from(round) + 1, "round {round}");
+        }
+        store.finish();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn wav_header_is_mono_8k_16bit() {
