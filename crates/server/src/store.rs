@@ -339,10 +339,23 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// A store in a fresh folder `frontdoor-store-NAME-PID`, its replies on a channel.
+    fn start(name: &str) -> (PathBuf, StoreThread, std::sync::mpsc::Receiver<StoreReply>) {
+        let dir =
+            std::env::temp_dir().join(format!("frontdoor-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let store = StoreThread::start(&dir.join("store.db"), Region::Nanp, move |r| {
+            let _ = tx.send(r);
+        })
+        .unwrap();
+        (dir, store, rx)
+    }
+
     #[test]
     fn a_caller_lookup_does_not_wait_for_a_stuck_write() {
-        let dir = std::env::temp_dir().join(format!("frontdoor-store-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let (dir, store, rx) = start("stuck");
         // A FIFO nobody reads: writing a WAV there blocks the writer thread until we read it.
         let fifo = dir.join("stuck.wav");
         let _ = std::fs::remove_file(&fifo);
@@ -351,11 +364,6 @@ mod tests {
             .status()
             .unwrap();
         assert!(made.success());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let store = StoreThread::start(&dir.join("store.db"), Region::Nanp, move |r| {
-            let _ = tx.send(r);
-        })
-        .unwrap();
         store.send(StoreRequest::WriteWav {
             key: 1,
             path: fifo.clone(),
@@ -390,13 +398,7 @@ mod tests {
 
     #[test]
     fn a_caller_lookup_sees_the_record_of_the_call_just_ended() {
-        let dir = std::env::temp_dir().join(format!("frontdoor-store-rec-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let store = StoreThread::start(&dir.join("store.db"), Region::Nanp, move |r| {
-            let _ = tx.send(r);
-        })
-        .unwrap();
+        let (dir, store, rx) = start("record");
         let number = "+14155550123";
         for round in 0..20u32 {
             store.send(StoreRequest::Record {
